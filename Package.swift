@@ -14,6 +14,7 @@ let cpuCFlags: [CSetting] = []
 // Numeric engine targets: optimised even in debug builds so that tests stay fast.
 let engineFlags: [SwiftSetting] = cpuFlags + [
     .unsafeFlags(["-enforce-exclusivity=unchecked"]),
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
 ]
 
 let package = Package(
