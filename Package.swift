@@ -37,10 +37,11 @@ let package = Package(
         .target(name: "TillerFormats", dependencies: ["TillerTensor"], swiftSettings: engineFlags),
         .target(name: "TillerTokenizers", dependencies: ["TillerFormats"], swiftSettings: engineFlags),
         .target(name: "TillerModels", dependencies: ["TillerTensor", "TillerFormats", "TillerTokenizers"], swiftSettings: engineFlags),
+        .target(name: "TillerSteering", dependencies: ["TillerModels", "TillerFormats"], resources: [.copy("Resources")], swiftSettings: engineFlags),
         .executableTarget(
             name: "tiller",
             dependencies: [
-                "TillerModels", "TillerFormats", "TillerTokenizers", "TillerTensor",
+                "TillerSteering", "TillerModels", "TillerFormats", "TillerTokenizers", "TillerTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags
@@ -48,6 +49,7 @@ let package = Package(
         .testTarget(name: "TillerTensorTests", dependencies: ["TillerTensor"], swiftSettings: cpuFlags),
         .testTarget(name: "TillerFormatsTests", dependencies: ["TillerFormats"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerTokenizersTests", dependencies: ["TillerTokenizers"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]

