@@ -46,7 +46,7 @@ let package = Package(
             ],
             swiftSettings: cpuFlags
         ),
-        .testTarget(name: "TillerTensorTests", dependencies: ["TillerTensor"], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerTensorTests", dependencies: ["TillerTensor"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerFormatsTests", dependencies: ["TillerFormats"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerTokenizersTests", dependencies: ["TillerTokenizers"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
