@@ -1,0 +1,66 @@
+import Foundation
+import XCTest
+import TillerTensor
+@testable import TillerFormats
+
+enum Fixtures {
+    static var directory: URL {
+        Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
+    }
+    static func json(_ name: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: directory.appendingPathComponent(name))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+}
+
+struct MissingModel: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Path of a cached model; a missing model is a failure (CI installs them), never a skip.
+func cachedModel(_ file: String, line: UInt = #line) throws -> String {
+    let path = ModelCache.modelsDirectory + "/" + file
+    guard FileManager.default.fileExists(atPath: path) else {
+        let message = "model \(path) is missing: run scripts/setup.sh (or set TILLER_HOME)"
+        XCTFail(message, line: line)
+        throw MissingModel(description: message)
+    }
+    return path
+}
+
+func temporaryDirectory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("tiller-formats-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+func floats(_ t: RawTensor) -> [Float] {
+    switch t.type {
+    case .f32: return (0..<t.elementCount).map { t.data.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+    case .f16: return (0..<t.elementCount).map { Float(Float16(bitPattern: t.data.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))) }
+    case .bf16: return (0..<t.elementCount).map { Float(bitPattern: UInt32(t.data.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
+    default: fatalError("floats(): \(t.type) not handled in tests")
+    }
+}
+
+/// Q4_1 rows, decoded independently of TillerTensor so this test checks only the row mapping:
+/// block = f16 scale d, f16 minimum m, 16 bytes of nibbles (low nibbles first, then high).
+func dequantizeQ4_1Row(_ t: RawTensor, row: Int) -> [Float] {
+    precondition(t.type == .q4_1)
+    let cols = t.shape.last!
+    let rowBytes = cols / 32 * 20
+    var out: [Float] = []
+    for b in 0..<(cols / 32) {
+        let base = row * rowBytes + b * 20
+        let d = Float(Float16(bitPattern: t.data.loadUnaligned(fromByteOffset: base, as: UInt16.self)))
+        let m = Float(Float16(bitPattern: t.data.loadUnaligned(fromByteOffset: base + 2, as: UInt16.self)))
+        var block = [Float](repeating: 0, count: 32)
+        for j in 0..<16 {
+            let q = t.data[base + 4 + j]
+            block[j] = Float(q & 0xF) * d + m
+            block[j + 16] = Float(q >> 4) * d + m
+        }
+        out += block
+    }
+    return out
+}
