@@ -1,0 +1,244 @@
+import Foundation
+import TillerTensor
+
+// The seam between the transformer recipe and where its arithmetic runs. `Transformer.swift`
+// calls only these operations on activation buffers; a GPU backend implements the same protocol
+// (buffers are host pointers today, unified memory on a GPU) without touching any model file.
+// The CPU backend is the only one now.
+
+/// A weight matrix W [out, in] prepared for y = x·Wᵀ.
+public protocol MatrixOperator: AnyObject, Sendable {
+    var outFeatures: Int { get }
+    var inFeatures: Int { get }
+    /// y[rows, out] = x[rows, in] · Wᵀ
+    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>)
+    /// Row `index` of W as fp32 (embedding lookup from a tied or quantized table).
+    func row(_ index: Int, into out: UnsafeMutablePointer<Float>)
+}
+
+public protocol Backend: AnyObject, Sendable {
+    var name: String { get }
+    /// Prepares a 2-D weight tensor (any file precision) for projections.
+    func matrix(_ raw: RawTensor) throws -> MatrixOperator
+    /// Runs body(0..<n), spread over the backend's workers; returns when all are done.
+    func parallelFor(_ n: Int, _ body: @escaping @Sendable (Int) -> Void)
+
+    /// x[r] ← x[r] · rsqrt(mean(x[r]²) + eps) · scale, for `rows` rows of `width` (in place allowed: x == y).
+    func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, scale: UnsafePointer<Float>, eps: Float,
+                 into y: UnsafeMutablePointer<Float>)
+    /// Rotate-half RoPE on `heads` heads of `headDim` per row; cos/sin are [rows, headDim/2].
+    func rope(_ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int,
+              cos: UnsafePointer<Float>, sin: UnsafePointer<Float>)
+    /// gate[i] ← act(gate[i]) · up[i]
+    func gatedActivation(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int, kind: Activation)
+    /// y[i] += x[i]
+    func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int)
+    /// Causal attention of each job's new queries against its sequence's cached keys/values.
+    func attention(_ jobs: [AttentionJob])
+}
+
+public enum Activation: Sendable {
+    case silu
+    case geluTanh
+}
+
+/// One sequence's attention at one layer: `queries` new tokens whose absolute positions start at
+/// `firstPosition`; the cache already holds keys/values for positions 0 ..< firstPosition+queries.
+public struct AttentionJob: @unchecked Sendable {
+    public var q: UnsafePointer<Float>          // [queries, heads*headDim], row stride qStride
+    public var qStride: Int
+    public var keys: UnsafePointer<Float>       // [positions, kvHeads*headDim]
+    public var values: UnsafePointer<Float>
+    public var out: UnsafeMutablePointer<Float> // [queries, heads*headDim], row stride qStride
+    public var queries: Int
+    public var firstPosition: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var scale: Float
+    public var softcap: Float?
+    /// Keys at positions > p − window are visible to the query at p (transformers' convention).
+    public var window: Int?
+}
+
+// MARK: - CPU
+
+/// The CPU backend: projections through TillerTensor's kernels, everything else here, in fp32.
+public final class CPUBackend: Backend, @unchecked Sendable {
+    public static let shared = CPUBackend()
+    public var name: String { "cpu" }
+    /// Convert every weight to fp32 at load (faster GEMM for small models, 4 bytes per weight)
+    /// instead of keeping the file's blocks and dequantizing inside the kernels.
+    public let keepFP32: Bool
+
+    public init(keepFP32: Bool = false) {
+        self.keepFP32 = keepFP32
+    }
+
+    public func matrix(_ raw: RawTensor) throws -> MatrixOperator {
+        try CPUMatrix(raw, keep: keepFP32 ? .f32 : .native)
+    }
+
+    public func parallelFor(_ n: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        if n <= 0 { return }
+        if n == 1 { body(0); return }
+        WorkerPool.shared.parallelFor(n, body)
+    }
+
+    public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, scale: UnsafePointer<Float>, eps: Float,
+                        into y: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            let xr = x + r * width, yr = y + r * width
+            let ms = sumOfSquares(xr, width) / Float(width)
+            // transformers: x * torch.rsqrt(mean + eps), then times the (1+w) or w scale, all fp32.
+            let inv = 1 / (ms + eps).squareRoot()
+            for i in 0..<width { yr[i] = (xr[i] * inv) * scale[i] }
+        }
+    }
+
+    public func rope(_ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int,
+                     cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+        let half = headDim / 2
+        for r in 0..<rows {
+            let c = cos + r * half, s = sin + r * half
+            for h in 0..<heads {
+                let v = x + (r * heads + h) * headDim
+                for i in 0..<half {
+                    let a = v[i], b = v[i + half]
+                    // q·cos + rotate_half(q)·sin, rotate_half = (−x2, x1)
+                    v[i] = a * c[i] - b * s[i]
+                    v[i + half] = b * c[i] + a * s[i]
+                }
+            }
+        }
+    }
+
+    public func gatedActivation(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int,
+                                kind: Activation) {
+        switch kind {
+        case .silu:
+            for i in 0..<count {
+                let g = gate[i]
+                gate[i] = g / (1 + Foundation.exp(-g)) * up[i]
+            }
+        case .geluTanh:
+            let k0: Float = 0.7978845608028654 // sqrt(2/π)
+            for i in 0..<count {
+                let g = gate[i]
+                let t = Foundation.tanh(k0 * (g + 0.044715 * g * g * g))
+                gate[i] = 0.5 * g * (1 + t) * up[i]
+            }
+        }
+    }
+
+    public func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += x[i] }
+    }
+
+    public func attention(_ jobs: [AttentionJob]) {
+        // One task per (sequence, head); a head's queries run in order so its score row is reused.
+        var tasks: [(job: Int, head: Int, offset: Int)] = []
+        var total = 0
+        for (j, job) in jobs.enumerated() {
+            let keys = job.firstPosition + job.queries
+            for h in 0..<job.heads { tasks.append((j, h, total)); total += keys }
+        }
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(total, 1))
+        defer { scratch.deallocate() }
+        let sp = SendablePointer(scratch)
+        let taskList = tasks
+        parallelFor(taskList.count) { i in
+            let t = taskList[i]
+            attendHead(jobs[t.job], head: t.head, scores: sp.p + t.offset)
+        }
+    }
+}
+
+/// TillerTensor's WeightMatrix behind the seam.
+final class CPUMatrix: MatrixOperator, @unchecked Sendable {
+    let w: WeightMatrix
+    init(_ raw: RawTensor, keep: WeightPrecision) throws { w = try WeightMatrix(raw, keep: keep) }
+    var outFeatures: Int { w.outFeatures }
+    var inFeatures: Int { w.inFeatures }
+    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) { w.apply(x, rows: rows, into: y) }
+    func row(_ index: Int, into out: UnsafeMutablePointer<Float>) { w.dequantizeRow(index, into: out) }
+}
+
+struct SendablePointer: @unchecked Sendable {
+    let p: UnsafeMutablePointer<Float>
+    init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
+}
+
+/// Softmax attention for every query of one head, scores in fp32 as transformers' eager path.
+@inline(__always)
+func attendHead(_ job: AttentionJob, head h: Int, scores: UnsafeMutablePointer<Float>) {
+    let d = job.headDim
+    let kvDim = job.kvHeads * d
+    let g = h / (job.heads / job.kvHeads)
+    for t in 0..<job.queries {
+        let p = job.firstPosition + t
+        var lo = 0
+        if let w = job.window { lo = max(0, p - w + 1) }
+        let q = job.q + t * job.qStride + h * d
+        let kBase = job.keys + g * d
+        var m = -Float.infinity
+        for j in lo...p {
+            var s = dotProduct(q, kBase + j * kvDim, d) * job.scale
+            if let cap = job.softcap { s = cap * Foundation.tanh(s / cap) }
+            scores[j - lo] = s
+            m = max(m, s)
+        }
+        var sum: Float = 0
+        for j in 0...(p - lo) {
+            let e = Foundation.exp(scores[j] - m)
+            scores[j] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        let out = job.out + t * job.qStride + h * d
+        for i in 0..<d { out[i] = 0 }
+        let vBase = job.values + g * d
+        for j in lo...p {
+            axpy(scores[j - lo] * inv, vBase + j * kvDim, out, d)
+        }
+    }
+}
+
+// MARK: - fp32 vector helpers (SIMD, remainder handled)
+
+@inline(__always)
+func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
+    var i = 0
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+    while i + 16 <= n {
+        acc0 += ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            * rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        acc1 += ra.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
+            * rb.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
+        i += 16
+    }
+    var s = (acc0 + acc1).sum()
+    while i < n { s += a[i] * b[i]; i += 1 }
+    return s
+}
+
+@inline(__always)
+func sumOfSquares(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
+    dotProduct(a, a, n)
+}
+
+/// y += alpha · x
+@inline(__always)
+func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    let a = SIMD8<Float>(repeating: alpha)
+    let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+    while i + 8 <= n {
+        let v = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            + a * rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        ry.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { y[i] += alpha * x[i]; i += 1 }
+}

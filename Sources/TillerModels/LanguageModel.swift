@@ -1,0 +1,183 @@
+import Foundation
+import TillerFormats
+import TillerTensor
+import TillerTokenizers
+
+/// Which logits a forward pass returns.
+public enum LogitsMode: Sendable, Equatable {
+    case none
+    /// The last position of each sequence.
+    case last
+    /// Every position of each sequence.
+    case all
+}
+
+public struct ForwardResult: Sendable {
+    public let vocabSize: Int
+    /// Per sequence, row-major logits: [1, vocab] for `.last`, [n, vocab] for `.all`, empty for `.none`.
+    public var logits: [[Float]]
+    /// Per sequence, what the capture spec asked for.
+    public var activations: [CapturedActivations]
+
+    /// Logits of sequence `s` at its row `row` (for `.last`, row 0).
+    public func logits(sequence s: Int, row: Int = 0) -> ArraySlice<Float> {
+        logits[s][row * vocabSize ..< (row + 1) * vocabSize]
+    }
+}
+
+/// A loaded model: weights on a backend, config, tokenizer. Immutable after loading, so calls
+/// may run concurrently (each call has its own scratch and caches).
+public final class LanguageModel: @unchecked Sendable {
+    public let config: ModelConfig
+    public let tokenizer: Tokenizer?
+    public let name: String
+    let transformer: Transformer
+    /// Most tokens stacked into one forward step (bounds scratch memory during prefill).
+    public var maxStepTokens = 512
+
+    public init(weights: WeightSource, tokenizer: Tokenizer?, name: String, backend: Backend = CPUBackend.shared) throws {
+        self.config = weights.config
+        self.tokenizer = tokenizer
+        self.name = name
+        self.transformer = try Transformer(weights: weights, name: name, backend: backend)
+    }
+
+    public var hiddenSize: Int { config.hiddenSize }
+    public var layerCount: Int { config.numHiddenLayers }
+    public var vocabSize: Int { config.vocabSize }
+
+    // MARK: Forward
+
+    /// Forward over a batch of token sequences of any lengths (ragged; no padding).
+    /// - promptLengths: per sequence, how many leading tokens are prompt; the rest count as
+    ///   response for `.response` steering and capture positions (default: all prompt).
+    /// - steering: one spec (or nil) per sequence; missing entries mean no steering.
+    public func forward(_ batch: [[Int]], capture: CaptureSpec = .none, steering: [SteeringSpec?] = [],
+                        logits: LogitsMode = .last, promptLengths: [Int]? = nil) throws -> ForwardResult {
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: batch.count, steering: steering,
+                                capture: capture, callback: nil)
+        let out = try runForward(batch, plan: plan, logits: logits, promptLengths: promptLengths)
+        return ForwardResult(vocabSize: vocabSize, logits: out, activations: plan.finish())
+    }
+
+    /// Streaming capture for scans: `onResidual` sees each selected row block of `resid_post.L`
+    /// as it is computed and nothing is stored (the result's activations are empty). With
+    /// `logits: .none` the pass stops after the last layer a hook needs.
+    @discardableResult
+    public func forward(_ batch: [[Int]], capture: CaptureSpec, steering: [SteeringSpec?] = [],
+                        logits: LogitsMode = .none, promptLengths: [Int]? = nil,
+                        onResidual: @escaping ResidualCallback) throws -> ForwardResult {
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: batch.count, steering: steering,
+                                capture: capture, callback: onResidual)
+        let out = try runForward(batch, plan: plan, logits: logits, promptLengths: promptLengths)
+        return ForwardResult(vocabSize: vocabSize, logits: out, activations: plan.finish())
+    }
+
+    private func runForward(_ batch: [[Int]], plan: HookPlan, logits: LogitsMode, promptLengths: [Int]?) throws -> [[Float]] {
+        if let p = promptLengths, p.count != batch.count {
+            throw ModelError("forward: \(p.count) prompt lengths for \(batch.count) sequences")
+        }
+        var seqs: [SequenceInput] = []
+        for (i, tokens) in batch.enumerated() {
+            try validate(tokens, what: "sequence \(i)")
+            seqs.append(SequenceInput(cache: transformer.makeCache(capacity: tokens.count), tokens: tokens,
+                                      promptLength: promptLengths?[i] ?? tokens.count, sequence: i))
+        }
+        // Without logits, the layers after the last hook are not needed.
+        let stop: Int? = logits == .none ? max(plan.maxHookLayer, 0) : nil
+        return run(seqs, plan: plan, logits: logits, ws: Workspace(transformer), stopAfter: stop)
+    }
+
+    func validate(_ tokens: [Int], what: String) throws {
+        guard !tokens.isEmpty else { throw ModelError("\(what) is empty") }
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= vocabSize }) {
+            throw ModelError("\(what): token id \(bad) is outside the vocabulary of \(name) (0..<\(vocabSize))")
+        }
+    }
+
+    struct SequenceInput {
+        let cache: KVCache
+        let tokens: [Int]
+        let promptLength: Int
+        let sequence: Int
+    }
+
+    /// Feeds every sequence's tokens through its cache in steps of at most `maxStepTokens`
+    /// stacked tokens; returns per input the logits rows asked for.
+    func run(_ seqs: [SequenceInput], plan: HookPlan?, logits: LogitsMode, ws: Workspace, stopAfter: Int? = nil) -> [[Float]] {
+        let V = vocabSize
+        var out = [[Float]](repeating: [], count: seqs.count)
+        var progress = [Int](repeating: 0, count: seqs.count)
+        var s = 0
+        while s < seqs.count {
+            var items: [Transformer.Item] = []
+            var wanted: [(row: Int, input: Int)] = []
+            var budget = max(maxStepTokens, 1)
+            var row = 0
+            while s < seqs.count && budget > 0 {
+                let seq = seqs[s]
+                let take = min(seq.tokens.count - progress[s], budget)
+                items.append(Transformer.Item(cache: seq.cache, tokens: seq.tokens[progress[s] ..< progress[s] + take],
+                                              promptLength: seq.promptLength, sequence: seq.sequence))
+                switch logits {
+                case .none: break
+                case .all: for j in 0..<take { wanted.append((row + j, s)) }
+                case .last: if progress[s] + take == seq.tokens.count { wanted.append((row + take - 1, s)) }
+                }
+                row += take
+                budget -= take
+                progress[s] += take
+                if progress[s] == seq.tokens.count { s += 1 }
+            }
+            transformer.step(items, plan: plan, logitRows: wanted.map(\.row), ws: ws, stopAfter: stopAfter)
+            for (i, w) in wanted.enumerated() {
+                out[w.input].append(contentsOf: UnsafeBufferPointer(start: ws.logits + i * V, count: V))
+            }
+        }
+        return out
+    }
+
+    // MARK: Scoring
+
+    /// Total log-probability of each continuation after `prompt` (natural log, fp64 softmax).
+    /// The prompt's keys/values are computed once and shared by all candidates.
+    public func continuationLogProbs(prompt: [Int], continuations: [[Int]]) throws -> [Double] {
+        try validate(prompt, what: "prompt")
+        for (i, c) in continuations.enumerated() where !c.isEmpty { try validate(c, what: "continuation \(i)") }
+        let ws = Workspace(transformer)
+        let cache = transformer.makeCache(capacity: prompt.count + (continuations.map(\.count).max() ?? 0))
+        let first = run([SequenceInput(cache: cache, tokens: prompt, promptLength: prompt.count, sequence: 0)],
+                        plan: nil, logits: .last, ws: ws)[0]
+        var scores = continuations.map { c -> Double in
+            c.isEmpty ? 0 : logSoftmax(first[...], at: c[0])
+        }
+        // Every continuation but its last token goes through a fork of the prompt cache, all in one batch.
+        var seqs: [SequenceInput] = []
+        var owners: [Int] = []
+        for (i, c) in continuations.enumerated() where c.count > 1 {
+            seqs.append(SequenceInput(cache: cache.fork(extra: c.count), tokens: Array(c.dropLast()),
+                                      promptLength: prompt.count, sequence: seqs.count))
+            owners.append(i)
+        }
+        if !seqs.isEmpty {
+            let logits = run(seqs, plan: nil, logits: .all, ws: ws)
+            let V = vocabSize
+            for (k, i) in owners.enumerated() {
+                let c = continuations[i]
+                for j in 1..<c.count {
+                    scores[i] += logSoftmax(logits[k][(j - 1) * V ..< j * V], at: c[j])
+                }
+            }
+        }
+        return scores
+    }
+}
+
+/// log softmax(row)[index] in fp64.
+func logSoftmax(_ row: ArraySlice<Float>, at index: Int) -> Double {
+    var m = -Double.infinity
+    for v in row { m = max(m, Double(v)) }
+    var sum = 0.0
+    for v in row { sum += Foundation.exp(Double(v) - m) }
+    return Double(row[row.startIndex + index]) - m - Foundation.log(sum)
+}
