@@ -24,3 +24,14 @@ public protocol Tokenizer: AnyObject, Sendable {
     /// The model's chat template, if it has one.
     var chatTemplate: String? { get }
 }
+
+extension Tokenizer {
+    /// bos_token / eos_token (and unk_token, pad_token where known) as strings, for chat templates.
+    public var specialTokenStrings: [String: String] {
+        if let bpe = self as? BPETokenizer { return bpe.specialTokens }
+        var out: [String: String] = [:]
+        if let b = bosTokenId { out["bos_token"] = token(b) }
+        if let e = eosTokenIds.first { out["eos_token"] = token(e) }
+        return out
+    }
+}

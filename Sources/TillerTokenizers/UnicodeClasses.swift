@@ -1,0 +1,38 @@
+// Character classes the pre-tokenizer regexes use, as Oniguruma (the regex engine inside HF `tokenizers`)
+// defines them: \p{L} (Lu Ll Lt Lm Lo), \p{N} (Nd Nl No) and \s (the Unicode White_Space property).
+// A table covers the BMP so the scanners' inner loops are one load; other planes ask the scalar's properties.
+
+enum CharClass: UInt8 {
+    case other = 0, letter = 1, number = 2, whitespace = 3
+}
+
+enum UnicodeClasses {
+    static let bmp: [CharClass] = {
+        var table = [CharClass](repeating: .other, count: 0x10000)
+        for v in 0..<0x10000 {
+            guard let scalar = Unicode.Scalar(UInt32(v)) else { continue }
+            table[v] = classify(scalar)
+        }
+        return table
+    }()
+
+    static func classify(_ scalar: Unicode.Scalar) -> CharClass {
+        let props = scalar.properties
+        if props.isWhitespace { return .whitespace }
+        switch props.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
+            return .letter
+        case .decimalNumber, .letterNumber, .otherNumber:
+            return .number
+        default:
+            return .other
+        }
+    }
+
+    @inline(__always)
+    static func of(_ v: UInt32) -> CharClass {
+        if v < 0x10000 { return bmp[Int(v)] }
+        guard let scalar = Unicode.Scalar(v) else { return .other }
+        return classify(scalar)
+    }
+}
