@@ -120,39 +120,11 @@ public final class GGUFWeightSource: WeightSource, @unchecked Sendable {
     /// A hostile or mismatched file must fail here, naming the tensor, rather than make an
     /// architecture read past a row.
     private func validateShapes() throws {
-        let c = config
-        let q = c.numAttentionHeads * c.headDim
-        let kv = c.numKeyValueHeads * c.headDim
-        func expected(_ hf: String) -> [Int]? {
-            if hf == "model.embed_tokens.weight" || hf == "lm_head.weight" { return [c.vocabSize, c.hiddenSize] }
-            if hf == "model.norm.weight" { return [c.hiddenSize] }
-            guard hf.hasPrefix("model.layers.") else { return nil }
-            let rest = hf.dropFirst("model.layers.".count)
-            guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]) else { return nil }
-            guard layer < c.numHiddenLayers else { return [] } // impossible shape: reported below
-            switch String(rest[rest.index(after: dot)...]) {
-            case "self_attn.q_proj.weight": return [q, c.hiddenSize]
-            case "self_attn.k_proj.weight", "self_attn.v_proj.weight": return [kv, c.hiddenSize]
-            case "self_attn.o_proj.weight": return [c.hiddenSize, q]
-            case "self_attn.q_proj.bias": return [q]
-            case "self_attn.k_proj.bias", "self_attn.v_proj.bias": return [kv]
-            case "self_attn.q_norm.weight", "self_attn.k_norm.weight": return [c.headDim]
-            case "mlp.gate_proj.weight", "mlp.up_proj.weight": return [c.intermediateSize, c.hiddenSize]
-            case "mlp.down_proj.weight": return [c.hiddenSize, c.intermediateSize]
-            case "input_layernorm.weight", "post_attention_layernorm.weight",
-                 "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight":
-                return [c.hiddenSize]
-            default: return nil
-            }
-        }
         for hf in names {
             let g = ggufName[hf]!
-            guard let info = gguf.info(g), let want = expected(hf) else { continue }
-            if want.isEmpty {
-                throw FileError(path: gguf.path, "tensor \(g): layer index beyond \(gguf.architecture ?? "").block_count = \(c.numHiddenLayers)")
-            }
-            guard info.shape == want else {
-                throw FileError(path: gguf.path, "tensor \(g): shape \(info.shape) (PyTorch order) does not match the configuration, which implies \(want)")
+            guard let info = gguf.info(g) else { continue }
+            if let problem = config.shapeProblem(of: hf, shape: info.shape) {
+                throw FileError(path: gguf.path, "tensor \(g): \(problem)")
             }
         }
         for required in ["model.embed_tokens.weight", "model.norm.weight"] where ggufName[required] == nil {
@@ -269,12 +241,13 @@ extension ModelConfig {
 
         var scaling: RopeScaling?
         if let type = value("rope.scaling.type")?.string, type != "none" {
-            guard type == "linear" || type == "yarn" || type == "llama3" else {
-                throw FileError(path: path, "\(archName).rope.scaling.type \"\(type)\" is not supported")
+            // YaRN and friends change attention in ways ModelConfig cannot express: refuse them.
+            guard type == "linear" else {
+                throw FileError(path: path, "\(archName).rope.scaling.type \"\(type)\" is not supported (linear, or Llama 3 rope_freqs)")
             }
             let factor = try double("rope.scaling.factor") ?? 1
-            scaling = RopeScaling(type: type, factor: factor,
-                                  originalMaxPositionEmbeddings: try int("rope.scaling.original_context_length"))
+            guard factor > 0 else { throw FileError(path: path, "\(archName).rope.scaling.factor = \(factor)") }
+            scaling = RopeScaling(type: type, factor: factor)
         }
         if arch == .llama, let freqs = gguf.info("rope_freqs.weight") {
             scaling = try llama3Scaling(gguf: gguf, info: freqs, theta: theta, headDim: headDim)

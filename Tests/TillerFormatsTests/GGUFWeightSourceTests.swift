@@ -55,10 +55,7 @@ final class GGUFWeightSourceTests: XCTestCase {
             XCTAssertEqual(t.type, .q4_1)
             for (rowText, expected) in picks {
                 let row = Int(rowText)!
-                let got = dequantizeQ4_1Row(t, row: row)
-                XCTAssertEqual(got.count, expected.count)
-                let maxDiff = zip(got, expected).map { abs(Double($0) - $1) }.max()!
-                XCTAssertLessThan(maxDiff, 1e-6, "\(name) row \(row)")
+                assertClose(dequantizeQ4_1Row(t, row: row), expected, "\(name) row \(row)")
             }
         }
         // Without the un-permutation, row 1 of layer 0's q_proj would be GGUF's row 1, which is
@@ -72,8 +69,7 @@ final class GGUFWeightSourceTests: XCTestCase {
 
         let vectors = ref["vectors"] as! [String: [Double]]
         for (name, expected) in vectors {
-            let got = floats(try XCTUnwrap(source.tensor(name)))
-            XCTAssertEqual(got.map(Double.init), expected, name)
+            assertClose(floats(try XCTUnwrap(source.tensor(name))), expected, name)
         }
     }
 
@@ -128,9 +124,7 @@ final class GGUFWeightSourceTests: XCTestCase {
             let t = try XCTUnwrap(source.tensor(name), name)
             XCTAssertEqual(t.type, .f32)
             let got = floats(t)
-            XCTAssertEqual(got.count, expected.count, name)
-            let maxDiff = zip(got, expected).map { abs(Double($0) - $1) }.max()!
-            XCTAssertLessThan(maxDiff, 1e-6, name)
+            assertClose(got, expected, name)
             let raw = floats(try source.gguf.tensor(source.ggufName(for: name)!))
             XCTAssertEqual(Double(raw[0]) - 1, Double(got[0]), accuracy: 1e-6)
         }

@@ -64,3 +64,16 @@ func dequantizeQ4_1Row(_ t: RawTensor, row: Int) -> [Float] {
     }
     return out
 }
+
+/// Float32 values against reference values read from JSON. Foundation's JSON parser on Linux may
+/// be off in the last bits of a double, so equality is checked to a relative 1e-6.
+func assertClose(_ got: [Float], _ expected: [Double], _ what: String, tolerance: Double = 1e-6,
+                 file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(got.count, expected.count, "\(what): count", file: file, line: line)
+    var worst = 0.0, at = -1
+    for (i, (g, e)) in zip(got, expected).enumerated() {
+        let err = abs(Double(g) - e) / max(1, abs(e))
+        if err > worst { worst = err; at = i }
+    }
+    XCTAssertLessThanOrEqual(worst, tolerance, "\(what): element \(at) differs (got \(at >= 0 ? Double(got[at]) : 0), expected \(at >= 0 ? expected[at] : 0))", file: file, line: line)
+}
