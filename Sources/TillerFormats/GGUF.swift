@@ -143,6 +143,14 @@ public final class GGUFFile: @unchecked Sendable {
                 throw FileError(path: file.path, "tensor \(info.name): data (\(info.byteCount) bytes at \(start + info.offset)) lies beyond the end of the file (\(file.count) bytes); the file is truncated")
             }
         }
+        // Overlapping tensors would let one tensor's bytes masquerade as another's.
+        var previous: GGUFTensorInfo?
+        for info in infos.sorted(by: { $0.offset < $1.offset }) {
+            if let p = previous, info.offset < p.offset + p.byteCount {
+                throw FileError(path: file.path, "tensor \(info.name): data at offset \(info.offset) overlaps tensor \(p.name) (\(p.offset)..<\(p.offset + p.byteCount))")
+            }
+            previous = info
+        }
         tensorInfos = infos
         index = idx
     }

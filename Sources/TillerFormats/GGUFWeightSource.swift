@@ -320,7 +320,7 @@ extension ModelConfig {
         self.init(architecture: arch, hiddenSize: hidden, intermediateSize: ffn, numHiddenLayers: layers,
                   numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim: headDim, vocabSize: vocabSize,
                   rmsNormEps: eps, ropeTheta: theta, ropeScaling: scaling,
-                  maxPositionEmbeddings: try int("context_length") ?? 8192,
+                  maxPositionEmbeddings: try positive("context_length", int("context_length") ?? 8192, max: 1 << 30),
                   tieWordEmbeddings: tie, attentionBias: hasBias, hiddenActivation: activation,
                   queryPreAttnScalar: queryScalar, attnLogitSoftcapping: attnCap, finalLogitSoftcapping: finalCap,
                   slidingWindow: slidingWindow, layerTypes: layerTypes, ropeLocalBaseFreq: localBase,

@@ -178,7 +178,7 @@ extension ModelConfig {
         let intermediate = try json.positive("intermediate_size", default: d.intermediate)
         let vocab = try json.positive("vocab_size", default: d.vocab, max: 1 << 22)
         let eps = try json.double("rms_norm_eps") ?? d.eps
-        let maxPositions = try json.int("max_position_embeddings") ?? d.maxPositions
+        let maxPositions = try json.positive("max_position_embeddings", default: d.maxPositions, max: 1 << 30)
         // A wrapper's tie flag lives at the top level in v4 layouts.
         let tie = try json.bool("tie_word_embeddings") ?? outer?.bool("tie_word_embeddings") ?? d.tie
         let activation = try json.string("hidden_activation") ?? json.string("hidden_act") ?? d.activation
