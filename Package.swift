@@ -26,6 +26,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -38,10 +40,21 @@ let package = Package(
         .target(name: "TillerTokenizers", dependencies: ["TillerFormats"], swiftSettings: engineFlags),
         .target(name: "TillerModels", dependencies: ["TillerTensor", "TillerFormats", "TillerTokenizers"], swiftSettings: engineFlags),
         .target(name: "TillerSteering", dependencies: ["TillerModels", "TillerFormats"], resources: [.copy("Resources")], swiftSettings: engineFlags),
+        // Judges (OpenAI-compatible HTTP and local engine) and their SQLite cache.
+        .target(name: "TillerEval", dependencies: [
+            "TillerModels", "TillerTokenizers", .product(name: "GRDB", package: "GRDB.swift"),
+        ], resources: [.copy("Resources")], swiftSettings: cpuFlags),
+        // `tiller serve`: OpenAI-compatible HTTP server with per-request steering.
+        .target(name: "TillerServer", dependencies: [
+            "TillerModels", "TillerTokenizers", "TillerFormats",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], swiftSettings: cpuFlags),
         .executableTarget(
             name: "tiller",
             dependencies: [
                 "TillerSteering", "TillerModels", "TillerFormats", "TillerTokenizers", "TillerTensor",
+                "TillerEval", "TillerServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags
@@ -51,6 +64,8 @@ let package = Package(
         .testTarget(name: "TillerTokenizersTests", dependencies: ["TillerTokenizers"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerEvalTests", dependencies: ["TillerEval", "TillerServer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]
 )

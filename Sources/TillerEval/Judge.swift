@@ -1,0 +1,97 @@
+import Foundation
+
+/// Something that answers a 0–100 question (one user message) with a probability-weighted score.
+/// Implementations: `OpenAIJudge` (any OpenAI-compatible endpoint) and `LocalJudge` (Tiller's engine).
+public protocol Judge: Sendable {
+    /// "openai" or "local": part of the cache key.
+    var backend: String { get }
+    /// The judge model's name: part of the cache key.
+    var model: String { get }
+    /// The answer distribution for one prompt. Throws `JudgeError` for this item only.
+    func judge(_ prompt: String) async throws -> JudgeAnswer
+}
+
+/// What a judge answered: probabilities of the integer answers 0…100 (only those with mass) and
+/// their total. The score follows from it and a minimum mass (`score(minMass:)`), so a cached
+/// answer stays valid when the threshold changes.
+public struct JudgeAnswer: Sendable, Equatable, Codable {
+    public var distribution: [Int: Double]
+    public var mass: Double
+    public init(distribution: [Int: Double]) {
+        self.distribution = distribution.filter { (0...100).contains($0.key) && $0.value > 0 && $0.value.isFinite }
+        self.mass = self.distribution.values.reduce(0, +)
+    }
+    public func score(minMass: Double = Scoring.defaultMinMass) -> JudgeScore {
+        Scoring.weighted(distribution.map { ($0.key, $0.value) }, minMass: minMass)
+    }
+}
+
+public enum JudgeError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The endpoint answered with an HTTP error status (after retries, where retried).
+    case http(status: Int, message: String)
+    /// The answer could not be read as a chat completion with log-probabilities.
+    case malformed(String)
+    /// Connection failures and timeouts (after retries).
+    case network(String)
+    /// Bad settings: unknown backend, missing key, unreadable prompt files.
+    case configuration(String)
+    /// The local model failed.
+    case model(String)
+
+    public var description: String {
+        switch self {
+        case .http(let s, let m): return "judge endpoint answered HTTP \(s): \(m)"
+        case .malformed(let m): return "judge answer is malformed: \(m)"
+        case .network(let m): return "judge endpoint unreachable: \(m)"
+        case .configuration(let m): return m
+        case .model(let m): return "local judge failed: \(m)"
+        }
+    }
+}
+
+/// `--judge openai:MODEL` or `--judge local:MODEL`.
+public struct JudgeSpec: Sendable, Equatable, CustomStringConvertible {
+    public enum Backend: String, Sendable { case openai, local }
+    public var backend: Backend
+    public var model: String
+
+    public init(backend: Backend, model: String) {
+        self.backend = backend
+        self.model = model
+    }
+    public init(parsing text: String) throws {
+        guard let colon = text.firstIndex(of: ":") else {
+            throw JudgeError.configuration("judge \"\(text)\" must be openai:MODEL or local:MODEL")
+        }
+        let b = String(text[..<colon]), m = String(text[text.index(after: colon)...])
+        guard let backend = Backend(rawValue: b) else {
+            throw JudgeError.configuration("judge backend \"\(b)\" is unknown: use openai:MODEL or local:MODEL")
+        }
+        guard !m.isEmpty else { throw JudgeError.configuration("judge \"\(text)\" names no model") }
+        self.init(backend: backend, model: m)
+    }
+    public var description: String { "\(backend.rawValue):\(model)" }
+}
+
+/// A judge behind the cache: answers found in the cache are not asked again; only successful
+/// answers are stored (an error stores nothing).
+public struct CachedJudge: Judge {
+    public let inner: any Judge
+    public let cache: JudgeCache
+    public init(_ inner: any Judge, cache: JudgeCache) {
+        self.inner = inner
+        self.cache = cache
+    }
+    public var backend: String { inner.backend }
+    public var model: String { inner.model }
+
+    public func judge(_ prompt: String) async throws -> JudgeAnswer {
+        if let hit = try? cache.lookup(backend: backend, model: model, prompt: prompt) { return hit }
+        let answer = try await inner.judge(prompt)
+        do { try cache.store(answer, backend: backend, model: model, prompt: prompt) } catch {
+            // The answer is still good; a cache write failing only costs a re-ask later.
+            FileHandle.standardError.write(Data("warning: judge cache write failed: \(error)\n".utf8))
+        }
+        return answer
+    }
+}

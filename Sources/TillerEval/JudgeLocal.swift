@@ -1,0 +1,118 @@
+import Foundation
+import TillerModels
+import TillerTokenizers
+
+/// A judge run by Tiller's engine. It scores exactly: for every answer string "0" … "100" the
+/// probability that the judge's reply is that string, i.e. its tokens (however the tokenizer
+/// splits them) followed by the token that ends the reply — the end-of-turn token of the chat
+/// template, or a newline in the plain-text format of models without a template. The prompt's
+/// keys/values are computed once and shared by all 101 candidates. Requiring the end token keeps
+/// the candidates disjoint ("1" alone vs "1" as the start of "15"), so their probabilities add
+/// up to the mass on integer replies.
+public final class LocalJudge: Judge, @unchecked Sendable {
+    public let backend = "local"
+    public let model: String
+    public let languageModel: LanguageModel
+    let tokenizer: Tokenizer
+    /// Token ids of each answer 0…100 including its end token, as they follow the judge prompt.
+    public let candidates: [[Int]]
+    /// Whether prompts go through the chat template (else the plain-text format).
+    public let usesChatTemplate: Bool
+    /// The engine is synchronous and CPU-bound: calls run one at a time, off the async pool.
+    private let queue = DispatchQueue(label: "tiller.judge.local")
+
+    /// Plain-text format for models without a chat template: the prompt, then this, then the answer
+    /// on its own line.
+    public static let plainSuffix = "\n\nAnswer:\n"
+
+    public init(model lm: LanguageModel, name: String? = nil) throws {
+        guard let tok = lm.tokenizer else { throw JudgeError.configuration("judge model \(lm.name) has no tokenizer") }
+        languageModel = lm
+        tokenizer = tok
+        model = name ?? lm.name
+        usesChatTemplate = tok.chatTemplate != nil
+        candidates = try Self.answerTokens(tok, chat: usesChatTemplate)
+    }
+
+    /// The judge prompt's token ids: chat-templated user message with the generation prompt, or
+    /// the plain-text format.
+    public func promptTokens(_ prompt: String) throws -> [Int] {
+        try Self.promptTokens(tokenizer, prompt, chat: usesChatTemplate)
+    }
+
+    static func promptText(_ tok: Tokenizer, _ prompt: String, chat: Bool) throws -> String {
+        if chat { return try renderChat(tok, messages: [ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true) }
+        return prompt + plainSuffix
+    }
+    static func promptTokens(_ tok: Tokenizer, _ prompt: String, chat: Bool) throws -> [Int] {
+        let text = try promptText(tok, prompt, chat: chat)
+        // A rendered template carries its own special tokens; plain text gets the tokenizer's (BOS).
+        return tok.encode(text, addSpecialTokens: !chat)
+    }
+
+    /// For each answer 0…100: the tokens that follow the prompt when the reply is exactly that
+    /// answer, up to and including the first token that is not part of the number (the end token).
+    static func answerTokens(_ tok: Tokenizer, chat: Bool) throws -> [[Int]] {
+        // The context before the reply ends the same way for every prompt (the generation prompt,
+        // or the plain suffix), so a placeholder question gives the same split.
+        let probe = "Rate this."
+        let prefixText = try promptText(tok, probe, chat: chat)
+        let prefix = tok.encode(prefixText, addSpecialTokens: !chat)
+        return try (0...100).map { n -> [Int] in
+            let full: String
+            if chat {
+                full = try renderChat(tok, messages: [ChatMessage(role: "user", content: probe),
+                                                      ChatMessage(role: "assistant", content: String(n))],
+                                      addGenerationPrompt: false)
+            } else {
+                full = prefixText + String(n) + "\n"
+            }
+            guard full.hasPrefix(prefixText) else {
+                throw JudgeError.configuration("chat template of the judge model renders an assistant reply that does not extend the generation prompt; cannot score answers")
+            }
+            let ids = tok.encode(full, addSpecialTokens: !chat)
+            guard ids.count > prefix.count, Array(ids[..<prefix.count]) == prefix else {
+                throw JudgeError.configuration("the judge model's tokenizer merges the answer \(n) with the prompt's last tokens; cannot score answers separately")
+            }
+            let rest = Array(ids[prefix.count...])
+            // Keep the number's tokens and the first token after them (the end of the reply).
+            var out: [Int] = []
+            var text = ""
+            for t in rest {
+                out.append(t)
+                let next = text + tok.decode([t], skipSpecialTokens: false)
+                if next.count > String(n).count || !String(n).hasPrefix(next) { break }
+                text = next
+            }
+            guard tok.decode(Array(out.dropLast()), skipSpecialTokens: false) == String(n), out.count >= 2 else {
+                throw JudgeError.configuration("the judge model's tokenizer does not spell the answer \(n) as separate tokens before the end of the reply")
+            }
+            return out
+        }
+    }
+
+    /// Log-probability of each answer 0…100 (natural log).
+    public func answerLogProbs(_ prompt: String) throws -> [Double] {
+        let ids = try promptTokens(prompt)
+        do {
+            return try languageModel.continuationLogProbs(prompt: ids, continuations: candidates)
+        } catch {
+            throw JudgeError.model(String(describing: error))
+        }
+    }
+
+    public func judge(_ prompt: String) async throws -> JudgeAnswer {
+        try await withCheckedThrowingContinuation { cont in
+            queue.async {
+                do {
+                    let lps = try self.answerLogProbs(prompt)
+                    var d: [Int: Double] = [:]
+                    for (i, lp) in lps.enumerated() { d[i] = Foundation.exp(lp) }
+                    cont.resume(returning: JudgeAnswer(distribution: d))
+                } catch {
+                    cont.resume(throwing: error)
+                }
+            }
+        }
+    }
+}

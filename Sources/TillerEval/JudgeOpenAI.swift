@@ -1,0 +1,249 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Settings of the OpenAI-compatible judge. The key is held only in memory: `description` and
+/// errors never show it, and the cache key does not include it.
+public struct OpenAIJudgeOptions: Sendable, CustomStringConvertible {
+    /// e.g. https://api.openai.com/v1 or http://127.0.0.1:8080/v1 (`/chat/completions` is appended).
+    public var baseURL: URL
+    public var apiKey: String?
+    /// Requests in flight at once.
+    public var maxConcurrent: Int
+    /// Per-attempt limit, seconds.
+    public var timeout: Double
+    /// Retries after the first attempt (429, 5xx, network errors and timeouts only).
+    public var maxRetries: Int
+    /// Backoff before retry n (0-based) is drawn from [d/2, d] with d = min(backoffMax, backoffBase·2ⁿ);
+    /// a Retry-After header, when present, is used instead (capped at backoffMax).
+    public var backoffBase: Double
+    public var backoffMax: Double
+    public var topLogprobs: Int
+
+    public init(baseURL: URL = URL(string: "https://api.openai.com/v1")!, apiKey: String? = nil, maxConcurrent: Int = 8,
+                timeout: Double = 60, maxRetries: Int = 5, backoffBase: Double = 0.5, backoffMax: Double = 30,
+                topLogprobs: Int = 20) {
+        self.baseURL = baseURL
+        self.apiKey = apiKey
+        self.maxConcurrent = maxConcurrent
+        self.timeout = timeout
+        self.maxRetries = maxRetries
+        self.backoffBase = backoffBase
+        self.backoffMax = backoffMax
+        self.topLogprobs = topLogprobs
+    }
+
+    /// Base URL and key from the environment when not given: TILLER_JUDGE_BASE_URL or
+    /// OPENAI_BASE_URL; TILLER_JUDGE_API_KEY or OPENAI_API_KEY.
+    public static func fromEnvironment(baseURL: String?, apiKey: String?,
+                                       environment: [String: String] = ProcessInfo.processInfo.environment) throws -> OpenAIJudgeOptions {
+        let urlText = baseURL ?? environment["TILLER_JUDGE_BASE_URL"] ?? environment["OPENAI_BASE_URL"] ?? "https://api.openai.com/v1"
+        guard let url = URL(string: urlText), let scheme = url.scheme, scheme == "http" || scheme == "https", url.host != nil else {
+            throw JudgeError.configuration("judge base URL \"\(urlText)\" is not an http(s) URL")
+        }
+        let key = apiKey ?? environment["TILLER_JUDGE_API_KEY"] ?? environment["OPENAI_API_KEY"]
+        return OpenAIJudgeOptions(baseURL: url, apiKey: key?.isEmpty == true ? nil : key)
+    }
+
+    public var description: String {
+        "OpenAIJudgeOptions(baseURL: \(baseURL.absoluteString), apiKey: \(apiKey == nil ? "none" : "set (hidden)"), maxConcurrent: \(maxConcurrent), timeout: \(timeout)s, maxRetries: \(maxRetries))"
+    }
+}
+
+/// A judge on any OpenAI-compatible chat-completions endpoint: one user message, `max_tokens` 1,
+/// `temperature` 0, `logprobs` with `top_logprobs` 20; the score comes from the first token's top
+/// log-probabilities (tokens spelling 0…100).
+public final class OpenAIJudge: Judge, @unchecked Sendable {
+    public let backend = "openai"
+    public let model: String
+    public let options: OpenAIJudgeOptions
+    private let session: URLSession
+    private let limiter: ConcurrencyLimiter
+    /// Counters for tests and reports.
+    public let stats = Stats()
+
+    public final class Stats: @unchecked Sendable {
+        private let lock = NSLock()
+        private var _attempts = 0, _retries = 0
+        public var attempts: Int { lock.withLock { _attempts } }
+        public var retries: Int { lock.withLock { _retries } }
+        func attempt(retry: Bool) { lock.withLock { _attempts += 1; if retry { _retries += 1 } } }
+    }
+
+    public init(model: String, options: OpenAIJudgeOptions) {
+        self.model = model
+        self.options = options
+        let config = URLSessionConfiguration.ephemeral
+        config.timeoutIntervalForRequest = options.timeout
+        config.timeoutIntervalForResource = options.timeout
+        config.httpMaximumConnectionsPerHost = max(options.maxConcurrent, 1)
+        config.urlCache = nil
+        session = URLSession(configuration: config)
+        limiter = ConcurrencyLimiter(max(options.maxConcurrent, 1))
+    }
+
+    deinit { session.invalidateAndCancel() }
+
+    var endpoint: URL { options.baseURL.appendingPathComponent("chat/completions") }
+
+    func requestBody(_ prompt: String) throws -> Data {
+        let body: [String: Any] = [
+            "model": model,
+            "messages": [["role": "user", "content": prompt]],
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": true,
+            "top_logprobs": options.topLogprobs,
+        ]
+        return try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
+    }
+
+    public func judge(_ prompt: String) async throws -> JudgeAnswer {
+        let body = try requestBody(prompt)
+        return try await limiter.run { try await self.send(body) }
+    }
+
+    private enum Attempt {
+        case done(Data)
+        case retryable(JudgeError, retryAfter: Double?)
+        case fatal(JudgeError)
+    }
+
+    private func send(_ body: Data) async throws -> JudgeAnswer {
+        var last = JudgeError.network("no attempt made")
+        var retryAfter: Double?
+        let attempts = max(options.maxRetries, 0) + 1
+        for attempt in 0..<attempts {
+            if attempt > 0 {
+                try await Task.sleep(nanoseconds: UInt64(backoff(attempt - 1, retryAfter: retryAfter) * 1e9))
+            }
+            stats.attempt(retry: attempt > 0)
+            switch await once(body) {
+            case .done(let data): return try Self.parse(data)
+            case .fatal(let e): throw e
+            case .retryable(let e, let after):
+                last = e
+                retryAfter = after
+            }
+        }
+        switch last {
+        case .http(let s, let m): throw JudgeError.http(status: s, message: m + " (gave up after \(attempts) attempts)")
+        case .network(let m): throw JudgeError.network(m + " (gave up after \(attempts) attempts)")
+        default: throw last
+        }
+    }
+
+    func backoff(_ n: Int, retryAfter: Double?) -> Double {
+        if let r = retryAfter, r >= 0, r.isFinite { return min(r, options.backoffMax) }
+        let d = min(options.backoffMax, options.backoffBase * pow(2, Double(n)))
+        return Double.random(in: (d / 2)...max(d, d / 2 + 1e-9))
+    }
+
+    private func once(_ body: Data) async -> Attempt {
+        var req = URLRequest(url: endpoint)
+        req.httpMethod = "POST"
+        req.httpBody = body
+        req.timeoutInterval = options.timeout
+        req.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        if let key = options.apiKey { req.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        let data: Data, response: URLResponse
+        do {
+            let request = req
+            (data, response) = try await withDeadline(options.timeout + 1) { try await self.session.data(for: request) }
+        } catch is DeadlineExceeded {
+            return .retryable(.network("no answer within \(options.timeout)s"), retryAfter: nil)
+        } catch let e as URLError {
+            return .retryable(.network(e.code == .timedOut ? "no answer within \(options.timeout)s" : "URL error \(e.code.rawValue): \(e.localizedDescription)"), retryAfter: nil)
+        } catch is CancellationError {
+            return .fatal(.network("cancelled"))
+        } catch {
+            return .retryable(.network(String(describing: error)), retryAfter: nil)
+        }
+        guard let http = response as? HTTPURLResponse else { return .retryable(.network("not an HTTP response"), retryAfter: nil) }
+        let status = http.statusCode
+        if status == 200 { return .done(data) }
+        let message = Self.errorMessage(data)
+        if status == 429 || (500...599).contains(status) {
+            let after = (http.value(forHTTPHeaderField: "Retry-After")).flatMap(Double.init)
+            return .retryable(.http(status: status, message: message), retryAfter: after)
+        }
+        // 4xx other than 429 (bad key, unknown model, bad request): retrying cannot help.
+        return .fatal(.http(status: status, message: message))
+    }
+
+    /// The `error.message` of an OpenAI-style error body, or the start of the body.
+    static func errorMessage(_ data: Data) -> String {
+        if let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+           let err = obj["error"] as? [String: Any], let m = err["message"] as? String { return m }
+        let text = String(decoding: data.prefix(200), as: UTF8.self)
+        return text.isEmpty ? "(empty body)" : text
+    }
+
+    /// Reads choices[0].logprobs.content[0].top_logprobs of a chat completion.
+    static func parse(_ data: Data) throws -> JudgeAnswer {
+        guard let obj = try? JSONSerialization.jsonObject(with: data) else {
+            throw JudgeError.malformed("body is not JSON: \(String(decoding: data.prefix(80), as: UTF8.self))")
+        }
+        guard let root = obj as? [String: Any], let choices = root["choices"] as? [Any] else {
+            throw JudgeError.malformed("no \"choices\" array")
+        }
+        guard let first = choices.first as? [String: Any] else { throw JudgeError.malformed("\"choices\" is empty") }
+        guard let lp = first["logprobs"] as? [String: Any], let content = lp["content"] as? [Any] else {
+            throw JudgeError.malformed("no logprobs in the answer (does the endpoint support \"logprobs\"?)")
+        }
+        guard let tok = content.first as? [String: Any] else { throw JudgeError.malformed("logprobs.content is empty") }
+        guard let top = tok["top_logprobs"] as? [Any], !top.isEmpty else {
+            throw JudgeError.malformed("no top_logprobs for the first token")
+        }
+        var entries: [(token: String, logprob: Double)] = []
+        for e in top {
+            guard let d = e as? [String: Any], let t = d["token"] as? String,
+                  let l = (d["logprob"] as? NSNumber)?.doubleValue else {
+                throw JudgeError.malformed("a top_logprobs entry lacks token/logprob")
+            }
+            guard l.isFinite || l == -.infinity, l <= 1e-6 else { throw JudgeError.malformed("logprob \(l) for \"\(t)\" is not a log-probability") }
+            entries.append((t, l))
+        }
+        let total = entries.reduce(0.0) { $0 + Foundation.exp($1.logprob) }
+        guard total <= 1.0001 else { throw JudgeError.malformed("top_logprobs sum to probability \(total) > 1") }
+        var dist: [Int: Double] = [:]
+        for (t, l) in entries { if let a = Scoring.integerAnswer(t) { dist[a, default: 0] += Foundation.exp(l) } }
+        return JudgeAnswer(distribution: dist)
+    }
+}
+
+/// At most n bodies run at once; the rest wait in FIFO order.
+actor ConcurrencyLimiter {
+    private var free: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    init(_ n: Int) { free = n }
+
+    func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        await acquire()
+        defer { release() }
+        return try await body()
+    }
+    private func acquire() async {
+        if free > 0 { free -= 1; return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+    private func release() {
+        if waiters.isEmpty { free += 1 } else { waiters.removeFirst().resume() }
+    }
+}
+
+struct DeadlineExceeded: Error {}
+
+/// Runs `body`, throwing DeadlineExceeded after `seconds` (the body's task is cancelled).
+func withDeadline<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            throw DeadlineExceeded()
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+
+/// Coherence of one answer after the relevance check.
+public struct CoherenceResult: Sendable, Equatable {
+    /// The coherence judge's own score.
+    public var raw: JudgeScore
+    /// The relevance judge's score (nil score: it gave no number, and no cap is applied).
+    public var relevance: JudgeScore
+    /// `raw.score`, capped at `cap` when the answer is off-topic.
+    public var score: Double?
+    public var offTopic: Bool
+}
+
+/// One answer to score for a trait.
+public struct JudgeItem: Sendable, Equatable, Codable {
+    public var trait: String
+    public var definition: String
+    public var question: String
+    public var answer: String
+    public init(trait: String, definition: String, question: String, answer: String) {
+        self.trait = trait
+        self.definition = definition
+        self.question = question
+        self.answer = answer
+    }
+}
+
+public struct JudgeItemResult: Sendable {
+    public var item: JudgeItem
+    public var trait: Result<JudgeScore, JudgeError>
+    /// nil when coherence was not asked for.
+    public var coherence: Result<CoherenceResult, JudgeError>?
+}
+
+/// Trait and coherence scoring of answers with one judge and one set of prompts. Takes plain
+/// strings (trait name, definition, question, answer) so it knows nothing of how traits are stored.
+public struct JudgeScorer: Sendable {
+    public var judge: any Judge
+    public var prompts: JudgePrompts
+    /// Below this probability mass on integers a score is missing.
+    public var minMass: Double
+    /// An answer whose relevance score is below this is off-topic…
+    public var offTopicBelow: Double
+    /// …and its coherence is capped at this.
+    public var offTopicCap: Double
+
+    public init(judge: any Judge, prompts: JudgePrompts, minMass: Double = Scoring.defaultMinMass,
+                offTopicBelow: Double = 50, offTopicCap: Double = 50) {
+        self.judge = judge
+        self.prompts = prompts
+        self.minMass = minMass
+        self.offTopicBelow = offTopicBelow
+        self.offTopicCap = offTopicCap
+    }
+
+    public func traitScore(trait: String, definition: String, question: String, answer: String) async throws -> JudgeScore {
+        let p = prompts.traitPrompt(trait: trait, definition: definition, question: question, answer: answer)
+        return try await judge.judge(p).score(minMass: minMass)
+    }
+
+    public func coherence(question: String, answer: String) async throws -> CoherenceResult {
+        async let c = judge.judge(prompts.coherencePrompt(question: question, answer: answer))
+        async let r = judge.judge(prompts.relevancePrompt(question: question, answer: answer))
+        let raw = try await c.score(minMass: minMass), rel = try await r.score(minMass: minMass)
+        let offTopic = rel.score.map { $0 < offTopicBelow } ?? false
+        var score = raw.score
+        if offTopic, let s = score { score = min(s, offTopicCap) }
+        return CoherenceResult(raw: raw, relevance: rel, score: score, offTopic: offTopic)
+    }
+
+    /// Scores items with at most `concurrency` in flight; results in input order. An item's
+    /// failure is recorded in its result and does not stop the others.
+    public func score(_ items: [JudgeItem], coherence: Bool = true, concurrency: Int = 8,
+                      onResult: (@Sendable (Int, JudgeItemResult) -> Void)? = nil) async -> [JudgeItemResult] {
+        var results = [JudgeItemResult?](repeating: nil, count: items.count)
+        await withTaskGroup(of: (Int, JudgeItemResult).self) { group in
+            var next = 0
+            func add() {
+                let i = next
+                next += 1
+                let item = items[i]
+                group.addTask {
+                    let t: Result<JudgeScore, JudgeError>
+                    do { t = .success(try await traitScore(trait: item.trait, definition: item.definition,
+                                                           question: item.question, answer: item.answer)) }
+                    catch { t = .failure(Self.judgeError(error)) }
+                    var c: Result<CoherenceResult, JudgeError>?
+                    if coherence {
+                        do { c = .success(try await self.coherence(question: item.question, answer: item.answer)) }
+                        catch { c = .failure(Self.judgeError(error)) }
+                    }
+                    return (i, JudgeItemResult(item: item, trait: t, coherence: c))
+                }
+            }
+            while next < min(max(concurrency, 1), items.count) { add() }
+            while let (i, r) = await group.next() {
+                results[i] = r
+                onResult?(i, r)
+                if next < items.count { add() }
+            }
+        }
+        return results.map { $0! }
+    }
+
+    static func judgeError(_ e: Error) -> JudgeError {
+        (e as? JudgeError) ?? .model(String(describing: e))
+    }
+}

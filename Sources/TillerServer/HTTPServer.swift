@@ -1,0 +1,155 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A request as the application sees it: the body is complete (and within the size limit).
+public struct HTTPRequest: Sendable {
+    public var method: HTTPMethod
+    public var path: String
+    public var headers: HTTPHeaders
+    public var body: Data
+}
+
+/// A full response, or a server-sent-event stream (each element is one `data:` payload).
+public enum HTTPResponse: Sendable {
+    case full(status: HTTPResponseStatus, headers: [(String, String)], body: Data)
+    case events(AsyncStream<String>)
+
+    public static func json(_ status: HTTPResponseStatus, _ object: Any) -> HTTPResponse {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return .full(status: status, headers: [("Content-Type", "application/json")], body: data)
+    }
+}
+
+public typealias HTTPHandler = @Sendable (HTTPRequest) async -> HTTPResponse
+
+/// A small HTTP/1.1 server on SwiftNIO: collects each request body (up to `maxBodyBytes`, else
+/// 413 and the connection is closed), runs the async handler, writes the response. Malformed
+/// HTTP gets 400 from NIO's error handler; nothing a client sends can crash it.
+public final class HTTPServer: @unchecked Sendable {
+    public let group: MultiThreadedEventLoopGroup
+    private var channel: Channel?
+    public let maxBodyBytes: Int
+
+    public init(maxBodyBytes: Int = 4 << 20, threads: Int = 1) {
+        self.maxBodyBytes = maxBodyBytes
+        group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+    }
+
+    /// Binds and starts serving; returns the bound port (useful with port 0).
+    @discardableResult
+    public func start(host: String, port: Int, handler: @escaping HTTPHandler) throws -> Int {
+        let limit = maxBodyBytes
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
+                    channel.pipeline.addHandler(RequestHandler(limit: limit, handler: handler))
+                }
+            }
+            .childChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+        let ch = try bootstrap.bind(host: host, port: port).wait()
+        channel = ch
+        return ch.localAddress?.port ?? port
+    }
+
+    public var port: Int? { channel?.localAddress?.port }
+
+    /// Blocks until the server is closed.
+    public func wait() throws { try channel?.closeFuture.wait() }
+
+    public func shutdown() {
+        try? channel?.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+}
+
+private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let limit: Int
+    let handler: HTTPHandler
+    private var head: HTTPRequestHead?
+    private var body = ByteBuffer()
+    private var rejected = false
+
+    init(limit: Int, handler: @escaping HTTPHandler) {
+        self.limit = limit
+        self.handler = handler
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body.clear()
+            rejected = false
+            if let len = h.headers.first(name: "Content-Length").flatMap(Int.init), len > limit {
+                reject(context, h)
+            }
+        case .body(var chunk):
+            guard !rejected else { return }
+            if body.readableBytes + chunk.readableBytes > limit {
+                if let h = head { reject(context, h) }
+                return
+            }
+            body.writeBuffer(&chunk)
+        case .end:
+            guard !rejected, let h = head else { return }
+            head = nil
+            let bytes = body.readableBytesView
+            let request = HTTPRequest(method: h.method, path: h.uri, headers: h.headers, body: Data(bytes))
+            let keepAlive = h.isKeepAlive
+            let channel = context.channel
+            let handler = self.handler
+            let version = h.version
+            Task {
+                let response = await handler(request)
+                await Self.write(response, to: channel, version: version, keepAlive: keepAlive)
+            }
+        }
+    }
+
+    private func reject(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        rejected = true
+        let msg = "request body exceeds the limit of \(limit) bytes"
+        let data = (try? JSONSerialization.data(withJSONObject: ["error": ["message": msg, "type": "invalid_request_error",
+                                                                          "param": NSNull(), "code": "request_too_large"]])) ?? Data()
+        var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", "\(data.count)"), ("Connection", "close")])
+        headers.replaceOrAdd(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .payloadTooLarge, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: data)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    static func write(_ response: HTTPResponse, to channel: Channel, version: HTTPVersion, keepAlive: Bool) async {
+        switch response {
+        case .full(let status, let hdrs, let data):
+            var headers = HTTPHeaders(hdrs)
+            headers.replaceOrAdd(name: "Content-Length", value: "\(data.count)")
+            headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+            channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers)), promise: nil)
+            channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: data))), promise: nil)
+            let done = channel.eventLoop.makePromise(of: Void.self)
+            channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: done)
+            if !keepAlive { done.futureResult.whenComplete { _ in channel.close(promise: nil) } }
+        case .events(let stream):
+            let headers = HTTPHeaders([("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                                       ("Connection", "close")])
+            channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .ok, headers: headers)), promise: nil)
+            for await event in stream {
+                guard channel.isActive else { break }
+                let chunk = ByteBuffer(string: "data: \(event)\n\n")
+                channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk)), promise: nil)
+            }
+            // Without Content-Length the body ends when the connection closes.
+            let done = channel.eventLoop.makePromise(of: Void.self)
+            channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: done)
+            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
