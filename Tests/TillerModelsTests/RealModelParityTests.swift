@@ -1,0 +1,86 @@
+import Foundation
+import TillerFormats
+import XCTest
+@testable import TillerModels
+
+/// The two default GGUF models against transformers (which dequantizes GGUF to fp32):
+/// resid_post at several layers, logits, greedy continuations.
+final class RealModelParityTests: XCTestCase {
+    func testSmolLM2() throws {
+        try checkReal(fixture: "smollm2", gguf: "SmolLM2-135M-Instruct.Q4_1.gguf")
+    }
+
+    func testGemma3_270m() throws {
+        try checkReal(fixture: "gemma3", gguf: "gemma-3-270m-q4_k_m.gguf")
+    }
+
+    func checkReal(fixture: String, gguf: String) throws {
+        let model = try loadReal(gguf)
+        let expected = try FixtureFile(Fixtures.path("\(fixture).expected.safetensors"))
+        let meta = expected.metadata
+        let layers = meta["layers"] as! [Int]
+        let prompts = meta["prompts"] as! [[String: Any]]
+        var worst: Float = 0
+        var singles: [CapturedActivations] = []
+        for p in prompts.indices {
+            let tokens = try expected.ints("tokens.\(p)")
+            let positions = prompts[p]["logit_positions"] as! [Int]
+            let t0 = Date()
+            let out = try model.forward([tokens], capture: CaptureSpec(layers: layers, positions: .all), logits: .all)
+            let dt = Date().timeIntervalSince(t0)
+            singles.append(out.activations[0])
+            for l in layers {
+                let e = relativeError(out.activations[0][l]!, try expected.floats("resid_post.\(p).\(l)"))
+                worst = max(worst, e)
+                XCTAssertLessThanOrEqual(e, 1e-3, "\(fixture) prompt \(p) resid_post.\(l)")
+            }
+            let V = model.vocabSize
+            if !positions.isEmpty {
+                let want = try expected.floats("logits.\(p)")
+                for (i, pos) in positions.enumerated() {
+                    let e = relativeError(Array(out.logits(sequence: 0, row: pos)), Array(want[i * V ..< (i + 1) * V]))
+                    worst = max(worst, e)
+                    XCTAssertLessThanOrEqual(e, 1e-3, "\(fixture) prompt \(p) logits at \(pos)")
+                }
+            }
+            // Top-64 logits at the last position.
+            let ids = try expected.ints("top_ids.\(p)")
+            let last = out.logits(sequence: 0, row: tokens.count - 1)
+            let got = ids.map { last[last.startIndex + $0] }
+            let e = relativeError(got, try expected.floats("top_logits.\(p)"))
+            worst = max(worst, e)
+            XCTAssertLessThanOrEqual(e, 1e-3, "\(fixture) prompt \(p) top logits")
+            XCTAssertEqual(argmax(last), ids[0], "\(fixture) prompt \(p) top-1 id")
+
+            let g0 = Date()
+            let gen = try model.generate([tokens], options: GenerationOptions(maxNewTokens: 12, stopTokens: []))
+            let gdt = Date().timeIntervalSince(g0)
+            XCTAssertEqual(gen[0].tokens, try expected.ints("greedy.\(p)"), "\(fixture) prompt \(p) greedy")
+            print(String(format: "\(fixture) prompt \(p): %d tokens forward %.3fs, 12-token greedy %.3fs", tokens.count, dt, gdt))
+        }
+        // The three prompts as one ragged batch: same residuals as alone, same greedy ids as transformers.
+        let all = try (0..<prompts.count).map { try expected.ints("tokens.\($0)") }
+        let batched = try model.forward(all, capture: CaptureSpec(layers: layers, positions: .all))
+        for p in all.indices {
+            for l in layers {
+                let e = relativeError(batched.activations[p][l]!, try expected.floats("resid_post.\(p).\(l)"))
+                XCTAssertLessThanOrEqual(e, 1e-3, "\(fixture) batched prompt \(p) resid_post.\(l)")
+                XCTAssertLessThanOrEqual(relativeError(batched.activations[p][l]!, singles[p][l]!), 1e-5,
+                                         "\(fixture) batched vs alone, prompt \(p) resid_post.\(l)")
+            }
+        }
+        let t0 = Date()
+        let gens = try model.generate(all, options: GenerationOptions(maxNewTokens: 12, stopTokens: []))
+        let dt = Date().timeIntervalSince(t0)
+        for p in all.indices {
+            XCTAssertEqual(gens[p].tokens, try expected.ints("greedy.\(p)"), "\(fixture) batched greedy prompt \(p)")
+        }
+        print(String(format: "\(fixture): batched greedy (3 × 12 tokens) %.3fs", dt))
+        print("\(fixture): worst relative error \(worst)")
+    }
+}
+
+func loadReal(_ gguf: String) throws -> LanguageModel {
+    let path = try realModelPath(gguf)
+    return try LanguageModel(weights: GGUFWeightSource(path: path), tokenizer: nil, name: path)
+}
