@@ -21,15 +21,14 @@ public enum ControlVectorGGUF {
         guard !kept.isEmpty else {
             throw VectorFileError("\(path): nothing to export: llama.cpp control vectors cannot steer block 0, and the file has no other layers")
         }
-        var kv: [(String, GGUFWriteValue)] = [
-            ("general.architecture", .string("controlvector")),
-            ("controlvector.model_hint", .string(modelHint)),
-            ("controlvector.layer_count", .uint32(UInt32(kept.count))),
-        ]
-        for (k, v) in file.metadata.strings.sorted(by: { $0.key < $1.key }) { kv.append(("tiller." + k, .string(v))) }
-        if scale != 1 { kv.append(("tiller.scale", .float32(scale))) }
-        let tensors = kept.map { ("direction.\($0)", file.vectors[$0]!.map { $0 * scale }) }
-        try writeAtomically(GGUFControlVectorWriter.serialize(metadata: kv, tensors: tensors), to: path)
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("controlvector"))
+        w.set("controlvector.model_hint", .string(modelHint))
+        w.set("controlvector.layer_count", .uint32(UInt32(kept.count)))
+        for (k, v) in file.metadata.strings.sorted(by: { $0.key < $1.key }) { w.set("tiller." + k, .string(v)) }
+        if scale != 1 { w.set("tiller.scale", .float32(scale)) }
+        for l in kept { try w.addTensor(name: "direction.\(l)", floats: file.vectors[l]!.map { $0 * scale }, shape: [file.hidden]) }
+        try w.write(to: path)
         return file.layers.filter { $0 < 1 }
     }
 
@@ -66,48 +65,5 @@ public enum ControlVectorGGUF {
         var f = SteeringVectorFile(vectors: vectors, metadata: meta)
         f.path = path
         return f
-    }
-}
-
-enum GGUFWriteValue {
-    case string(String), uint32(UInt32), float32(Float)
-}
-
-/// The small part of GGUF v3 a control vector needs: string/u32/f32 metadata and F32 tensors.
-enum GGUFControlVectorWriter {
-    static let alignment = 32
-
-    static func serialize(metadata: [(String, GGUFWriteValue)], tensors: [(String, [Float])]) -> [UInt8] {
-        var out: [UInt8] = []
-        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        func str(_ s: String) { let b = Array(s.utf8); u64(UInt64(b.count)); out.append(contentsOf: b) }
-        u32(0x4655_4747)  // "GGUF"
-        u32(3)
-        u64(UInt64(tensors.count))
-        u64(UInt64(metadata.count))
-        for (k, v) in metadata {
-            str(k)
-            switch v {
-            case .string(let s): u32(8); str(s)
-            case .uint32(let x): u32(4); u32(x)
-            case .float32(let f): u32(6); u32(f.bitPattern)
-            }
-        }
-        var offset = 0
-        for (name, values) in tensors {
-            str(name)
-            u32(1)                       // n_dims
-            u64(UInt64(values.count))    // ne[0]
-            u32(0)                       // GGML_TYPE_F32
-            u64(UInt64(offset))
-            offset += (values.count * 4 + alignment - 1) / alignment * alignment
-        }
-        while out.count % alignment != 0 { out.append(0) }
-        for (_, values) in tensors {
-            for v in values { u32(v.bitPattern) }
-            while out.count % alignment != 0 { out.append(0) }
-        }
-        return out
     }
 }

@@ -98,7 +98,13 @@ public struct SteeringVectorFile: Sendable {
     public var layers: [Int] { vectors.keys.sorted() }
     public var hidden: Int { vectors.values.first?.count ?? 0 }
 
+    /// Reads a Tiller vector file, or a llama.cpp control-vector GGUF (recognised by its magic).
     public static func load(path: String) throws -> SteeringVectorFile {
+        if let h = FileHandle(forReadingAtPath: path) {
+            let magic = h.readData(ofLength: 4)
+            try? h.close()
+            if magic == Data("GGUF".utf8) { return try ControlVectorGGUF.load(path: path) }
+        }
         let file: SafetensorsFile
         do { file = try SafetensorsFile(path: path) } catch {
             throw VectorFileError("\(path): cannot read steering vector file: \(error)")

@@ -66,6 +66,7 @@ final class VectorFileTests: XCTestCase {
         let back = try ControlVectorGGUF.load(path: path)
         XCTAssertEqual(back.vectors, [3: f.vectors[3]!, 5: f.vectors[5]!])
         XCTAssertEqual(back.metadata, f.metadata)
+        XCTAssertEqual(try SteeringVectorFile.load(path: path).vectors, back.vectors, "load() recognises GGUF control vectors")
 
         // A scaled export stores scaled directions (what llama.cpp adds) and loads back unit vectors.
         let scaled = tmp("gguf")
