@@ -96,14 +96,6 @@ public func dequantize(_ t: RawTensor) throws -> [Float] {
     Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
 }
 
-@inline(__always) func loadVec8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-}
-
-@inline(__always) func storeVec8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-}
-
 // Element-wise loops: LLVM turns these into vpmovzxbd/vpmovsxbd + vcvtdq2ps, whereas the
 // stdlib's generic SIMD conversions stay out-of-line calls.
 @inline(__always) func floats(_ v: SIMD8<UInt8>) -> SIMD8<Float> {
@@ -131,19 +123,12 @@ public func dequantize(_ t: RawTensor) throws -> [Float] {
 }
 
 
-/// Horizontal sum in a fixed tree order.
-@inline(__always) func hsum(_ v: SIMD8<Float>) -> Float {
-    let a = v.lowHalf + v.highHalf
-    let b = a.lowHalf + a.highHalf
-    return b[0] + b[1]
-}
-
 // MARK: - Plain element types
 
 func convertF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>) {
     var i = 0
     while i &+ 8 <= count {
-        storeVec8(floats(src.loadUnaligned(fromByteOffset: i &* 2, as: SIMD8<UInt16>.self)), dst + i)
+        vstore(floats(src.loadUnaligned(fromByteOffset: i &* 2, as: SIMD8<UInt16>.self)), dst + i)
         i &+= 8
     }
     while i < count {
@@ -155,7 +140,7 @@ func convertF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoin
 func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>) {
     var i = 0
     while i &+ 8 <= count {
-        storeVec8(bf16Floats(src.loadUnaligned(fromByteOffset: i &* 2, as: SIMD8<UInt16>.self)), dst + i)
+        vstore(bf16Floats(src.loadUnaligned(fromByteOffset: i &* 2, as: SIMD8<UInt16>.self)), dst + i)
         i &+= 8
     }
     while i < count {
@@ -171,7 +156,7 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
     let d = loadF16(b)
     for k in 0..<4 {
         let q = b.loadUnaligned(fromByteOffset: 2 &+ 8 &* k, as: SIMD8<Int8>.self)
-        storeVec8(floats(q) * d, y + 8 &* k)
+        vstore(floats(q) * d, y + 8 &* k)
     }
 }
 
@@ -181,10 +166,10 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
     let d = loadF16(b)
     let qs = b.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self)
     let lo = qs & 0x0F, hi = qs &>> 4
-    storeVec8(d * (floats(lo.lowHalf) - 8), y)
-    storeVec8(d * (floats(lo.highHalf) - 8), y + 8)
-    storeVec8(d * (floats(hi.lowHalf) - 8), y + 16)
-    storeVec8(d * (floats(hi.highHalf) - 8), y + 24)
+    vstore(d * (floats(lo.lowHalf) - 8), y)
+    vstore(d * (floats(lo.highHalf) - 8), y + 8)
+    vstore(d * (floats(hi.lowHalf) - 8), y + 16)
+    vstore(d * (floats(hi.highHalf) - 8), y + 24)
 }
 
 // Q4_1: f16 d, f16 m, 16 bytes of nibbles as Q4_0; x = d*q + m.
@@ -192,10 +177,10 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
     let d = loadF16(b), m = loadF16(b, 2)
     let qs = b.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self)
     let lo = qs & 0x0F, hi = qs &>> 4
-    storeVec8(d * floats(lo.lowHalf) + m, y)
-    storeVec8(d * floats(lo.highHalf) + m, y + 8)
-    storeVec8(d * floats(hi.lowHalf) + m, y + 16)
-    storeVec8(d * floats(hi.highHalf) + m, y + 24)
+    vstore(d * floats(lo.lowHalf) + m, y)
+    vstore(d * floats(lo.highHalf) + m, y + 8)
+    vstore(d * floats(hi.lowHalf) + m, y + 16)
+    vstore(d * floats(hi.highHalf) + m, y + 24)
 }
 
 /// The fifth bits of a Q5 block (bit i of the little-endian u32 belongs to element i) as
@@ -213,10 +198,10 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
     let qh = b.loadUnaligned(fromByteOffset: 2, as: UInt32.self).littleEndian
     let qs = b.loadUnaligned(fromByteOffset: 6, as: SIMD16<UInt8>.self)
     let lo = qs & 0x0F, hi = qs &>> 4
-    storeVec8(d * (floats(lo.lowHalf | q5HighBits(qh, 0)) - 16), y)
-    storeVec8(d * (floats(lo.highHalf | q5HighBits(qh, 1)) - 16), y + 8)
-    storeVec8(d * (floats(hi.lowHalf | q5HighBits(qh, 2)) - 16), y + 16)
-    storeVec8(d * (floats(hi.highHalf | q5HighBits(qh, 3)) - 16), y + 24)
+    vstore(d * (floats(lo.lowHalf | q5HighBits(qh, 0)) - 16), y)
+    vstore(d * (floats(lo.highHalf | q5HighBits(qh, 1)) - 16), y + 8)
+    vstore(d * (floats(hi.lowHalf | q5HighBits(qh, 2)) - 16), y + 16)
+    vstore(d * (floats(hi.highHalf | q5HighBits(qh, 3)) - 16), y + 24)
 }
 
 // Q5_1: f16 d, f16 m, u32 qh, 16 bytes; x = d*q + m.
@@ -225,10 +210,10 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
     let qh = b.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
     let qs = b.loadUnaligned(fromByteOffset: 8, as: SIMD16<UInt8>.self)
     let lo = qs & 0x0F, hi = qs &>> 4
-    storeVec8(d * floats(lo.lowHalf | q5HighBits(qh, 0)) + m, y)
-    storeVec8(d * floats(lo.highHalf | q5HighBits(qh, 1)) + m, y + 8)
-    storeVec8(d * floats(hi.lowHalf | q5HighBits(qh, 2)) + m, y + 16)
-    storeVec8(d * floats(hi.highHalf | q5HighBits(qh, 3)) + m, y + 24)
+    vstore(d * floats(lo.lowHalf | q5HighBits(qh, 0)) + m, y)
+    vstore(d * floats(lo.highHalf | q5HighBits(qh, 1)) + m, y + 8)
+    vstore(d * floats(hi.lowHalf | q5HighBits(qh, 2)) + m, y + 16)
+    vstore(d * floats(hi.highHalf | q5HighBits(qh, 3)) + m, y + 24)
 }
 
 // MARK: - 256-element K blocks
@@ -258,7 +243,7 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
         let chunk = qs + 32 &* (j &>> 1)
         for k in 0..<4 {
             let q = (chunk.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self) &>> shift) & 0x0F
-            storeVec8(dl * floats(q) - ml, y + (32 &* j &+ 8 &* k))
+            vstore(dl * floats(q) - ml, y + (32 &* j &+ 8 &* k))
         }
     }
 }
@@ -277,7 +262,7 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
         for k in 0..<4 {
             let lo = (chunk.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self) &>> shift) & 0x0F
             let hi = ((qh.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self) &>> UInt8(j)) & 1) &<< 4
-            storeVec8(dl * floats(lo | hi) - ml, y + (32 &* j &+ 8 &* k))
+            vstore(dl * floats(lo | hi) - ml, y + (32 &* j &+ 8 &* k))
         }
     }
 }
@@ -300,7 +285,7 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
                 let highShift = UInt8(2 &* (e &>> 5))
                 let lo = (ql.loadUnaligned(fromByteOffset: e & 63, as: SIMD8<UInt8>.self) &>> lowShift) & 0x0F
                 let hi = ((qh.loadUnaligned(fromByteOffset: e & 31, as: SIMD8<UInt8>.self) &>> highShift) & 3) &<< 4
-                storeVec8(dl * (floats(lo | hi) - 32), y + (128 &* h &+ e))
+                vstore(dl * (floats(lo | hi) - 32), y + (128 &* h &+ e))
             }
         }
     }

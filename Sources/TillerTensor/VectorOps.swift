@@ -1,0 +1,123 @@
+// Small SIMD loops over Float buffers, for the engine's per-token work (norms, residual adds,
+// attention scores) and for the matmul kernels.
+
+/// Σ a[i]·b[i] over `count` elements.
+@inlinable @inline(__always)
+public func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
+    var i = 0
+    while i &+ 32 <= count {
+        s0.addProduct(vload(a + i), vload(b + i))
+        s1.addProduct(vload(a + (i &+ 8)), vload(b + (i &+ 8)))
+        s2.addProduct(vload(a + (i &+ 16)), vload(b + (i &+ 16)))
+        s3.addProduct(vload(a + (i &+ 24)), vload(b + (i &+ 24)))
+        i &+= 32
+    }
+    while i &+ 8 <= count {
+        s0.addProduct(vload(a + i), vload(b + i))
+        i &+= 8
+    }
+    var total = horizontalSum((s0 + s1) + (s2 + s3))
+    while i < count {
+        total += a[i] * b[i]
+        i &+= 1
+    }
+    return total
+}
+
+/// y[i] += alpha · x[i] over `count` elements.
+@inlinable @inline(__always)
+public func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    let a = SIMD8<Float>(repeating: alpha)
+    var i = 0
+    while i &+ 8 <= count {
+        var v = vload(UnsafePointer(y + i))
+        v.addProduct(a, vload(x + i))
+        vstore(v, y + i)
+        i &+= 8
+    }
+    while i < count {
+        y[i] += alpha * x[i]
+        i &+= 1
+    }
+}
+
+/// x[i] *= alpha over `count` elements.
+@inlinable @inline(__always)
+public func scale(_ x: UnsafeMutablePointer<Float>, by alpha: Float, count: Int) {
+    var i = 0
+    while i &+ 8 <= count {
+        vstore(vload(UnsafePointer(x + i)) * alpha, x + i)
+        i &+= 8
+    }
+    while i < count {
+        x[i] *= alpha
+        i &+= 1
+    }
+}
+
+/// Σ x[i] over `count` elements.
+@inlinable @inline(__always)
+public func sum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
+    var i = 0
+    while i &+ 16 <= count {
+        s0 += vload(x + i)
+        s1 += vload(x + (i &+ 8))
+        i &+= 16
+    }
+    if i &+ 8 <= count {
+        s0 += vload(x + i)
+        i &+= 8
+    }
+    var total = horizontalSum(s0 + s1)
+    while i < count {
+        total += x[i]
+        i &+= 1
+    }
+    return total
+}
+
+/// Σ x[i]² over `count` elements (for RMS norms).
+@inlinable @inline(__always)
+public func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    dotProduct(x, x, count: count)
+}
+
+/// The largest |x[i]| over `count` elements (0 when empty).
+@inlinable @inline(__always)
+public func maxMagnitude(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    var m = SIMD8<Float>()
+    var i = 0
+    while i &+ 8 <= count {
+        let v = vload(x + i)
+        m = pointwiseMax(m, pointwiseMax(v, -v))
+        i &+= 8
+    }
+    var result = m.max()
+    while i < count {
+        result = Swift.max(result, abs(x[i]))
+        i &+= 1
+    }
+    return result
+}
+
+/// Unaligned 8-float load.
+@inlinable @inline(__always)
+public func vload(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+
+/// Unaligned 8-float store.
+@inlinable @inline(__always)
+public func vstore(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+}
+
+/// Sum of the lanes in a fixed pairwise order (`SIMD.sum()` adds them one by one).
+@inlinable @inline(__always)
+public func horizontalSum(_ v: SIMD8<Float>) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    return b[0] + b[1]
+}

@@ -1,0 +1,223 @@
+import COpenBLAS
+import Foundation
+
+/// How a `WeightMatrix` stores its weights.
+public enum WeightPrecision: Sendable {
+    /// The stored blocks as they are (quantized, bf16, f16 or f32), dequantized inside the kernels.
+    case native
+    /// Converted to f32 once at load: 4 bytes per weight, no dequantization per call.
+    case f32
+}
+
+/// A 2-D weight `[outFeatures, inFeatures]` (PyTorch order) and the engine's only way to multiply
+/// by one.
+///
+/// Results equal an f32 matmul with the dequantized weights up to summation order (transformers
+/// dequantizes GGUF checkpoints to f32, and that is the parity reference): weights are turned into
+/// f32 inside the kernels and activations are never quantized.
+///
+/// Two paths: with few input rows (decode) a fused dequantize-and-dot kernel streams the weight
+/// bytes once, spread over `WorkerPool.shared`; with many rows (prefill, batches) panels of the
+/// weight are dequantized into a cache-sized scratch and multiplied with OpenBLAS `sgemm`.
+public final class WeightMatrix: @unchecked Sendable {
+    public let name: String
+    public let outFeatures: Int
+    public let inFeatures: Int
+    /// The type the weights are kept in (`.f32` after a `.f32` conversion).
+    public let type: GGMLType
+    /// Bytes of one output row in `type`.
+    public let rowBytes: Int
+
+    let base: UnsafeRawPointer
+    // Keeps `base` alive: the mapped file or heap bytes it points into.
+    private let owner: AnyObject?
+
+    /// Input rows from which `apply` switches from the fused matvec kernels to panel GEMM.
+    public static let gemmMinRows = 8
+
+    public init(_ raw: RawTensor, keep: WeightPrecision = .native) throws {
+        guard raw.shape.count == 2 else {
+            throw TensorShapeError(tensor: raw.name, "a weight matrix must be 2-D, shape is \(raw.shape)")
+        }
+        let (out, inF) = (raw.shape[0], raw.shape[1])
+        guard out > 0, inF > 0 else {
+            throw TensorShapeError(tensor: raw.name, "a weight matrix must not be empty, shape is \(raw.shape)")
+        }
+        guard raw.type.isDequantizable else {
+            throw UnsupportedTypeError(tensor: raw.name, type: raw.type, operation: "matrix multiplication")
+        }
+        guard let rowBytes = raw.type.byteCount(elements: inF) else {
+            throw TensorShapeError(tensor: raw.name, "row length \(inF) is not a multiple of the \(raw.type) block size \(raw.type.blockSize)")
+        }
+        let (total, overflow) = rowBytes.multipliedReportingOverflow(by: out)
+        guard !overflow, total <= raw.data.count, let src = raw.data.baseAddress else {
+            throw TensorShapeError(tensor: raw.name, "shape \(raw.shape) of \(raw.type) needs \(total) bytes, data has \(raw.data.count)")
+        }
+        name = raw.name
+        outFeatures = out
+        inFeatures = inF
+        switch keep {
+        case .native:
+            type = raw.type
+            self.rowBytes = rowBytes
+            base = src
+            owner = raw.owner
+        case .f32:
+            let owned = OwnedBytes(count: out * inF * 4)
+            let dst = owned.pointer.assumingMemoryBound(to: Float.self)
+            WorkerPool.shared.parallelFor((out + 63) / 64) { chunk in
+                for o in (chunk * 64)..<min(out, chunk * 64 + 64) {
+                    TillerTensor.dequantizeRow(raw.type, src + o * rowBytes, count: inF, into: dst + o * inF)
+                }
+            }
+            type = .f32
+            self.rowBytes = inF * 4
+            base = UnsafeRawPointer(owned.pointer)
+            owner = owned
+        }
+    }
+
+    /// Bytes of weight data (what a matvec streams from memory).
+    public var byteCount: Int { rowBytes * outFeatures }
+
+    /// Output row `o` as Float (an embedding lookup).
+    public func dequantizeRow(_ o: Int, into dst: UnsafeMutablePointer<Float>) {
+        precondition(o >= 0 && o < outFeatures, "\(name): row \(o) out of 0..<\(outFeatures)")
+        TillerTensor.dequantizeRow(type, base + o * rowBytes, count: inFeatures, into: dst)
+    }
+
+    /// y[r, o] = Σ_i W[o, i] · x[r, i] for r in 0..<rows; x is row-major rows×inFeatures,
+    /// y row-major rows×outFeatures. `x` and `y` must not overlap.
+    public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        guard rows > 0 else { return }
+        if type == .f32 {
+            applyF32(x, rows: rows, into: y)
+        } else if rows >= Self.gemmMinRows {
+            applyPanels(x, rows: rows, into: y)
+        } else {
+            applyFused(x, rows: rows, into: y)
+        }
+    }
+
+    // MARK: - f32 weights: straight sgemm
+
+    private func applyF32(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        BLASThreads.configure()
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
+                    Int32(rows), Int32(outFeatures), Int32(inFeatures),
+                    1, x, Int32(inFeatures),
+                    base.assumingMemoryBound(to: Float.self), Int32(inFeatures),
+                    0, y, Int32(outFeatures))
+    }
+
+    // MARK: - Many rows: dequantized panels × sgemm
+
+    /// Output rows per panel: the f32 panel should fit in L2 alongside the sgemm's packed blocks.
+    var panelRows: Int {
+        let target = (512 * 1024) / (inFeatures * 4)
+        return min(outFeatures, max(16, target / 16 * 16))
+    }
+
+    private func applyPanels(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        BLASThreads.configure()
+        let panel = panelRows
+        let inF = inFeatures
+        let scratch = ScratchPool.shared.take(floats: panel * inF)
+        defer { ScratchPool.shared.give(scratch) }
+        let w = scratch.pointer
+        let pool = WorkerPool.shared
+        var p0 = 0
+        while p0 < outFeatures {
+            let n = min(panel, outFeatures - p0)
+            let chunk = max(1, (n + pool.threadCount * 4 - 1) / (pool.threadCount * 4))
+            let start = p0
+            pool.parallelFor((n + chunk - 1) / chunk) { c in
+                for o in (c * chunk)..<min(n, c * chunk + chunk) {
+                    TillerTensor.dequantizeRow(type, base + (start + o) * rowBytes, count: inF, into: w + o * inF)
+                }
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
+                        Int32(rows), Int32(n), Int32(inF),
+                        1, x, Int32(inF),
+                        w, Int32(inF),
+                        0, y + start, Int32(outFeatures))
+            p0 += n
+        }
+    }
+
+    // MARK: - Few rows: fused dequantize + dot
+
+    private func applyFused(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        let pool = WorkerPool.shared
+        let tile = matvecTileRows(pool: pool)
+        let tiles = (outFeatures + tile - 1) / tile
+        pool.parallelFor(tiles) { t in
+            let o0 = t * tile
+            matvecTile(x, rows: rows, into: y, outRange: o0..<min(outFeatures, o0 + tile))
+        }
+    }
+
+    /// Output rows per parallel task: enough tasks for load balance, each big enough to amortize
+    /// the hand-off.
+    func matvecTileRows(pool: WorkerPool) -> Int {
+        let tasks = pool.threadCount * 8
+        let rowsPerTask = (outFeatures + tasks - 1) / tasks
+        return max(4, (rowsPerTask + 3) / 4 * 4)
+    }
+
+    func matvecTile(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, outRange: Range<Int>) {
+        let inF = inFeatures
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: inF) { buffer in
+            let w = buffer.baseAddress!
+            for o in outRange {
+                TillerTensor.dequantizeRow(type, base + o * rowBytes, count: inF, into: w)
+                for r in 0..<rows {
+                    y[r * outFeatures + o] = dotProduct(w, x + r * inF, count: inF)
+                }
+            }
+        }
+    }
+}
+
+/// OpenBLAS runs its own threads; it gets as many as the worker pool (which sleeps while sgemm
+/// runs), so the two never ask for more cores than the pool was given.
+enum BLASThreads {
+    private static let configured: Bool = {
+        openblas_set_num_threads(Int32(WorkerPool.shared.threadCount))
+        return true
+    }()
+    static func configure() { _ = configured }
+}
+
+/// Reusable f32 scratch buffers for GEMM panels, so a call does not fault in fresh pages.
+final class ScratchPool: @unchecked Sendable {
+    static let shared = ScratchPool()
+
+    final class Buffer {
+        let pointer: UnsafeMutablePointer<Float>
+        let capacity: Int
+        init(capacity: Int) {
+            self.capacity = capacity
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity * 4, alignment: 64).bindMemory(to: Float.self, capacity: capacity)
+        }
+        deinit { pointer.deallocate() }
+    }
+
+    private let lock = NSLock()
+    private var free: [Buffer] = []
+
+    func take(floats: Int) -> Buffer {
+        lock.lock()
+        defer { lock.unlock() }
+        if let i = free.firstIndex(where: { $0.capacity >= floats }) {
+            return free.remove(at: i)
+        }
+        return Buffer(capacity: floats)
+    }
+
+    func give(_ buffer: Buffer) {
+        lock.lock()
+        defer { lock.unlock() }
+        if free.count < 8 { free.append(buffer) }
+    }
+}

@@ -1,0 +1,91 @@
+import XCTest
+@testable import TillerTensor
+
+final class WeightMatrixTests: XCTestCase {
+    static let kernelTypes: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K]
+
+    /// Largest |y − ref| / Σ_i |W[o,i]·x[r,i]|: the error relative to the size of the terms summed,
+    /// against a double-precision loop over the dequantized weights.
+    func relativeError(_ w: WeightMatrix, dense: [Float], x: [Float], rows: Int) -> Double {
+        let (out, inF) = (w.outFeatures, w.inFeatures)
+        var y = [Float](repeating: .nan, count: rows * out)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in w.apply(xp.baseAddress!, rows: rows, into: yp.baseAddress!) }
+        }
+        var worst = 0.0
+        for r in 0..<rows {
+            for o in 0..<out {
+                var ref = 0.0, magnitude = 0.0
+                for i in 0..<inF {
+                    let term = Double(dense[o * inF + i]) * Double(x[r * inF + i])
+                    ref += term
+                    magnitude += abs(term)
+                }
+                let err = abs(Double(y[r * out + o]) - ref) / max(magnitude, 1e-30)
+                if !(err <= worst) { worst = err.isNaN ? .infinity : err }
+            }
+        }
+        return worst
+    }
+
+    func testApplyMatchesDequantizedReferenceForEveryType() throws {
+        for (t, type) in Self.kernelTypes.enumerated() {
+            // 45 outputs: tiles with a remainder; 512 inputs: a whole number of K blocks.
+            let shapes = type.blockSize == 256 ? [(45, 512)] : [(45, 512), (13, 96)]
+            for (s, (out, inF)) in shapes.enumerated() {
+                let raw = randomTensor(type, rows: out, cols: inF, seed: UInt64(100 * t + s))
+                let dense = try dequantize(raw)
+                let w = try WeightMatrix(raw)
+                XCTAssertEqual(w.type, type)
+                for rows in [1, 2, 3, 5, 8, 17, 64] {
+                    let x = randomFloats(rows * inF, seed: UInt64(rows))
+                    let err = relativeError(w, dense: dense, x: x, rows: rows)
+                    XCTAssertLessThanOrEqual(err, 1e-5, "\(type) \(out)×\(inF), rows \(rows): relative error \(err)")
+                }
+            }
+        }
+    }
+
+    func testF32PrecisionConvertsAtLoad() throws {
+        for type in [GGMLType.q4_1, .q6_K, .bf16] {
+            let raw = randomTensor(type, rows: 20, cols: 256, seed: 7)
+            let dense = try dequantize(raw)
+            let w = try WeightMatrix(raw, keep: .f32)
+            XCTAssertEqual(w.type, .f32)
+            XCTAssertEqual(w.byteCount, 20 * 256 * 4)
+            for rows in [1, 3, 17] {
+                let x = randomFloats(rows * 256, seed: 99)
+                XCTAssertLessThanOrEqual(relativeError(w, dense: dense, x: x, rows: rows), 1e-5, "\(type) as f32, rows \(rows)")
+            }
+        }
+    }
+
+    func testDequantizeRowIsAnEmbeddingLookup() throws {
+        for type in Self.kernelTypes {
+            let raw = randomTensor(type, rows: 9, cols: 256, seed: 3)
+            let dense = try dequantize(raw)
+            let w = try WeightMatrix(raw)
+            var row = [Float](repeating: 0, count: 256)
+            for o in [0, 4, 8] {
+                row.withUnsafeMutableBufferPointer { w.dequantizeRow(o, into: $0.baseAddress!) }
+                XCTAssertEqual(row.map(\.bitPattern), dense[(o * 256)..<(o * 256 + 256)].map(\.bitPattern), "\(type) row \(o)")
+            }
+        }
+    }
+
+    func testInvalidTensorsAreRejectedWithTheirName() {
+        let owned = OwnedBytes(count: 1024)
+        let cases: [(RawTensor, String)] = [
+            (RawTensor(name: "vec", type: .f32, shape: [256], data: owned.buffer, owner: owned), "2-D"),
+            (RawTensor(name: "odd", type: .q8_0, shape: [2, 48], data: owned.buffer, owner: owned), "block size"),
+            (RawTensor(name: "short", type: .f32, shape: [2, 256], data: owned.buffer, owner: owned), "bytes"),
+            (RawTensor(name: "iq", type: .q2_K, shape: [1, 256], data: owned.buffer, owner: owned), "Q2_K"),
+        ]
+        for (raw, expected) in cases {
+            XCTAssertThrowsError(try WeightMatrix(raw)) { error in
+                let text = "\(error)"
+                XCTAssertTrue(text.contains("'\(raw.name)'") && text.contains(expected), text)
+            }
+        }
+    }
+}

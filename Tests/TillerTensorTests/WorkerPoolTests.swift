@@ -1,0 +1,70 @@
+import Foundation
+import Synchronization
+import XCTest
+@testable import TillerTensor
+
+final class WorkerPoolTests: XCTestCase {
+    func testEveryIndexRunsExactlyOnce() {
+        for threads in [1, 2, 3, 8] {
+            let pool = WorkerPool(threadCount: threads)
+            for n in [0, 1, 2, 7, 64, 1000] {
+                let counts = UnsafeMutablePointer<Int>.allocate(capacity: max(n, 1))
+                counts.initialize(repeating: 0, count: max(n, 1))
+                defer { counts.deallocate() }
+                for _ in 0..<20 {
+                    pool.parallelFor(n) { i in counts[i] += 1 }
+                }
+                for i in 0..<n { XCTAssertEqual(counts[i], 20, "threads \(threads), n \(n), index \(i)") }
+            }
+        }
+    }
+
+    func testWorkIsSharedAcrossThreads() {
+        let pool = WorkerPool(threadCount: 2)
+        let seen = Mutex<Set<UInt>>([])
+        pool.parallelFor(64) { _ in
+            let me = UInt(bitPattern: Int(bitPattern: pthread_self()))
+            seen.withLock { _ = $0.insert(me) }
+            usleep(1000)  // long enough that the second thread gets some of the iterations
+        }
+        XCTAssertEqual(seen.withLock { $0.count }, 2)
+    }
+
+    func testNestedAndConcurrentCallsComplete() {
+        let pool = WorkerPool(threadCount: 2)
+        let total = Atomic<Int>(0)
+        pool.parallelFor(8) { _ in
+            pool.parallelFor(8) { _ in total.add(1, ordering: .relaxed) }
+        }
+        XCTAssertEqual(total.load(ordering: .relaxed), 64)
+
+        total.store(0, ordering: .relaxed)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            for _ in 0..<200 { pool.parallelFor(10) { _ in total.add(1, ordering: .relaxed) } }
+        }
+        XCTAssertEqual(total.load(ordering: .relaxed), 4 * 200 * 10)
+    }
+
+    func testSleepingWorkersWakeUp() {
+        let pool = WorkerPool(threadCount: 2)
+        let total = Atomic<Int>(0)
+        for _ in 0..<3 {
+            usleep(5000)  // past the spin window: workers are asleep
+            pool.parallelFor(100) { _ in total.add(1, ordering: .relaxed) }
+        }
+        XCTAssertEqual(total.load(ordering: .relaxed), 300)
+    }
+
+    func testCallOverheadIsSmall() {
+        let pool = WorkerPool(threadCount: 2)
+        let sink = Atomic<Int>(0)
+        pool.parallelFor(2) { _ in sink.add(1, ordering: .relaxed) }
+        let calls = 20000
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<calls { pool.parallelFor(4) { _ in sink.add(1, ordering: .relaxed) } }
+        let perCall = Double(DispatchTime.now().uptimeNanoseconds - start) / Double(calls) / 1000
+        print("WorkerPool: \(String(format: "%.2f", perCall)) µs per parallelFor(4) on 2 threads")
+        // Generous bound: the machine is shared; the point is to catch a per-call thread spawn.
+        XCTAssertLessThan(perCall, 200)
+    }
+}
