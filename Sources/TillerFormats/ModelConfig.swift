@@ -39,6 +39,8 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     public var vocabSize: Int
     public var rmsNormEps: Double
     public var ropeTheta: Double
+    /// Gemma 3: applies to the full-attention layers only; sliding layers use plain RoPE with
+    /// `ropeLocalBaseFreq` (transformers' `rope_parameters["sliding_attention"]`).
     public var ropeScaling: RopeScaling?
     public var maxPositionEmbeddings: Int
     public var tieWordEmbeddings: Bool
