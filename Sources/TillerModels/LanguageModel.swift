@@ -42,6 +42,25 @@ public final class LanguageModel: @unchecked Sendable {
         self.transformer = try Transformer(weights: weights, name: name, backend: backend)
     }
 
+    /// Loads a model from a cache name (`smollm2-135m-instruct`), a `.gguf` path or a Hugging Face
+    /// directory (config.json + safetensors; its tokenizer.json when present).
+    public static func load(_ argument: String, backend: Backend = CPUBackend.shared) throws -> LanguageModel {
+        let files = try ModelCache.resolve(argument)
+        let weights = try ModelCache.openWeightSource(files)
+        let tokenizer: Tokenizer?
+        switch files {
+        case .gguf(let path):
+            tokenizer = try loadTokenizer(gguf: (weights as? GGUFWeightSource)?.gguf ?? GGUFFile(path: path))
+        case .hfDirectory(let path):
+            // Test checkpoints may come without a tokenizer; the engine then works on ids only.
+            let fm = FileManager.default
+            let hasTokenizer = fm.fileExists(atPath: path + "/tokenizer.json") || fm.fileExists(atPath: path + "/tokenizer.model")
+            tokenizer = hasTokenizer ? try loadTokenizer(directory: path) : nil
+        }
+        let name = ModelCache.known.first { $0.path == files.path }?.name ?? (files.path as NSString).lastPathComponent
+        return try LanguageModel(weights: weights, tokenizer: tokenizer, name: name, backend: backend)
+    }
+
     public var hiddenSize: Int { config.hiddenSize }
     public var layerCount: Int { config.numHiddenLayers }
     public var vocabSize: Int { config.vocabSize }

@@ -84,3 +84,24 @@ func loadReal(_ gguf: String) throws -> LanguageModel {
     let path = try realModelPath(gguf)
     return try LanguageModel(weights: GGUFWeightSource(path: path), tokenizer: nil, name: path)
 }
+
+/// SmolLM2 steering (transformers forward hook adding coef·v at resid_post.15) and the judge's
+/// continuation log-probabilities.
+final class RealModelSteeringTests: XCTestCase {
+    func testSmolLM2SteeringFixture() throws {
+        try checkSteeringFixture(model: loadReal("SmolLM2-135M-Instruct.Q4_1.gguf"), fixture: "smollm2")
+    }
+
+    func testSmolLM2ContinuationLogProbs() throws {
+        let model = try loadReal("SmolLM2-135M-Instruct.Q4_1.gguf")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("smollm2.logprobs.json")))) as! [String: Any]
+        let prompt = json["prompt_ids"] as! [Int]
+        let conts = json["continuations"] as! [[String: Any]]
+        let got = try model.continuationLogProbs(prompt: prompt, continuations: conts.map { $0["ids"] as! [Int] })
+        for (c, lp) in zip(conts, got) {
+            let want = (c["logprob_total"] as! NSNumber).doubleValue
+            XCTAssertEqual(lp, want, accuracy: 1e-3 * max(1, abs(want)), "continuation \(c["text"]!)")
+            print("logprob \(c["text"]!): \(lp) vs \(want)")
+        }
+    }
+}

@@ -38,5 +38,5 @@ final class TinyParityTests: XCTestCase {
 }
 
 func loadTiny(_ name: String) throws -> LanguageModel {
-    try LanguageModel(weights: TinyCheckpoint(directory: Fixtures.path(name)), tokenizer: nil, name: name)
+    try LanguageModel.load(Fixtures.path(name))
 }
