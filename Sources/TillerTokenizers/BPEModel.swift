@@ -8,7 +8,7 @@ import Foundation
 final class BPEModel: @unchecked Sendable {
     /// id → vocabulary entry, as spelled in the vocabulary ("Ġthe", "▁the", "<0x0A>").
     let idToToken: [String]
-    let tokenToId: [String: Int]
+    let tokenToId: Vocabulary
     /// (left id << 32 | right id) → (rank << 32 | merged id)
     private let merges: [UInt64: UInt64]
     let unkId: Int?
@@ -30,13 +30,14 @@ final class BPEModel: @unchecked Sendable {
     /// Words this long (in bytes) are not cached, as in `tokenizers`.
     private static let maxCachedLength = 256
 
-    init(vocab: [String: Int], merges: [(String, String)], unkToken: String?, fuseUnk: Bool, byteFallback: Bool,
+    init(vocab: Vocabulary, merges: [(String, String)], unkToken: String?, fuseUnk: Bool, byteFallback: Bool,
          ignoreMerges: Bool, continuingSubwordPrefix: String?, endOfWordSuffix: String?, source: String) throws {
         tokenToId = vocab
         var maxId = -1
-        for (_, id) in vocab where id > maxId { maxId = id }
+        let vocabPairs = vocab.pairs
+        for (_, id) in vocabPairs where id > maxId { maxId = id }
         var table = [String](repeating: "", count: maxId + 1)
-        for (token, id) in vocab {
+        for (token, id) in vocabPairs {
             guard id >= 0 else { throw TokenizerError("\(source): negative token id \(id) for \(token.debugDescription)") }
             table[id] = token
         }
@@ -63,7 +64,7 @@ final class BPEModel: @unchecked Sendable {
         }
         self.merges = map
 
-        for (token, id) in vocab {
+        for (token, id) in vocabPairs {
             let scalars = token.unicodeScalars
             if scalars.count == 1 { scalarIds[scalars.first!.value] = Int32(id) }
         }

@@ -47,13 +47,13 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
                                               spelling: { normalizer?.apply($0.content) ?? $0.content })
         vocabSize = max(model.idToToken.count, (addedTokens.map(\.id).max() ?? -1) + 1)
         bosTokenId = specialTokens["bos_token"].flatMap { bos in
-            addedTokens.first(where: { $0.content == bos })?.id ?? model.tokenToId[bos]
+            addedTokens.first(where: { sameText($0.content, bos) })?.id ?? model.tokenToId[bos]
         }
         self.eosTokenIds = eosTokenIds
     }
 
     public func tokenId(_ token: String) -> Int? {
-        if let t = addedById.values.first(where: { $0.content == token }) { return t.id }
+        if let t = addedById.values.first(where: { sameText($0.content, token) }) { return t.id }
         return model.tokenToId[token]
     }
 

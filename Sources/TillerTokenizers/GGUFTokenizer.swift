@@ -118,16 +118,16 @@ public func loadBPETokenizer(gguf: GGUFFile) throws -> BPETokenizer {
     // Control tokens as special added tokens (in a byte-level vocabulary, only those spelled in its alphabet:
     // others are llama.cpp mislabels), user-defined ones as plain added tokens.
     var added: [AddedToken] = []
-    var addedContents = Set<String>()
+    var addedContents = Set<RawKey>()
     for (i, type) in types.enumerated() where type == GGUFTokenType.control.rawValue {
         let content = originalTokens[i]
         if byteLevel && ByteAlphabet.bytes(of: content) == nil { continue }
-        guard addedContents.insert(content).inserted else { continue }
+        guard addedContents.insert(RawKey(content)).inserted else { continue }
         added.append(AddedToken(content: content, id: model.tokenToId[content] ?? i, special: true))
     }
     for (i, type) in types.enumerated() where type == GGUFTokenType.userDefined.rawValue {
         let content = originalTokens[i]
-        guard let tid = model.tokenToId[content], addedContents.insert(content).inserted else { continue }
+        guard let tid = model.tokenToId[content], addedContents.insert(RawKey(content)).inserted else { continue }
         added.append(AddedToken(content: content, id: tid, special: false))
     }
     var special: [String: String] = [:]
@@ -136,11 +136,11 @@ public func loadBPETokenizer(gguf: GGUFFile) throws -> BPETokenizer {
         guard let i = id(key) else { continue }
         let content = originalTokens[i]
         special[name] = content
-        if let index = added.firstIndex(where: { $0.content == content }) {
+        if let index = added.firstIndex(where: { sameText($0.content, content) }) {
             added[index].special = true
         } else {
             added.append(AddedToken(content: content, id: model.tokenToId[content] ?? i, special: true))
-            addedContents.insert(content)
+            addedContents.insert(RawKey(content))
         }
     }
 
@@ -160,20 +160,20 @@ public func loadBPETokenizer(gguf: GGUFFile) throws -> BPETokenizer {
 }
 
 /// token → id; a token listed twice keeps its last id, as a Python dict built from the list does.
-private func vocabulary(_ tokens: [String]) -> [String: Int] {
-    var vocab = [String: Int](minimumCapacity: tokens.count)
+private func vocabulary(_ tokens: [String]) -> Vocabulary {
+    var vocab = Vocabulary(minimumCapacity: tokens.count)
     for (i, t) in tokens.enumerated() { vocab[t] = i }
     return vocab
 }
 
 /// Merges implied by a vocabulary (transformers' `generate_merges` with scores): every split of every token
 /// into two vocabulary entries, ordered by the token's score (highest first), then by the longer left part.
-func mergesFromVocabulary(tokens: [String], vocab: [String: Int], score: (Int) -> Double) -> [(String, String)] {
+func mergesFromVocabulary(tokens: [String], vocab: Vocabulary, score: (Int) -> Double) -> [(String, String)] {
     struct Candidate { var score: Double; var leftLength: Int; var rightLength: Int; var order: Int; var left: String; var right: String }
     var candidates: [Candidate] = []
     candidates.reserveCapacity(tokens.count * 2)
-    var seen = Set<String>()
-    for token in tokens where seen.insert(token).inserted {
+    var seen = Set<RawKey>()
+    for token in tokens where seen.insert(RawKey(token)).inserted {
         guard let tokenId = vocab[token] else { continue }
         let scalars = Array(token.unicodeScalars)
         guard scalars.count > 1 else { continue }

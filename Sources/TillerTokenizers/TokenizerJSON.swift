@@ -21,7 +21,7 @@ public func loadBPETokenizer(directory: String) throws -> BPETokenizer {
 
     let parser = ComponentParser(file: tokenizerPath)
     guard let modelJSON = json["model"] as? [String: Any] else { throw TokenizerError("\(tokenizerPath): no \"model\" object") }
-    let model = try parser.model(modelJSON)
+    let model = try parser.model(modelJSON, exactVocab: try exactVocabulary(tokenizerPath))
 
     var added: [AddedToken] = []
     for entry in json["added_tokens"] as? [[String: Any]] ?? [] {
@@ -45,7 +45,7 @@ public func loadBPETokenizer(directory: String) throws -> BPETokenizer {
         if let dict = config[key] as? [String: Any] { extra += dict.values.compactMap(tokenString) }
     }
     var nextId = max(model.idToToken.count, (added.map(\.id).max() ?? -1) + 1)
-    for content in Array(special.values).sorted() + extra where !added.contains(where: { $0.content == content }) {
+    for content in Array(special.values).sorted() + extra where !added.contains(where: { sameText($0.content, content) }) {
         let id: Int
         if let existing = model.tokenToId[content] { id = existing } else { id = nextId; nextId += 1 }
         added.append(AddedToken(content: content, id: id, special: true))
@@ -61,7 +61,7 @@ public func loadBPETokenizer(directory: String) throws -> BPETokenizer {
     if config["add_bos_token"] != nil || config["add_eos_token"] != nil || postProcessor == nil {
         func idOf(_ s: String?) -> Int? {
             guard let s else { return nil }
-            return added.first(where: { $0.content == s })?.id ?? model.tokenToId[s]
+            return added.first(where: { sameText($0.content, s) })?.id ?? model.tokenToId[s]
         }
         let addBos = (config["add_bos_token"] as? Bool ?? false) && idOf(special["bos_token"]) != nil
         let addEos = (config["add_eos_token"] as? Bool ?? false) && idOf(special["eos_token"]) != nil
@@ -83,7 +83,7 @@ public func loadBPETokenizer(directory: String) throws -> BPETokenizer {
     }
 
     var eos: [Int] = []
-    if let e = special["eos_token"], let id = added.first(where: { $0.content == e })?.id ?? model.tokenToId[e] { eos.append(id) }
+    if let e = special["eos_token"], let id = added.first(where: { sameText($0.content, e) })?.id ?? model.tokenToId[e] { eos.append(id) }
     if let g = generation["eos_token_id"] as? Int { eos.append(g) }
     if let g = generation["eos_token_id"] as? [Int] { eos += g }
     eos += endOfTurnIds(added)
@@ -135,10 +135,10 @@ struct ComponentParser {
 
     func fail(_ message: String) -> TokenizerError { TokenizerError("\(file): \(message)") }
 
-    func model(_ j: [String: Any]) throws -> BPEModel {
+    func model(_ j: [String: Any], exactVocab: Vocabulary?) throws -> BPEModel {
         let type = j["type"] as? String ?? "BPE"
         guard type == "BPE" else { throw fail("model type \(type.debugDescription) is not supported (only BPE)") }
-        guard let vocab = j["vocab"] as? [String: Int] else { throw fail("BPE model has no vocab object") }
+        guard let vocab = exactVocab else { throw fail("BPE model has no vocab object") }
         var merges: [(String, String)] = []
         for (i, m) in (j["merges"] as? [Any] ?? []).enumerated() {
             if let s = m as? String {
@@ -286,4 +286,22 @@ struct ComponentParser {
         case let other: throw fail("decoder \(String(describing: other)) is not supported")
         }
     }
+}
+
+/// model.vocab of a tokenizer.json with its keys exactly as written (Foundation's JSON reader would merge
+/// canonically equivalent keys such as ";" and "\u{37E}").
+private func exactVocabulary(_ path: String) throws -> Vocabulary? {
+    let text: String
+    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+        throw TokenizerError("\(path): cannot read (\(error.localizedDescription))")
+    }
+    let root: JValue
+    do { root = try parseJSONValue(text) } catch { throw TokenizerError("\(path): not valid JSON (\(error))") }
+    guard case .dict(let top) = root, case .dict(let model)? = top["model"], case .dict(let vocab)? = model["vocab"] else { return nil }
+    var out = Vocabulary(minimumCapacity: vocab.count)
+    for (token, value) in vocab.pairs {
+        guard case .int(let id) = value else { throw TokenizerError("\(path): vocab entry \(token.debugDescription) has no integer id") }
+        out[token] = id
+    }
+    return out
 }

@@ -16,8 +16,16 @@ enum UnicodeClasses {
         return table
     }()
 
+    /// The Unicode version of the Oniguruma inside `tokenizers` (0.2x): characters assigned later are
+    /// unassigned there, so no regex class holds them.
+    static let regexUnicodeVersion = (major: 15, minor: 1)
+
     static func classify(_ scalar: Unicode.Scalar) -> CharClass {
         let props = scalar.properties
+        if let age = props.age,
+           age.major > regexUnicodeVersion.major || (age.major == regexUnicodeVersion.major && age.minor > regexUnicodeVersion.minor) {
+            return .other
+        }
         if props.isWhitespace { return .whitespace }
         switch props.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
