@@ -298,9 +298,9 @@ extension ModelConfig {
                 // llama.cpp hard-codes the local RoPE base of Gemma 3 (transformers' default too).
                 localBase = try double("rope.freq_base_swa") ?? 10_000
             }
-        } else if arch == .qwen2, let w = try int("attention.sliding_window") {
-            _ = w // Qwen2 checkpoints ship with use_sliding_window = false; the key is informational.
         }
+        // Qwen2 GGUFs may carry attention.sliding_window, but the checkpoints they come from set
+        // use_sliding_window = false, so it is not applied (as in transformers).
 
         func token(_ key: String) -> Int? {
             guard let v = m["tokenizer.ggml.\(key)"]?.int, v >= 0, v < vocabSize else { return nil }

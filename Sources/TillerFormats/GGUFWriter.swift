@@ -28,12 +28,12 @@ public struct GGUFWriter: Sendable {
     /// Adds a tensor whose `shape` is in PyTorch order (outermost first), as stored bytes of `type`.
     public mutating func addTensor(name: String, type: GGMLType, shape: [Int], data: [UInt8]) throws {
         guard !shape.isEmpty, shape.count <= 4, shape.allSatisfy({ $0 > 0 }) else {
-            throw FileError(path: name, "GGUF tensors need 1 to 4 positive dimensions, got \(shape)")
+            throw FileError(path: "GGUF writer", "tensor \(name): GGUF tensors need 1 to 4 positive dimensions, got \(shape)")
         }
-        guard !tensors.contains(where: { $0.name == name }) else { throw FileError(path: name, "tensor added twice") }
+        guard !tensors.contains(where: { $0.name == name }) else { throw FileError(path: "GGUF writer", "tensor \(name) added twice") }
         let dims = Array(shape.reversed())
         guard dims[0] % type.blockSize == 0, let bytes = type.byteCount(elements: shape.reduce(1, *)), bytes == data.count else {
-            throw FileError(path: name, "\(data.count) bytes do not hold a \(type) tensor of shape \(shape)")
+            throw FileError(path: "GGUF writer", "tensor \(name): \(data.count) bytes do not hold a \(type) tensor of shape \(shape)")
         }
         tensors.append((name, type, dims, data))
     }
@@ -85,7 +85,7 @@ public struct GGUFWriter: Sendable {
                 // GGUF arrays are homogeneous; an empty one is typed as strings, like gguf-py's.
                 let element = a.first.map(typeID) ?? 8
                 guard a.allSatisfy({ typeID($0) == element }) else {
-                    throw FileError(path: key, "GGUF arrays must hold values of one type")
+                    throw FileError(path: "GGUF writer", "\(key): GGUF arrays must hold values of one type")
                 }
                 put(element)
                 put(UInt64(a.count))

@@ -246,11 +246,11 @@ public struct SafetensorsWriter: Sendable {
 
     private mutating func append(_ name: String, _ dtype: SafetensorsDType, _ shape: [Int], count: Int, _ data: [UInt8]) throws {
         guard !name.isEmpty, name != "__metadata__" else {
-            throw FileError(path: name, "invalid tensor name for safetensors")
+            throw FileError(path: "safetensors writer", "invalid tensor name \"\(name)\"")
         }
-        guard !names.contains(name) else { throw FileError(path: name, "tensor added twice") }
+        guard !names.contains(name) else { throw FileError(path: "safetensors writer", "tensor \(name) added twice") }
         guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == count else {
-            throw FileError(path: name, "shape \(shape) does not hold \(count) values")
+            throw FileError(path: "safetensors writer", "tensor \(name): shape \(shape) does not hold \(count) values")
         }
         names.insert(name)
         entries.append(Entry(name: name, dtype: dtype, shape: shape, data: data))
@@ -269,7 +269,7 @@ public struct SafetensorsWriter: Sendable {
             let h = values.map { floatToBF16($0).littleEndian }
             data = h.withUnsafeBytes { Array($0) }
         default:
-            throw FileError(path: name, "floats cannot be stored as \(dtype.rawValue) (F32, F16, BF16)")
+            throw FileError(path: "safetensors writer", "tensor \(name): floats cannot be stored as \(dtype.rawValue) (F32, F16, BF16)")
         }
         try append(name, dtype, shape, count: values.count, data)
     }
@@ -287,7 +287,7 @@ public struct SafetensorsWriter: Sendable {
         let map: [GGMLType: SafetensorsDType] = [.f32: .f32, .f16: .f16, .bf16: .bf16, .f64: .f64,
                                                   .i64: .i64, .i32: .i32, .i16: .i16, .i8: .i8]
         guard let dtype = map[raw.type] else {
-            throw FileError(path: name, "a \(raw.type) tensor cannot be stored in safetensors")
+            throw FileError(path: "safetensors writer", "tensor \(name): a \(raw.type) tensor cannot be stored in safetensors")
         }
         try append(name, dtype, raw.shape, count: raw.data.count / dtype.byteSize, Array(raw.data))
     }
