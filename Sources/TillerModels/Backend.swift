@@ -18,8 +18,9 @@ public protocol MatrixOperator: AnyObject, Sendable {
 
 public protocol Backend: AnyObject, Sendable {
     var name: String { get }
-    /// Prepares a 2-D weight tensor (any file precision) for projections.
-    func matrix(_ raw: RawTensor) throws -> MatrixOperator
+    /// Prepares a 2-D weight tensor (any file precision) for projections. `modelBytesFP32` is the
+    /// whole model's size in fp32, so the backend can decide whether extra fp32 copies fit.
+    func matrix(_ raw: RawTensor, modelBytesFP32: Int) throws -> MatrixOperator
     /// Runs body(0..<n), spread over the backend's workers; returns when all are done.
     func parallelFor(_ n: Int, _ body: @escaping @Sendable (Int) -> Void)
 
@@ -34,7 +35,8 @@ public protocol Backend: AnyObject, Sendable {
     /// y[i] += x[i]
     func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int)
     /// Causal attention of each job's new queries against its sequence's cached keys/values.
-    func attention(_ jobs: [AttentionJob])
+    /// `scratch` holds at least Σ over jobs of heads·(firstPosition + queries) floats.
+    func attention(_ jobs: [AttentionJob], scratch: UnsafeMutablePointer<Float>)
 }
 
 public enum Activation: Sendable {
@@ -67,16 +69,20 @@ public struct AttentionJob: @unchecked Sendable {
 public final class CPUBackend: Backend, @unchecked Sendable {
     public static let shared = CPUBackend()
     public var name: String { "cpu" }
-    /// Convert every weight to fp32 at load (faster GEMM for small models, 4 bytes per weight)
-    /// instead of keeping the file's blocks and dequantizing inside the kernels.
-    public let keepFP32: Bool
+    /// Models whose fp32 size is at most this keep an fp32 copy of every quantized or 16-bit
+    /// matrix beside the file's blocks: many-row products (prefill, batched decode) then run
+    /// straight through sgemm, while few-row products (batch-1 decode) still stream the compact
+    /// blocks. Larger models keep only the file's precision (an 8B bf16 model stays at 16 GB).
+    public let fp32CopyLimitBytes: Int
 
-    public init(keepFP32: Bool = false) {
-        self.keepFP32 = keepFP32
+    public init(fp32CopyLimitBytes: Int = 3 << 30) {
+        self.fp32CopyLimitBytes = fp32CopyLimitBytes
     }
 
-    public func matrix(_ raw: RawTensor) throws -> MatrixOperator {
-        try CPUMatrix(raw, keep: keepFP32 ? .f32 : .native)
+    public func matrix(_ raw: RawTensor, modelBytesFP32: Int) throws -> MatrixOperator {
+        let native = try WeightMatrix(raw, keep: .native)
+        let copy = raw.type != .f32 && modelBytesFP32 <= fp32CopyLimitBytes
+        return CPUMatrix(native: native, fp32: copy ? try WeightMatrix(raw, keep: .f32) : nil)
     }
 
     public func parallelFor(_ n: Int, _ body: @escaping @Sendable (Int) -> Void) {
@@ -135,33 +141,39 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         for i in 0..<count { y[i] += x[i] }
     }
 
-    public func attention(_ jobs: [AttentionJob]) {
+    public func attention(_ jobs: [AttentionJob], scratch: UnsafeMutablePointer<Float>) {
         // One task per (sequence, head); a head's queries run in order so its score row is reused.
-        var tasks: [(job: Int, head: Int, offset: Int)] = []
-        var total = 0
-        for (j, job) in jobs.enumerated() {
-            let keys = job.firstPosition + job.queries
-            for h in 0..<job.heads { tasks.append((j, h, total)); total += keys }
-        }
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(total, 1))
-        defer { scratch.deallocate() }
+        let headsPerJob = jobs.first?.heads ?? 0
         let sp = SendablePointer(scratch)
-        let taskList = tasks
-        parallelFor(taskList.count) { i in
-            let t = taskList[i]
-            attendHead(jobs[t.job], head: t.head, scores: sp.p + t.offset)
+        parallelFor(jobs.count * headsPerJob) { i in
+            let j = i / headsPerJob, h = i % headsPerJob
+            // Score rows are laid out job after job, each job's heads side by side.
+            var offset = 0
+            for k in 0..<j { offset += headsPerJob * (jobs[k].firstPosition + jobs[k].queries) }
+            let keys = jobs[j].firstPosition + jobs[j].queries
+            attendHead(jobs[j], head: h, scores: sp.p + offset + h * keys)
         }
     }
 }
 
-/// TillerTensor's WeightMatrix behind the seam.
+/// TillerTensor's WeightMatrix behind the seam, with an optional fp32 twin for many-row products.
 final class CPUMatrix: MatrixOperator, @unchecked Sendable {
-    let w: WeightMatrix
-    init(_ raw: RawTensor, keep: WeightPrecision) throws { w = try WeightMatrix(raw, keep: keep) }
-    var outFeatures: Int { w.outFeatures }
-    var inFeatures: Int { w.inFeatures }
-    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) { w.apply(x, rows: rows, into: y) }
-    func row(_ index: Int, into out: UnsafeMutablePointer<Float>) { w.dequantizeRow(index, into: out) }
+    let native: WeightMatrix
+    let fp32: WeightMatrix?
+    init(native: WeightMatrix, fp32: WeightMatrix?) {
+        self.native = native
+        self.fp32 = fp32
+    }
+    var outFeatures: Int { native.outFeatures }
+    var inFeatures: Int { native.inFeatures }
+    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        if let f = fp32, rows >= WeightMatrix.gemmMinRows {
+            f.apply(x, rows: rows, into: y)
+        } else {
+            native.apply(x, rows: rows, into: y)
+        }
+    }
+    func row(_ index: Int, into out: UnsafeMutablePointer<Float>) { native.dequantizeRow(index, into: out) }
 }
 
 struct SendablePointer: @unchecked Sendable {

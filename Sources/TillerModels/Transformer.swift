@@ -144,8 +144,10 @@ final class Transformer: @unchecked Sendable {
             throw ModelError("\(name): \(heads) attention heads, \(kvHeads) key/value heads and head_dim \(headDim) are not a valid GQA layout")
         }
 
-        let loader = WeightLoader(source: src, model: name, backend: backend, norm: opt.norm)
         let H = hidden, I = intermediate, V = vocab
+        let perLayer = H * (heads + 2 * kvHeads) * headDim + heads * headDim * H + 3 * H * I
+        let fp32Bytes = 4 * (c.numHiddenLayers * perLayer + (c.tieWordEmbeddings ? 1 : 2) * V * H)
+        let loader = WeightLoader(source: src, model: name, backend: backend, norm: opt.norm, modelBytesFP32: fp32Bytes)
         embed = try loader.matrix("model.embed_tokens.weight", [V, H])
         if let head = try loader.optionalMatrix("lm_head.weight", [V, H]) {
             lmHead = head
@@ -293,7 +295,8 @@ final class Transformer: @unchecked Sendable {
                     headDim: headDim, scale: options.attentionScale, softcap: options.attentionSoftcap,
                     window: L.sliding ? options.window : nil))
             }
-            be.attention(jobs)
+            ws.reserveScores(jobs.reduce(0) { $0 + heads * ($1.firstPosition + $1.queries) })
+            be.attention(jobs, scratch: ws.scores)
             L.o.apply(ws.attn, rows: N, into: ws.h)
             if let b = L.oBias { addBias(b, ws.h, rows: N) }
             if let pn = L.postAttentionNorm {
@@ -368,6 +371,8 @@ final class Workspace {
     var cos: [UnsafeMutablePointer<Float>] = []
     var sin: [UnsafeMutablePointer<Float>] = []
     var logitInput, logits: UnsafeMutablePointer<Float>
+    var scores: UnsafeMutablePointer<Float>
+    private var scoreCapacity = 0
 
     init(_ t: Transformer) {
         hidden = t.hidden; qDim = t.qDim; kvDim = t.kvDim; intermediate = t.intermediate; vocab = t.vocab
@@ -375,12 +380,19 @@ final class Workspace {
         x = .allocate(capacity: 1); h = .allocate(capacity: 1); q = .allocate(capacity: 1)
         k = .allocate(capacity: 1); v = .allocate(capacity: 1); attn = .allocate(capacity: 1)
         gate = .allocate(capacity: 1); up = .allocate(capacity: 1)
-        logitInput = .allocate(capacity: 1); logits = .allocate(capacity: 1)
+        logitInput = .allocate(capacity: 1); logits = .allocate(capacity: 1); scores = .allocate(capacity: 1)
         for _ in 0..<ropeKinds { cos.append(.allocate(capacity: 1)); sin.append(.allocate(capacity: 1)) }
     }
 
     deinit {
-        for p in [x, h, q, k, v, attn, gate, up, logitInput, logits] + cos + sin { p.deallocate() }
+        for p in [x, h, q, k, v, attn, gate, up, logitInput, logits, scores] + cos + sin { p.deallocate() }
+    }
+
+    func reserveScores(_ n: Int) {
+        guard n > scoreCapacity else { return }
+        scores.deallocate()
+        scoreCapacity = max(n, scoreCapacity * 2)
+        scores = .allocate(capacity: scoreCapacity)
     }
 
     func reserve(tokens n: Int, logitRows r: Int) {
@@ -411,6 +423,7 @@ struct WeightLoader {
     let model: String
     let backend: Backend
     let norm: NormStyle
+    let modelBytesFP32: Int
 
     func raw(_ name: String, _ shape: [Int]) throws -> RawTensor {
         guard let t = try source.tensor(name) else {
@@ -427,13 +440,13 @@ struct WeightLoader {
     }
 
     func matrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator {
-        try backend.matrix(raw(name, shape))
+        try backend.matrix(raw(name, shape), modelBytesFP32: modelBytesFP32)
     }
 
     func optionalMatrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator? {
         guard let t = try source.tensor(name) else { return nil }
         try check(t, shape)
-        return try backend.matrix(t)
+        return try backend.matrix(t, modelBytesFP32: modelBytesFP32)
     }
 
     func vector(_ name: String, _ n: Int) throws -> [Float] {
