@@ -123,6 +123,31 @@ public func dequantize(_ t: RawTensor) throws -> [Float] {
 }
 
 
+// Byte vectors are only ever shifted by constants: a shift by a run-time amount is not
+// vectorized (LLVM falls back to one lane at a time, ~50× slower), so the K-quant code picks
+// among constant shifts instead.
+
+/// The low (`high == false`) or high nibbles of `v`.
+@inline(__always) func nibbles<V: SIMD>(_ v: V, high: Bool) -> V where V.Scalar == UInt8 {
+    high ? v &>> 4 : v & 0x0F
+}
+
+/// The 2-bit field `s` (bits 2s, 2s+1) of each byte of `v`.
+@inline(__always) func twoBitField<V: SIMD>(_ v: V, _ s: Int) -> V where V.Scalar == UInt8 {
+    switch s {
+    case 0: return v & 3
+    case 1: return (v &>> 2) & 3
+    case 2: return (v &>> 4) & 3
+    default: return v &>> 6
+    }
+}
+
+/// 16 where bit `j` of a byte of `v` is set, else 0.
+@inline(__always) func bitAsSixteen<V: SIMD>(_ v: V, _ j: Int) -> V where V.Scalar == UInt8 {
+    let mask = V(repeating: UInt8(1) &<< UInt8(j))
+    return V(repeating: 0).replacing(with: 16, where: (v & mask) .== mask)
+}
+
 // MARK: - Plain element types
 
 func convertF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>) {
@@ -239,10 +264,9 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
     for j in 0..<8 {
         let (sc, m) = kScaleMin(b + 4, j)
         let dl = d * Float(sc), ml = dmin * Float(m)
-        let shift: UInt8 = j & 1 == 0 ? 0 : 4
         let chunk = qs + 32 &* (j &>> 1)
         for k in 0..<4 {
-            let q = (chunk.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self) &>> shift) & 0x0F
+            let q = nibbles(chunk.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self), high: j & 1 == 1)
             vstore(dl * floats(q) - ml, y + (32 &* j &+ 8 &* k))
         }
     }
@@ -257,11 +281,10 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
     for j in 0..<8 {
         let (sc, m) = kScaleMin(b + 4, j)
         let dl = d * Float(sc), ml = dmin * Float(m)
-        let shift: UInt8 = j & 1 == 0 ? 0 : 4
         let chunk = qs + 32 &* (j &>> 1)
         for k in 0..<4 {
-            let lo = (chunk.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self) &>> shift) & 0x0F
-            let hi = ((qh.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self) &>> UInt8(j)) & 1) &<< 4
+            let lo = nibbles(chunk.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self), high: j & 1 == 1)
+            let hi = bitAsSixteen(qh.loadUnaligned(fromByteOffset: 8 &* k, as: SIMD8<UInt8>.self), j)
             vstore(dl * floats(lo | hi) - ml, y + (32 &* j &+ 8 &* k))
         }
     }
@@ -281,10 +304,8 @@ func convertBF16(_ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePoi
             let dl = d * Float(scales[8 &* h &+ g])
             for k in 0..<2 {
                 let e = e0 &+ 8 &* k
-                let lowShift: UInt8 = (e & 64) == 0 ? 0 : 4
-                let highShift = UInt8(2 &* (e &>> 5))
-                let lo = (ql.loadUnaligned(fromByteOffset: e & 63, as: SIMD8<UInt8>.self) &>> lowShift) & 0x0F
-                let hi = ((qh.loadUnaligned(fromByteOffset: e & 31, as: SIMD8<UInt8>.self) &>> highShift) & 3) &<< 4
+                let lo = nibbles(ql.loadUnaligned(fromByteOffset: e & 63, as: SIMD8<UInt8>.self), high: e & 64 != 0)
+                let hi = twoBitField(qh.loadUnaligned(fromByteOffset: e & 31, as: SIMD8<UInt8>.self), e &>> 5) &<< 4
                 vstore(dl * (floats(lo | hi) - 32), y + (128 &* h &+ e))
             }
         }

@@ -90,10 +90,8 @@ public final class WeightMatrix: @unchecked Sendable {
     /// y row-major rows×outFeatures. `x` and `y` must not overlap.
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
         guard rows > 0 else { return }
-        if type == .f32 {
-            applyF32(x, rows: rows, into: y)
-        } else if rows >= Self.gemmMinRows {
-            applyPanels(x, rows: rows, into: y)
+        if rows >= Self.gemmMinRows {
+            if type == .f32 { applyF32(x, rows: rows, into: y) } else { applyPanels(x, rows: rows, into: y) }
         } else {
             applyFused(x, rows: rows, into: y)
         }
@@ -166,14 +164,16 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 
     func matvecTile(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, outRange: Range<Int>) {
+        if rows == 1, fusedMatvec(type, base, rowBytes: rowBytes, inFeatures: inFeatures, x, y, outRange) {
+            return
+        }
+        // Several input rows: dequantize each weight row once into L1 and share it among them.
         let inF = inFeatures
         withUnsafeTemporaryAllocation(of: Float.self, capacity: inF) { buffer in
             let w = buffer.baseAddress!
             for o in outRange {
                 TillerTensor.dequantizeRow(type, base + o * rowBytes, count: inF, into: w)
-                for r in 0..<rows {
-                    y[r * outFeatures + o] = dotProduct(w, x + r * inF, count: inF)
-                }
+                multiRowDot(w, count: inF, x, xStride: inF, rows: rows, y + o, yStride: outFeatures)
             }
         }
     }
