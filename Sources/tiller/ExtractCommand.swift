@@ -1,0 +1,151 @@
+import ArgumentParser
+import Foundation
+import TillerModels
+import TillerSteering
+
+struct Extract: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Phase 2: generate answers for both polarities of a trait and extract mean_diff and probe vectors.",
+        discussion: """
+        Generates answers under the trait's positive and negative instructions (or completes its \
+        positive and negative scenario prefixes), captures resid_post at every layer at the position set, \
+        and keeps one row per answer (the mean over the selected positions). Writes to --out: \
+        activations.safetensors (pos.L / neg.L, [samples, hidden], with the answers in its metadata), \
+        samples.jsonl (the answers), one vector file per method (probe.safetensors, mean_diff.safetensors: \
+        F32 layer.L tensors, unit norm) and extract.md (probe accuracy per layer). Rerunning with the same \
+        model, trait and settings reuses the stored activations; `tiller variants DIR --scan scan.json` \
+        then builds the cleaned variants. A trait is a shipped name (\(Trait.shippedNames.joined(separator: ", "))), \
+        a trait JSON file (Tiller's or persona_vectors' form) or a trait folder.
+        """)
+
+    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    var model: String
+    @Option(name: .shortAndLong, help: "Trait: shipped name, trait JSON file or folder.")
+    var trait: String
+    @Option(help: "Positions read per answer: response:K (mean of the first K response tokens), response (mean of all), prompt:last.")
+    var positions = "response:5"
+    @Option(help: "Extraction data: instructions or scenarios (default: instructions on a chat model, else scenarios).")
+    var form: String?
+    @Option(name: .customLong("max-tokens"), help: "New tokens per answer.")
+    var maxTokens = 32
+    @Option(help: "Sampling temperature (0 = greedy).")
+    var temperature = 0.7
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass.")
+    var topP = 1.0
+    @Option(help: "Sampling seed.")
+    var seed: UInt64 = 0
+    @Option(name: .customLong("batch-size"), help: "Answers generated together.")
+    var batchSize = 8
+    @Option(help: "Use only the first N instruction or scenario pairs.")
+    var pairs: Int?
+    @Option(help: "Use only the first N questions (instructions form).")
+    var questions: Int?
+    @Option(help: "Methods, comma-separated: probe, mean_diff.")
+    var methods = "probe,mean_diff"
+    @Flag(help: "Generate again even when matching activations are stored.")
+    var regenerate = false
+    @Option(name: .shortAndLong, help: "Output directory.")
+    var out: String
+
+    func validate() throws {
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
+        guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        if let p = pairs, p < 1 { throw ValidationError("--pairs must be at least 1") }
+        if let q = questions, q < 1 { throw ValidationError("--questions must be at least 1") }
+        if let f = form, ExtractionForm(rawValue: f) == nil { throw ValidationError("--form must be instructions or scenarios") }
+        do { _ = try PositionSet(positions) } catch { throw ValidationError("\(error)") }
+        _ = try parsedMethods()
+    }
+
+    func parsedMethods() throws -> [ExtractionMethod] {
+        try methods.split(separator: ",").map { s in
+            guard let m = ExtractionMethod(rawValue: s.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("unknown method '\(s)' in --methods (use probe, mean_diff)")
+            }
+            return m
+        }
+    }
+
+    func run() throws {
+        let trait = try Trait.resolve(self.trait)
+        var settings = ExtractionSettings()
+        settings.form = form.flatMap(ExtractionForm.init(rawValue:))
+        settings.positions = try PositionSet(positions)
+        settings.maxNewTokens = maxTokens
+        settings.temperature = temperature
+        settings.topP = topP
+        settings.seed = seed
+        settings.batchSize = batchSize
+        settings.maxPairs = pairs
+        settings.maxQuestions = questions
+        let lm = try loadLanguageModel(model)
+        let form = try ContrastiveExtraction.form(for: trait, model: lm, requested: settings.form)
+
+        var stored: ExtractionRun?
+        if !regenerate, FileManager.default.fileExists(atPath: (out as NSString).appendingPathComponent(ExtractionRun.fileName)) {
+            let r = try ExtractionRun.load(directory: out)
+            if r.matches(model: lm.name, trait: trait, form: form, settings: settings) {
+                stored = r
+                note("reusing stored activations in \(out) (\(r.positiveSamples.count) positive, \(r.negativeSamples.count) negative samples); --regenerate to generate again")
+            } else {
+                note("stored activations in \(out) are for other settings: generating again")
+            }
+        }
+        let started = Date()
+        let run: ExtractionRun
+        if let stored { run = stored } else {
+            run = try ContrastiveExtraction.collect(model: lm, trait: trait, settings: settings)
+            try run.save(directory: out)
+            note(String(format: "generated %d answers in %.1fs (%d dropped: nothing captured)", run.positiveSamples.count + run.negativeSamples.count + run.dropped,
+                        Date().timeIntervalSince(started), run.dropped))
+        }
+        let specs = try parsedMethods().map { VariantSpec($0) }
+        let vectors = try VariantExtractor().run(run.activations, specs: specs) { _, _ in [] }
+        for ev in vectors {
+            let path = (out as NSString).appendingPathComponent(ev.spec.name + ".safetensors")
+            try SteeringVectorFile(ev, model: run.model, trait: run.trait, positions: run.positions,
+                                   positiveSamples: run.positiveSamples.count, negativeSamples: run.negativeSamples.count,
+                                   tillerVersion: Tiller.version).write(to: path)
+        }
+        let report = extractReport(run: run, vectors: vectors)
+        try report.write(toFile: (out as NSString).appendingPathComponent("extract.md"), atomically: true, encoding: .utf8)
+        print(report)
+        note("wrote \(vectors.map { $0.spec.name + ".safetensors" }.joined(separator: ", ")), extract.md, samples.jsonl to \(out)")
+    }
+}
+
+/// extract.md: the run, probe accuracy and projection separation per layer, a few answers.
+func extractReport(run: ExtractionRun, vectors: [ExtractedVector]) -> String {
+    var s = "# Extraction: \(run.trait) on \(run.model)\n\n"
+    s += "Form \(run.form.rawValue), positions \(run.positions), site resid_post; \(run.positiveSamples.count) positive and \(run.negativeSamples.count) negative samples"
+    s += run.dropped > 0 ? " (\(run.dropped) dropped: nothing captured).\n" : ".\n"
+    if let v = run.vetting { s += "\n\(v.summary)\n" }
+    let settings = run.settings.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+    s += "Settings: \(settings).\n\n"
+    let table = VariantTable(model: run.model, trait: run.trait, vectors: vectors, activations: run.activations) { _ in [] }
+    let probe = vectors.first { $0.spec == VariantSpec(.probe) }
+    let md = vectors.first { $0.spec == VariantSpec(.meanDiff) }
+    s += "| layer |" + (probe != nil ? " probe train acc | probe held-out acc | probe d |" : "") + (md != nil ? " mean_diff d |" : "")
+    s += (probe != nil && md != nil ? " cos(probe, mean_diff) |" : "") + "\n|---|"
+    s += String(repeating: "---|", count: (probe != nil ? 3 : 0) + (md != nil ? 1 : 0) + (probe != nil && md != nil ? 1 : 0)) + "\n"
+    for l in run.activations.layers {
+        s += "| L\(l) |"
+        if let p = probe, let st = p.probeStats[l] {
+            s += String(format: " %.3f | %@ | %.2f |", st.trainAccuracy, st.heldoutAccuracy.map { String(format: "%.3f", $0) } ?? "–",
+                        table.cells["probe"]?[String(l)]?.separation ?? .nan)
+        }
+        if md != nil { s += String(format: " %.2f |", table.cells["mean_diff"]?[String(l)]?.separation ?? .nan) }
+        if let p = probe?.vectors[l], let m = md?.vectors[l] { s += String(format: " %.3f |", cosineSimilarity(p, m)) }
+        s += "\n"
+    }
+    s += "\nd: Cohen's d of the positive vs negative projections onto the vector.\n\n## Sample answers\n\n"
+    for (label, samples) in [("positive", run.positiveSamples), ("negative", run.negativeSamples)] {
+        for x in samples.prefix(3) {
+            let prompt = x.prompt.replacingOccurrences(of: "\n", with: " ")
+            s += "- \(label) (pair \(x.pair)): «\(prompt)» → «\(x.response.replacingOccurrences(of: "\n", with: " "))»\n"
+        }
+    }
+    return s
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import TillerSteering
+
+struct Variants: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Phase 3: cleaned variants of the extracted vectors, and their cosine table.",
+        discussion: """
+        Reads DIR/activations.safetensors (from `tiller extract`) and the scan file, and writes one vector \
+        file per variant: probe, mean_diff and, for each, preclean (zero the dims in the activations, then \
+        run the method) and postclean (zero them in the finished vector, renormalise) with layer-aware laN \
+        (that layer's top-N dims) and uniform uN (the first N global dims), named as in the seed \
+        (probe_preclean_la2, mean_diff_postclean_u2, …). Also writes variants.json and variants.md: per \
+        layer and variant the cosine with the baseline, the share of ‖v‖² in the layer's massive dims and \
+        the separation (Cohen's d) of the positive and negative projections. --gguf also exports every \
+        variant as a llama.cpp control vector (direction.L = resid_post.L; block 0 cannot be expressed).
+        """)
+
+    @Argument(help: "Extraction directory (written by `tiller extract`).")
+    var directory: String
+    @Option(help: "Scan file (scan.json from `tiller scan` on the same model).")
+    var scan: String
+    @Option(help: "Variants, comma-separated (e.g. probe,probe_preclean_la2); default: the seed's grid.")
+    var variants: String?
+    @Option(help: "Layer-aware sizes for the default grid, e.g. 1-3.")
+    var la = "1-3"
+    @Option(help: "Uniform sizes for the default grid, e.g. 1-2.")
+    var u = "1-2"
+    @Flag(help: "Also write llama.cpp control vectors (DIR/gguf/<variant>.gguf).")
+    var gguf = false
+
+    func validate() throws {
+        guard parseWindow(la) != nil || Int(la) != nil else { throw ValidationError("--la must look like 1-3") }
+        guard parseWindow(u) != nil || Int(u) != nil || u == "0" else { throw ValidationError("--u must look like 1-2 (or 0 for none)") }
+    }
+
+    func range(_ s: String) -> ClosedRange<Int>? {
+        if let n = Int(s) { return n >= 1 ? n...n : nil }
+        return parseWindow(s).flatMap { $0.lowerBound >= 1 ? $0 : nil }
+    }
+
+    func run() throws {
+        let started = Date()
+        let run = try ExtractionRun.load(directory: directory)
+        let scanResult = try ScanResult.load(path: scan)
+        if scanResult.model != run.model {
+            note("warning: the scan is of \(scanResult.model) but the activations are from \(run.model)")
+        }
+        guard scanResult.hidden == run.activations.hidden else {
+            throw CLIError("\(scan): hidden size \(scanResult.hidden) does not match the activations' \(run.activations.hidden)")
+        }
+        let specs: [VariantSpec]
+        if let list = variants {
+            specs = try list.split(separator: ",").map { try VariantSpec(name: $0.trimmingCharacters(in: .whitespaces)) }
+        } else {
+            var grid = VariantSpec.seedGrid(layerAware: range(la) ?? 1...3, uniform: range(u) ?? 1...2)
+            if u == "0" { grid.removeAll { if case .uniform = $0.cleaning?.dims { return true }; return false } }
+            specs = grid
+        }
+        let layers = run.activations.layers
+        let progress = ProgressBar("variants", total: layers.count, unit: "layers")
+        let vectors = try VariantExtractor().run(run.activations, specs: specs,
+                                                 dims: { scanResult.dims(for: $0, layer: $1) },
+                                                 onLayer: { _ in progress.advance() })
+        progress.finish()
+        if gguf { try FileManager.default.createDirectory(atPath: directory + "/gguf", withIntermediateDirectories: true) }
+        for ev in vectors {
+            let file = SteeringVectorFile(ev, model: run.model, trait: run.trait, positions: run.positions,
+                                          positiveSamples: run.positiveSamples.count, negativeSamples: run.negativeSamples.count,
+                                          tillerVersion: Tiller.version)
+            try file.write(to: (directory as NSString).appendingPathComponent(ev.spec.name + ".safetensors"))
+            if gguf {
+                try ControlVectorGGUF.export(file, to: directory + "/gguf/\(ev.spec.name).gguf",
+                                             modelHint: run.architecture.isEmpty ? run.model : run.architecture)
+            }
+        }
+        let table = VariantTable(model: run.model, trait: run.trait, vectors: vectors, activations: run.activations) {
+            scanResult.massiveDims(layer: $0)
+        }
+        try table.write(path: (directory as NSString).appendingPathComponent("variants.json"))
+        let md = table.markdown()
+        try md.write(toFile: (directory as NSString).appendingPathComponent("variants.md"), atomically: true, encoding: .utf8)
+        print(md)
+        note(String(format: "wrote %d variants × %d layers to %@ in %.1fs (variants.md, variants.json%@)", vectors.count, layers.count,
+                    directory, Date().timeIntervalSince(started), gguf ? ", gguf/" : ""))
+    }
+}
