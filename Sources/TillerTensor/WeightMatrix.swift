@@ -91,56 +91,54 @@ public final class WeightMatrix: @unchecked Sendable {
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
         guard rows > 0 else { return }
         if rows >= Self.gemmMinRows {
-            if type == .f32 { applyF32(x, rows: rows, into: y) } else { applyPanels(x, rows: rows, into: y) }
+            applyPanels(x, rows: rows, into: y)
         } else {
             applyFused(x, rows: rows, into: y)
         }
     }
 
-    // MARK: - f32 weights: straight sgemm
-
-    private func applyF32(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
-        BLASThreads.configure()
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
-                    Int32(rows), Int32(outFeatures), Int32(inFeatures),
-                    1, x, Int32(inFeatures),
-                    base.assumingMemoryBound(to: Float.self), Int32(inFeatures),
-                    0, y, Int32(outFeatures))
-    }
-
     // MARK: - Many rows: dequantized panels × sgemm
 
-    /// Output rows per panel: the f32 panel should fit in L2 alongside the sgemm's packed blocks.
-    var panelRows: Int {
-        let target = (512 * 1024) / (inFeatures * 4)
-        return min(outFeatures, max(16, target / 16 * 16))
+    /// Output rows per GEMM task and the number of tasks: a quantized panel is dequantized into a
+    /// scratch of about 512 KiB, so that it is still in L2 when sgemm reads it; there are at least
+    /// as many tasks as threads, and a multiple of them, so that the threads finish together.
+    func panelPlan(threads: Int) -> (rows: Int, tasks: Int) {
+        let panelBytes = 512 * 1024
+        var tasks = type == .f32 ? threads : max(threads, (outFeatures * inFeatures * 4 + panelBytes - 1) / panelBytes)
+        tasks = (tasks + threads - 1) / threads * threads
+        let rows = min(outFeatures, max(16, ((outFeatures + tasks - 1) / tasks + 15) / 16 * 16))
+        return (rows, (outFeatures + rows - 1) / rows)
     }
 
     private func applyPanels(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
         BLASThreads.configure()
-        let panel = panelRows
-        let inF = inFeatures
-        let scratch = ScratchPool.shared.take(floats: panel * inF)
-        defer { ScratchPool.shared.give(scratch) }
-        let w = scratch.pointer
         let pool = WorkerPool.shared
-        var p0 = 0
-        while p0 < outFeatures {
-            let n = min(panel, outFeatures - p0)
-            let chunk = max(1, (n + pool.threadCount * 4 - 1) / (pool.threadCount * 4))
-            let start = p0
-            pool.parallelFor((n + chunk - 1) / chunk) { c in
-                for o in (c * chunk)..<min(n, c * chunk + chunk) {
-                    TillerTensor.dequantizeRow(type, base + (start + o) * rowBytes, count: inF, into: w + o * inF)
-                }
+        let (panel, tasks) = panelPlan(threads: pool.threadCount)
+        let inF = inFeatures
+        pool.parallelFor(tasks) { t in
+            let start = t * panel
+            let n = min(panel, outFeatures - start)
+            if type == .f32 {
+                sgemmPanel(x, rows: rows, weights: base.assumingMemoryBound(to: Float.self) + start * inF, count: n, into: y + start)
+                return
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
-                        Int32(rows), Int32(n), Int32(inF),
-                        1, x, Int32(inF),
-                        w, Int32(inF),
-                        0, y + start, Int32(outFeatures))
-            p0 += n
+            let scratch = ScratchPool.shared.take(floats: n * inF)
+            defer { ScratchPool.shared.give(scratch) }
+            for o in 0..<n {
+                TillerTensor.dequantizeRow(type, base + (start + o) * rowBytes, count: inF, into: scratch.pointer + o * inF)
+            }
+            sgemmPanel(x, rows: rows, weights: scratch.pointer, count: n, into: y + start)
         }
+    }
+
+    /// y[r, 0..<count] (row stride outFeatures) = x · Wpanelᵀ, for a panel of `count` f32 rows.
+    private func sgemmPanel(_ x: UnsafePointer<Float>, rows: Int, weights: UnsafePointer<Float>, count: Int,
+                            into y: UnsafeMutablePointer<Float>) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
+                    Int32(rows), Int32(count), Int32(inFeatures),
+                    1, x, Int32(inFeatures),
+                    weights, Int32(inFeatures),
+                    0, y, Int32(outFeatures))
     }
 
     // MARK: - Few rows: fused dequantize + dot
@@ -179,14 +177,16 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 }
 
-/// OpenBLAS runs its own threads; it gets as many as the worker pool (which sleeps while sgemm
-/// runs), so the two never ask for more cores than the pool was given.
-enum BLASThreads {
+/// OpenBLAS runs single-threaded: GEMMs are split into panels over `WorkerPool.shared`, so there
+/// is one set of threads. Two pools on the same cores (OpenBLAS's spin-waiting threads and ours)
+/// oversubscribe them, and on a busy machine that made a 64-row GEMM ~300× slower.
+/// Code that calls cblas directly on large problems should split the work over the pool likewise.
+public enum BLASThreads {
     private static let configured: Bool = {
-        openblas_set_num_threads(Int32(WorkerPool.shared.threadCount))
+        openblas_set_num_threads(1)
         return true
     }()
-    static func configure() { _ = configured }
+    public static func configure() { _ = configured }
 }
 
 /// Reusable f32 scratch buffers for GEMM panels, so a call does not fault in fresh pages.
