@@ -18,7 +18,7 @@ enum UnicodeClasses {
 
     /// The Unicode version of the Oniguruma inside `tokenizers` (0.2x): characters assigned later are
     /// unassigned there, so no regex class holds them.
-    static let regexUnicodeVersion = (major: 15, minor: 1)
+    static let regexUnicodeVersion = (major: 16, minor: 0)
 
     static func classify(_ scalar: Unicode.Scalar) -> CharClass {
         let props = scalar.properties
