@@ -10,7 +10,7 @@ final class BPEModel: @unchecked Sendable {
     let idToToken: [String]
     let tokenToId: Vocabulary
     /// (left id << 32 | right id) → (rank << 32 | merged id)
-    private let merges: [UInt64: UInt64]
+    private let merges: MergeTable
     let unkId: Int?
     let fuseUnk: Bool
     let byteFallback: Bool
@@ -23,6 +23,8 @@ final class BPEModel: @unchecked Sendable {
     private var byteFallbackIds: [Int32] = []
     /// Single-scalar tokens, the usual first symbols of a non-byte-level word.
     private var scalarIds: [UInt32: Int32] = [:]
+    /// The same for the BMP, as a flat table (-1: none).
+    private var bmpIds = [Int32](repeating: -1, count: 0x10000)
 
     private let cacheLock = NSLock()
     private var cache: [[UInt8]: [Int32]] = [:]
@@ -30,7 +32,29 @@ final class BPEModel: @unchecked Sendable {
     /// Words this long (in bytes) are not cached, as in `tokenizers`.
     private static let maxCachedLength = 256
 
-    init(vocab: Vocabulary, merges: [(String, String)], unkToken: String?, fuseUnk: Bool, byteFallback: Bool,
+    /// Merges as token pairs, in rank order (a tokenizer.json `merges` list).
+    convenience init(vocab: Vocabulary, merges: [(String, String)], unkToken: String?, fuseUnk: Bool, byteFallback: Bool,
+                     ignoreMerges: Bool, continuingSubwordPrefix: String?, endOfWordSuffix: String?, source: String) throws {
+        let prefixLength = continuingSubwordPrefix?.count ?? 0
+        var resolved: [(left: Int, right: Int, merged: Int)] = []
+        resolved.reserveCapacity(merges.count)
+        for (rank, (a, b)) in merges.enumerated() {
+            guard let left = vocab[a], let right = vocab[b] else {
+                throw TokenizerError("\(source): merge #\(rank) \"\(a) \(b)\" uses a token that is not in the vocabulary")
+            }
+            let mergedText = a + String(b.dropFirst(prefixLength))
+            guard let merged = vocab[mergedText] else {
+                throw TokenizerError("\(source): merge #\(rank) \"\(a) \(b)\" gives \(mergedText.debugDescription), which is not in the vocabulary")
+            }
+            resolved.append((left, right, merged))
+        }
+        try self.init(vocab: vocab, mergeIds: resolved, unkToken: unkToken, fuseUnk: fuseUnk, byteFallback: byteFallback,
+                      ignoreMerges: ignoreMerges, continuingSubwordPrefix: continuingSubwordPrefix,
+                      endOfWordSuffix: endOfWordSuffix, source: source)
+    }
+
+    /// Merges as (left id, right id, merged id), in rank order.
+    init(vocab: Vocabulary, mergeIds: [(left: Int, right: Int, merged: Int)], unkToken: String?, fuseUnk: Bool, byteFallback: Bool,
          ignoreMerges: Bool, continuingSubwordPrefix: String?, endOfWordSuffix: String?, source: String) throws {
         tokenToId = vocab
         var maxId = -1
@@ -49,24 +73,20 @@ final class BPEModel: @unchecked Sendable {
         self.continuingSubwordPrefix = continuingSubwordPrefix
         self.endOfWordSuffix = endOfWordSuffix
 
-        let prefixLength = continuingSubwordPrefix?.count ?? 0
-        var map = [UInt64: UInt64](minimumCapacity: merges.count)
-        for (rank, (a, b)) in merges.enumerated() {
-            guard let left = vocab[a], let right = vocab[b] else {
-                throw TokenizerError("\(source): merge #\(rank) \"\(a) \(b)\" uses a token that is not in the vocabulary")
-            }
-            let mergedText = a + String(b.dropFirst(prefixLength))
-            guard let merged = vocab[mergedText] else {
-                throw TokenizerError("\(source): merge #\(rank) \"\(a) \(b)\" gives \(mergedText.debugDescription), which is not in the vocabulary")
-            }
+        var mergeTable = MergeTable(capacity: mergeIds.count)
+        for (rank, m) in mergeIds.enumerated() {
             // A later duplicate replaces an earlier one, as when `tokenizers` collects merges into a map.
-            map[UInt64(left) << 32 | UInt64(right)] = UInt64(rank) << 32 | UInt64(merged)
+            mergeTable.insert(UInt64(m.left) << 32 | UInt64(m.right), UInt64(rank) << 32 | UInt64(m.merged))
         }
-        self.merges = map
+        self.merges = mergeTable
 
         for (token, id) in vocabPairs {
             let scalars = token.unicodeScalars
-            if scalars.count == 1 { scalarIds[scalars.first!.value] = Int32(id) }
+            if scalars.count == 1 {
+                let v = scalars.first!.value
+                scalarIds[v] = Int32(id)
+                if v < 0x10000 { bmpIds[Int(v)] = Int32(id) }
+            }
         }
         byteFallbackIds = (0..<256).map { b in
             Int32(vocab[String(format: "<0x%02X>", b)] ?? -1)
@@ -148,7 +168,8 @@ final class BPEModel: @unchecked Sendable {
         for (index, scalar) in scalars.enumerated() {
             var id: Int32? = nil
             if continuingSubwordPrefix == nil && endOfWordSuffix == nil {
-                id = scalarIds[scalar.value]
+                let v = scalar.value
+                if v < 0x10000 { let b = bmpIds[Int(v)]; id = b >= 0 ? b : nil } else { id = scalarIds[v] }
             } else {
                 var piece = String(scalar)
                 if index > 0, let prefix = continuingSubwordPrefix { piece = prefix + piece }
@@ -187,7 +208,7 @@ final class BPEModel: @unchecked Sendable {
 
     @inline(__always)
     private func merge(_ left: Int32, _ right: Int32) -> UInt64? {
-        merges[UInt64(UInt32(bitPattern: left)) << 32 | UInt64(UInt32(bitPattern: right))]
+        merges.find(UInt64(UInt32(bitPattern: left)) << 32 | UInt64(UInt32(bitPattern: right)))
     }
 
     private func mergeAll(_ symbols: inout [Int32]) {
@@ -311,5 +332,44 @@ enum ByteAlphabet {
             out.append(b)
         }
         return out
+    }
+}
+
+/// Open-addressing hash map from a token pair to (rank, merged id): the merge loop's hot lookup, several
+/// times cheaper than Dictionary's seeded SipHash.
+struct MergeTable {
+    private var keys: [UInt64]
+    private var values: [UInt64]
+    private let mask: Int
+    private let shift: UInt64
+    private static let empty = UInt64.max
+
+    init(capacity: Int) {
+        var size = 16
+        var bits: UInt64 = 4
+        while size < capacity * 2 { size <<= 1; bits += 1 }
+        keys = [UInt64](repeating: Self.empty, count: size)
+        values = [UInt64](repeating: 0, count: size)
+        mask = size - 1
+        shift = 64 - bits
+    }
+
+    @inline(__always) private func slot(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift) }
+
+    mutating func insert(_ key: UInt64, _ value: UInt64) {
+        var i = slot(key)
+        while keys[i] != Self.empty && keys[i] != key { i = (i + 1) & mask }
+        keys[i] = key
+        values[i] = value
+    }
+
+    @inline(__always) func find(_ key: UInt64) -> UInt64? {
+        var i = slot(key)
+        while true {
+            let k = keys[i]
+            if k == key { return values[i] }
+            if k == Self.empty { return nil }
+            i = (i + 1) & mask
+        }
     }
 }

@@ -83,11 +83,14 @@ public func loadBPETokenizer(gguf: GGUFFile) throws -> BPETokenizer {
             }
         }
         let vocab = vocabulary(tokens)
-        let merges: [(String, String)]
+        let merges: [(left: Int, right: Int, merged: Int)]
         if let mergeValues = meta["tokenizer.ggml.merges"]?.array {
-            merges = mergeValues.compactMap { v in
-                guard let parts = v.string?.split(separator: " ", omittingEmptySubsequences: false), parts.count == 2 else { return nil }
-                return (String(parts[0]), String(parts[1]))
+            merges = try mergeValues.enumerated().map { i, v in
+                guard let parts = v.string?.split(separator: " ", omittingEmptySubsequences: false), parts.count == 2,
+                      let l = vocab[String(parts[0])], let r = vocab[String(parts[1])], let m = vocab[String(parts[0] + parts[1])] else {
+                    throw fail("tokenizer.ggml.merges[\(i)] is not two vocabulary tokens that merge into a third")
+                }
+                return (l, r, m)
             }
         } else if isGemma {
             // Gemma's scores do not follow its merge order; the position in the file does.
@@ -99,13 +102,13 @@ public func loadBPETokenizer(gguf: GGUFFile) throws -> BPETokenizer {
         }
         if isGemma {
             let unk = id("unknown_token_id").map { tokens[$0] } ?? "<unk>"
-            model = try BPEModel(vocab: vocab, merges: merges, unkToken: unk, fuseUnk: true, byteFallback: true,
+            model = try BPEModel(vocab: vocab, mergeIds: merges, unkToken: unk, fuseUnk: true, byteFallback: true,
                                  ignoreMerges: false, continuingSubwordPrefix: nil, endOfWordSuffix: nil, source: file)
             normalizer = .replace(pattern: [0x20], content: "▁")
             preTokenizer = .split(.literal([0x20]), .mergedWithPrevious, invert: false)
             decoder = .sequence([.replace(pattern: [0x2581], content: " "), .byteFallback, .fuse])
         } else {
-            model = try BPEModel(vocab: vocab, merges: merges, unkToken: nil, fuseUnk: true, byteFallback: true,
+            model = try BPEModel(vocab: vocab, mergeIds: merges, unkToken: nil, fuseUnk: true, byteFallback: true,
                                  ignoreMerges: false, continuingSubwordPrefix: nil, endOfWordSuffix: nil, source: file)
             preTokenizer = .metaspace(replacement: 0x2581, prependScheme: .first, split: false)
             decoder = .sequence([.replace(pattern: [0x2581], content: " "), .byteFallback, .fuse,
@@ -168,8 +171,8 @@ private func vocabulary(_ tokens: [String]) -> Vocabulary {
 
 /// Merges implied by a vocabulary (transformers' `generate_merges` with scores): every split of every token
 /// into two vocabulary entries, ordered by the token's score (highest first), then by the longer left part.
-func mergesFromVocabulary(tokens: [String], vocab: Vocabulary, score: (Int) -> Double) -> [(String, String)] {
-    struct Candidate { var score: Double; var leftLength: Int; var rightLength: Int; var order: Int; var left: String; var right: String }
+func mergesFromVocabulary(tokens: [String], vocab: Vocabulary, score: (Int) -> Double) -> [(left: Int, right: Int, merged: Int)] {
+    struct Candidate { var score: Double; var leftLength: Int32; var rightLength: Int32; var order: Int32; var left: Int32; var right: Int32; var merged: Int32 }
     var candidates: [Candidate] = []
     candidates.reserveCapacity(tokens.count * 2)
     var seen = Set<RawKey>()
@@ -177,7 +180,7 @@ func mergesFromVocabulary(tokens: [String], vocab: Vocabulary, score: (Int) -> D
         guard let tokenId = vocab[token] else { continue }
         let scalars = Array(token.unicodeScalars)
         guard scalars.count > 1 else { continue }
-        var local: [(Int, Int, String, String)] = []
+        var local: [(Int, Int, Int, Int)] = []
         var left = String.UnicodeScalarView()
         for k in 1..<scalars.count {
             left.append(scalars[k - 1])
@@ -185,13 +188,13 @@ func mergesFromVocabulary(tokens: [String], vocab: Vocabulary, score: (Int) -> D
             guard let lid = vocab[l] else { continue }
             let r = String(String.UnicodeScalarView(scalars[k...]))
             guard let rid = vocab[r] else { continue }
-            local.append((lid, rid, l, r))
+            local.append((lid, rid, k, scalars.count - k))
         }
         local.sort { ($0.0, $0.1) < ($1.0, $1.1) }
         let s = score(tokenId)
-        for (_, _, l, r) in local {
-            candidates.append(Candidate(score: s, leftLength: l.unicodeScalars.count, rightLength: r.unicodeScalars.count,
-                                        order: candidates.count, left: l, right: r))
+        for (lid, rid, leftLength, rightLength) in local {
+            candidates.append(Candidate(score: s, leftLength: Int32(leftLength), rightLength: Int32(rightLength),
+                                        order: Int32(candidates.count), left: Int32(lid), right: Int32(rid), merged: Int32(tokenId)))
         }
     }
     candidates.sort { a, b in
@@ -200,7 +203,7 @@ func mergesFromVocabulary(tokens: [String], vocab: Vocabulary, score: (Int) -> D
         if a.rightLength != b.rightLength { return a.rightLength > b.rightLength }
         return a.order < b.order
     }
-    return candidates.map { ($0.left, $0.right) }
+    return candidates.map { (Int($0.left), Int($0.right), Int($0.merged)) }
 }
 
 /// `tokenizer.ggml.pre` values whose split regex transformers installs (the rest keep GPT-2's).
