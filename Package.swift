@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         .systemLibrary(
@@ -50,11 +51,17 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: cpuFlags),
+        // Experiments (Phase 4 and the whole-experiment tables): experiment files, sweeps, results
+        // database, selection and reports.
+        .target(name: "TillerExperiment", dependencies: [
+            "TillerSteering", "TillerEval", "TillerModels", "TillerTokenizers",
+            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: cpuFlags),
         .executableTarget(
             name: "tiller",
             dependencies: [
                 "TillerSteering", "TillerModels", "TillerFormats", "TillerTokenizers", "TillerTensor",
-                "TillerEval", "TillerServer",
+                "TillerEval", "TillerServer", "TillerExperiment",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags
@@ -65,6 +72,7 @@ let package = Package(
         .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerEvalTests", dependencies: ["TillerEval", "TillerServer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerExperimentTests", dependencies: ["TillerExperiment"], swiftSettings: cpuFlags),
         .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]

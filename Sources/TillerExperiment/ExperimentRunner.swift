@@ -1,0 +1,478 @@
+import Foundation
+import TillerEval
+import TillerModels
+import TillerSteering
+import TillerTokenizers
+
+// `tiller run`: the stages of an experiment, each cached (a file or rows that exist are not
+// recomputed): scan → layer norms → extraction → variants → baseline + sweep (batched steered
+// generation) → judging → selection and report.
+//
+// Output folder:
+//   results.sqlite                      everything below the vectors, plus the judge cache
+//   <model>/scan.json                   Phase 1
+//   <model>/<trait>/activations.safetensors, samples.jsonl     Phase 2
+//   <model>/<trait>/vectors/<variant>.safetensors               Phase 3 (sweep layers only)
+//   report.md, report.html              Phase 4 and the summary tables
+
+public struct RunOptions: Sendable {
+    public var shard: Shard = .all
+    public var showProgress = true
+    /// Write the report at the end (a shard's report only covers its slice).
+    public var writeReport = true
+    /// Print what each stage does.
+    public var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+    public init() {}
+}
+
+public final class ExperimentRunner {
+    public let spec: ExperimentSpec
+    /// Folder of the experiment file (relative paths in it are resolved against it).
+    public let baseDirectory: String
+    public let outputDirectory: String
+    public let options: RunOptions
+    public let store: ResultsStore
+    let variants: [VariantSpec]
+    let layers: [Int]
+    private var judgeModels: [String: LanguageModel] = [:]
+
+    public static let databaseName = "results.sqlite"
+
+    public init(spec: ExperimentSpec, baseDirectory: String, outputDirectory: String? = nil, options: RunOptions = RunOptions()) throws {
+        try spec.validate()
+        self.spec = spec
+        self.baseDirectory = baseDirectory
+        let out = outputDirectory ?? spec.output.map { Self.resolve($0, in: baseDirectory) }
+            ?? (baseDirectory as NSString).appendingPathComponent("runs/\(spec.name)")
+        self.outputDirectory = out
+        self.options = options
+        variants = try spec.variantSpecs()
+        layers = spec.layers.layers
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let dbName = options.shard.isAll ? Self.databaseName : "results.shard\(options.shard.index)of\(options.shard.count).sqlite"
+        store = try ResultsStore(path: (out as NSString).appendingPathComponent(dbName))
+        try store.register(spec)
+    }
+
+    static func resolve(_ p: String, in dir: String) -> String {
+        p.hasPrefix("/") ? p : (dir as NSString).appendingPathComponent(p)
+    }
+
+    /// Runs every stage that is not done yet.
+    public func run() throws {
+        let t0 = Date()
+        for modelArg in spec.models {
+            let model = try stage("load \(modelArg)", record: false) { try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory)) }
+            let scan = try scanStage(model)
+            try normsStage(model, scan: scan)
+            for traitArg in spec.traits {
+                let trait = try Trait.resolve(FileManager.default.fileExists(atPath: Self.resolve(traitArg, in: baseDirectory))
+                                              ? Self.resolve(traitArg, in: baseDirectory) : traitArg)
+                guard trait.steeringQuestions.count >= spec.questionsPerTrait else {
+                    throw ExperimentError("trait \(trait.name) (\(trait.source)) has \(trait.steeringQuestions.count) steering questions, fewer than questions_per_trait \(spec.questionsPerTrait)")
+                }
+                let run = try extractionStage(model, trait: trait)
+                let vectors = try variantsStage(model, trait: trait, run: run, scan: scan)
+                try sweepStage(model, trait: trait, vectors: vectors)
+            }
+        }
+        options.log(String(format: "all stages done in %.1fs", Date().timeIntervalSince(t0)))
+        if options.writeReport {
+            if !options.shard.isAll {
+                options.log("shard \(options.shard): merge the shard databases with `tiller merge`, then `tiller report`")
+            } else {
+                let paths = try ExperimentReport(store: store).write(directory: outputDirectory)
+                options.log("report: \(paths.markdown) and \(paths.html)")
+            }
+        }
+    }
+
+    static func resolveModel(_ arg: String, in dir: String) -> String {
+        let p = resolve(arg, in: dir)
+        return (arg.contains("/") || arg.hasSuffix(".gguf")) && FileManager.default.fileExists(atPath: p) ? p : arg
+    }
+
+    @discardableResult
+    func stage<T>(_ name: String, record: Bool = true, _ body: () throws -> T) throws -> T {
+        let t = Date()
+        let v = try body()
+        if record { try store.finishStage(name, seconds: Date().timeIntervalSince(t)) }
+        return v
+    }
+
+    func modelDirectory(_ model: LanguageModel) -> String {
+        (outputDirectory as NSString).appendingPathComponent(model.name.replacingOccurrences(of: "/", with: "_"))
+    }
+
+    // MARK: Scan
+
+    func scanStage(_ model: LanguageModel) throws -> ScanResult {
+        let dir = modelDirectory(model)
+        let path = (dir as NSString).appendingPathComponent("scan.json")
+        if FileManager.default.fileExists(atPath: path), let s = try? ScanResult.load(path: path), s.model == model.name,
+           s.nLayers == model.layerCount {
+            options.log("scan \(model.name): cached (\(path))")
+            try store.setArtifact(model: model.name, kind: "scan", content: try String(contentsOfFile: path, encoding: .utf8))
+            return s
+        }
+        return try stage("scan \(model.name)") {
+            var texts = try spec.scan.texts.map { try PromptFile.load(path: Self.resolve($0, in: baseDirectory)) } ?? PromptFile.shippedCalibration()
+            if let n = spec.scan.maxTexts { texts = Array(texts.prefix(n)) }
+            options.log("scan \(model.name): \(texts.count) calibration texts")
+            let s = try MassiveActivationScan.run(model: model, texts: texts, showProgress: options.showProgress)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try s.write(path: path)
+            try store.setArtifact(model: model.name, kind: "scan", content: try String(contentsOfFile: path, encoding: .utf8))
+            return s
+        }
+    }
+
+    // MARK: Layer norms
+
+    /// Mean ‖resid_post.L‖ over calibration tokens (the first token, the attention sink, left
+    /// out), with and without the dims the scan flags massive at L. Relative coefficients are
+    /// multiples of the latter.
+    func normsStage(_ model: LanguageModel, scan: ScanResult) throws {
+        for l in layers where l >= model.layerCount {
+            throw ExperimentError("layers: \(l) is out of range for \(model.name) (\(model.layerCount) layers, 0…\(model.layerCount - 1))")
+        }
+        let have = try store.layerNorms(model: model.name)
+        if layers.allSatisfy({ have[$0] != nil }) { return }
+        try stage("norms \(model.name)") {
+            guard let tok = model.tokenizer else { throw ExperimentError("model \(model.name) has no tokenizer") }
+            let texts = Array(try PromptFile.shippedCalibration().prefix(16))
+            let seqs = texts.map { tok.encode($0, addSpecialTokens: true) }
+            let h = model.hiddenSize
+            var sum = [Int: Double](), sumExcl = [Int: Double](), count = [Int: Int]()
+            let massive = Dictionary(uniqueKeysWithValues: layers.map { ($0, Set(Self.massiveDims(scan, layer: $0))) })
+            for start in stride(from: 0, to: seqs.count, by: 8) {
+                let batch = Array(seqs[start..<min(start + 8, seqs.count)])
+                try model.forward(batch, capture: CaptureSpec(layers: layers, positions: .all), logits: .none) { layer, _, rows, n, positions in
+                    let ex = massive[layer] ?? []
+                    for r in 0..<n where positions[positions.startIndex + r] > 0 {
+                        var a = 0.0, b = 0.0
+                        for d in 0..<h {
+                            let x = Double(rows[r * h + d]); a += x * x
+                            if !ex.contains(d) { b += x * x }
+                        }
+                        sum[layer, default: 0] += a.squareRoot()
+                        sumExcl[layer, default: 0] += b.squareRoot()
+                        count[layer, default: 0] += 1
+                    }
+                }
+            }
+            for l in layers {
+                let n = Double(max(count[l] ?? 0, 1))
+                try store.setLayerNorm(model: model.name, layer: l, mean: (sum[l] ?? 0) / n, excludingMassive: (sumExcl[l] ?? 0) / n,
+                                       excluded: (massive[l] ?? []).sorted())
+            }
+        }
+    }
+
+    /// Dims excluded from the norm: those the scan flags massive at the layer, else the top-1
+    /// dim when it is ≥ 10× the layer's median max (milder models flag none at the 100× cut).
+    static func massiveDims(_ scan: ScanResult, layer: Int) -> [Int] {
+        let flagged = scan.massiveDims(layer: layer)
+        if !flagged.isEmpty { return flagged }
+        guard layer < scan.layers.count, let top = scan.layers[layer].top.first, top.ratioMedian >= 10 else { return [] }
+        return [top.dim]
+    }
+
+    // MARK: Extraction and variants
+
+    func traitDirectory(_ model: LanguageModel, _ trait: Trait) -> String {
+        (modelDirectory(model) as NSString).appendingPathComponent(trait.name)
+    }
+
+    func extractionSettings() throws -> ExtractionSettings {
+        var s = ExtractionSettings()
+        s.positions = try PositionSet(spec.positions)
+        s.maxNewTokens = spec.extraction.maxNewTokens
+        s.temperature = spec.extraction.temperature
+        s.seed = spec.seed
+        s.batchSize = spec.extraction.batchSize
+        s.maxPairs = spec.extraction.maxPairs
+        s.maxQuestions = spec.extraction.maxQuestions
+        return s
+    }
+
+    func extractionStage(_ model: LanguageModel, trait: Trait) throws -> ExtractionRun {
+        let dir = traitDirectory(model, trait)
+        let settings = try extractionSettings()
+        let form = try ContrastiveExtraction.form(for: trait, model: model, requested: nil)
+        if let run = try? ExtractionRun.load(directory: dir), run.matches(model: model.name, trait: trait, form: form, settings: settings) {
+            options.log("extract \(model.name)/\(trait.name): cached (\(dir))")
+            return run
+        }
+        return try stage("extract \(model.name)/\(trait.name)") {
+            let run = try ContrastiveExtraction.collect(model: model, trait: trait, settings: settings, showProgress: options.showProgress)
+            try run.save(directory: dir)
+            return run
+        }
+    }
+
+    /// Vector files per variant (sweep layers); reused when present with the same layers and
+    /// made from the stored activations (checked by the run's sample counts and positions).
+    func variantsStage(_ model: LanguageModel, trait: Trait, run: ExtractionRun, scan: ScanResult) throws -> [String: SteeringVectorFile] {
+        let dir = (traitDirectory(model, trait) as NSString).appendingPathComponent("vectors")
+        var out: [String: SteeringVectorFile] = [:]
+        var missing: [VariantSpec] = []
+        for v in variants {
+            let p = (dir as NSString).appendingPathComponent(v.name + ".safetensors")
+            if let f = try? SteeringVectorFile.load(path: p), Set(layers).isSubset(of: Set(f.layers)),
+               f.metadata.positiveSamples == run.positiveSamples.count, f.metadata.negativeSamples == run.negativeSamples.count,
+               f.metadata.positions == run.positions {
+                out[v.name] = f
+            } else {
+                missing.append(v)
+            }
+        }
+        if !missing.isEmpty {
+            try stage("variants \(model.name)/\(trait.name)") {
+                options.log("variants \(model.name)/\(trait.name): \(missing.map(\.name).joined(separator: ", "))")
+                let vs = try VariantExtractor().run(run.activations, specs: missing, layers: layers) { sel, layer in scan.dims(for: sel, layer: layer) }
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                for ev in vs {
+                    var f = SteeringVectorFile(ev, model: model.name, trait: trait.name, positions: run.positions,
+                                               positiveSamples: run.positiveSamples.count, negativeSamples: run.negativeSamples.count)
+                    let p = (dir as NSString).appendingPathComponent(ev.spec.name + ".safetensors")
+                    try f.write(to: p)
+                    f.path = p
+                    out[ev.spec.name] = f
+                }
+            }
+        } else {
+            options.log("variants \(model.name)/\(trait.name): cached (\(dir))")
+        }
+        for v in variants {
+            let f = out[v.name]!
+            for l in layers {
+                try store.record(vector: digest(try f.vector(layer: l, hidden: model.hiddenSize)), model: model.name, trait: trait.name,
+                                 variant: v.name, layer: l, cleanedDims: f.metadata.cleanedDims[l] ?? [], file: f.path ?? "")
+            }
+        }
+        return out
+    }
+
+    // MARK: Sweep
+
+    func sweepStage(_ model: LanguageModel, trait: Trait, vectors: [String: SteeringVectorFile]) throws {
+        let norms = try store.layerNorms(model: model.name)
+        let norm: (Int) throws -> Double = { l in
+            guard let n = norms[l] else { throw ExperimentError("no layer norm stored for \(model.name) L\(l)") }
+            return n.excludingMassive
+        }
+        let judge = try makeScorer(for: model)
+        let ctx = SweepContext(model: model, trait: trait, vectors: vectors, scorer: judge)
+        let label = "\(model.name)/\(trait.name)"
+        if let search = spec.coefficients.search {
+            // Round r evaluates every search's r-th coefficient together (one batch across searches).
+            let threshold = search.threshold ?? spec.coherenceThresholds[0]
+            let keys = variants.flatMap { v in layers.map { (v.name, $0) } }
+            let mine = keys.enumerated().filter { options.shard.owns($0.offset) }.map(\.element)
+            var history: [String: [(coefficient: Double, coherence: Double?)]] = [:]
+            let baseline = Configuration.baseline(model: model.name, trait: trait.name)
+            try evaluate([baseline], ctx: ctx, label: "\(label) baseline", unitFilter: { _ in options.shard.index == 0 })
+            var round = 0
+            while true {
+                var configs: [Configuration] = []
+                for (v, l) in mine {
+                    let k = "\(v)@\(l)"
+                    if let c = SweepPlanner.nextCoefficient(search, threshold: threshold, history: history[k] ?? []) {
+                        configs.append(try SweepPlanner.configuration(model: model.name, trait: trait.name, variant: v, layer: l,
+                                                                      scale: spec.coefficients.scale, coefficient: c, norm: norm))
+                    }
+                }
+                if configs.isEmpty { break }
+                round += 1
+                try evaluate(configs, ctx: ctx, label: "\(label) search round \(round)", unitFilter: { _ in true })
+                let coh = try meanCoherence(configs.map(\.id))
+                for c in configs { history["\(c.variant)@\(c.layer)", default: []].append((c.coefficient, coh[c.id] ?? nil)) }
+            }
+        } else {
+            let configs = try SweepPlanner.grid(model: model.name, trait: trait.name, variants: variants.map(\.name), layers: layers,
+                                                plan: spec.coefficients, norm: norm)
+            try evaluate(configs, ctx: ctx, label: label, unitFilter: options.shard.owns)
+        }
+        try store.finishStage("sweep \(label)\(options.shard.isAll ? "" : " shard \(options.shard)")", seconds: 0,
+                              detail: "\(try store.count("generations")) answers, \(try store.count("scores")) scored")
+    }
+
+    struct SweepContext {
+        let model: LanguageModel
+        let trait: Trait
+        let vectors: [String: SteeringVectorFile]
+        let scorer: JudgeScorer
+    }
+
+    func meanCoherence(_ ids: [String]) throws -> [String: Double?] {
+        let want = Set(ids)
+        var acc: [String: [Double]] = [:]
+        for s in try store.scores() where want.contains(s.configId) { if let c = s.coherence { acc[s.configId, default: []].append(c) } }
+        var out: [String: Double?] = [:]
+        for id in ids { out[id] = acc[id].map { $0.reduce(0, +) / Double($0.count) } }
+        return out
+    }
+
+    /// Generates the missing units among `configs` (those the filter keeps), then judges every
+    /// stored answer of these configurations that has no score.
+    func evaluate(_ configs: [Configuration], ctx: SweepContext, label: String, unitFilter: (Int) -> Bool) throws {
+        let model = ctx.model
+        var digests: [String: String] = [:]
+        for c in configs where !c.isBaseline {
+            digests[c.id] = digest(try vector(ctx, c))
+        }
+        try store.insert(configurations: configs, digests: digests)
+        let units = SweepPlanner.units(configs: configs, questions: spec.questionsPerTrait, samples: spec.samplesPerQuestion,
+                                       batchSize: spec.batchSize).filter { unitFilter($0.index) }
+        let done = try store.generationKeys()
+        let todo = units.filter { u in !u.items.allSatisfy { done.contains($0.key) } }
+        if !todo.isEmpty {
+            guard let tok = model.tokenizer else { throw ExperimentError("model \(model.name) has no tokenizer") }
+            let prompts = try spec.questionsPerTrait.rangeMap { try promptTokens(tok, ctx.trait.steeringQuestions[$0]) }
+            let total = todo.reduce(0) { $0 + $1.items.count }
+            options.log("generate \(label): \(total) answers in \(todo.count) batches (\(units.count - todo.count) batches stored)")
+            let bar = ProgressBar("generate \(label)", total: total, unit: "answers", enabled: options.showProgress)
+            let positions: SteeringPositions = spec.steeringPositions == .all ? .all : .response
+            for u in todo {
+                let t = Date()
+                var rows: [GenerationRow] = []
+                // One call per sample index: the seed is per call, so sample s of every item uses seed + s.
+                for s in Set(u.items.map(\.sample)).sorted() {
+                    let items = u.items.filter { $0.sample == s }
+                    let steering: [SteeringSpec?] = try items.map { it in
+                        guard !it.config.isBaseline else { return nil }
+                        return SteeringSpec(.add(layer: it.config.layer, vector: try vector(ctx, it.config),
+                                                 coef: Float(it.config.absoluteCoefficient), positions: positions))
+                    }
+                    let opts = GenerationOptions(maxNewTokens: spec.maxNewTokens, temperature: spec.temperature,
+                                                 seed: spec.seed &+ UInt64(s))
+                    let results = try model.generate(items.map { prompts[$0.question] }, options: opts, steering: steering)
+                    for (it, r) in zip(items, results) {
+                        rows.append(GenerationRow(configId: it.config.id, question: it.question, sample: it.sample,
+                                                  prompt: ctx.trait.steeringQuestions[it.question],
+                                                  response: r.text ?? tok.decode(r.tokens, skipSpecialTokens: true),
+                                                  tokens: r.tokens.count, seconds: 0, finish: r.finishReason.rawValue))
+                    }
+                }
+                let per = Date().timeIntervalSince(t) / Double(max(rows.count, 1))
+                for i in rows.indices { rows[i].seconds = per }
+                try store.insert(generations: rows)
+                bar.advance(by: rows.count)
+            }
+            bar.finish()
+        }
+        try judgeStage(configIds: Set(configs.map(\.id)), ctx: ctx, label: label)
+    }
+
+    func vector(_ ctx: SweepContext, _ c: Configuration) throws -> [Float] {
+        guard let f = ctx.vectors[c.variant] else { throw ExperimentError("no vectors for variant \(c.variant)") }
+        return try f.vector(layer: c.layer, hidden: ctx.model.hiddenSize)
+    }
+
+    /// The steering prompt: the question as a user message in the chat template, or
+    /// "Question: …\nAnswer:" for a base model.
+    func promptTokens(_ tok: Tokenizer, _ question: String) throws -> [Int] {
+        if tok.chatTemplate != nil {
+            let text = try renderChat(tok, messages: [ChatMessage(role: "user", content: question)], addGenerationPrompt: true)
+            return tok.encode(text, addSpecialTokens: false)
+        }
+        return tok.encode("Question: \(question)\nAnswer:", addSpecialTokens: true)
+    }
+
+    // MARK: Judging
+
+    func makeScorer(for model: LanguageModel) throws -> JudgeScorer {
+        let spec = try JudgeSpec(parsing: self.spec.judge)
+        var judge: any Judge
+        switch spec.backend {
+        case .openai:
+            judge = OpenAIJudge(model: spec.model, options: try OpenAIJudgeOptions.fromEnvironment(baseURL: nil, apiKey: nil))
+        case .local:
+            let lm: LanguageModel
+            if let m = judgeModels[spec.model] {
+                lm = m
+            } else if spec.model == model.name || Self.resolveModel(spec.model, in: baseDirectory) == model.name {
+                lm = model
+            } else {
+                lm = try LanguageModel.load(Self.resolveModel(spec.model, in: baseDirectory))
+            }
+            judgeModels[spec.model] = lm
+            judge = try LocalJudge(model: lm, name: spec.model)
+        }
+        // The judge cache lives in the results database.
+        judge = CachedJudge(judge, cache: try JudgeCache(writer: store.db))
+        return JudgeScorer(judge: judge, prompts: try JudgePrompts.defaults())
+    }
+
+    func judgeStage(configIds: Set<String>, ctx: SweepContext, label: String) throws {
+        let todo = try store.unscoredGenerations().filter { configIds.contains($0.configId) }
+        guard !todo.isEmpty else { return }
+        options.log("judge \(label): \(todo.count) answers (trait, coherence, relevance)")
+        let bar = ProgressBar("judge \(label)", total: todo.count, unit: "answers", enabled: options.showProgress)
+        let items = todo.map { JudgeItem(trait: ctx.trait.name, definition: ctx.trait.definition, question: $0.prompt, answer: $0.response) }
+        let scorer = ctx.scorer
+        let store = self.store
+        let failures = Counter()
+        // Each answer's scores are stored as soon as they arrive, so a kill loses at most the
+        // answers in flight. Judge errors store nothing: the next run asks again.
+        let chunk = 32
+        for start in stride(from: 0, to: items.count, by: chunk) {
+            let end = min(start + chunk, items.count)
+            let results = blocking { await scorer.score(Array(items[start..<end]), coherence: true, concurrency: 8) }
+            var rows: [ScoreRow] = []
+            for (g, r) in zip(todo[start..<end], results) {
+                switch (r.trait, r.coherence) {
+                case (.success(let t), .success(let c)?):
+                    rows.append(ScoreRow(configId: g.configId, question: g.question, sample: g.sample, trait: t.score,
+                                         coherence: c.score, relevance: c.relevance.score, offTopic: c.offTopic, error: nil))
+                case (.failure(let e), _), (_, .failure(let e)?):
+                    failures.add(e.description)
+                default:
+                    failures.add("no coherence result")
+                }
+            }
+            try store.insert(scores: rows)
+            bar.advance(by: end - start)
+        }
+        bar.finish()
+        if failures.count > 0 {
+            throw ExperimentError("judge: \(failures.count) answers could not be scored (first error: \(failures.first ?? "?")); run again to retry them")
+        }
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var count = 0
+    private(set) var first: String?
+    func add(_ e: String) { lock.lock(); count += 1; if first == nil { first = e }; lock.unlock() }
+}
+
+/// Runs async work from synchronous code (the CLI and the pipeline are synchronous).
+final class BlockingBox<T>: @unchecked Sendable { var value: T? }
+
+func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+    let box = BlockingBox<T>()
+    let sem = DispatchSemaphore(value: 0)
+    Task.detached {
+        box.value = await body()
+        sem.signal()
+    }
+    sem.wait()
+    return box.value!
+}
+
+extension Int {
+    func rangeMap<T>(_ f: (Int) throws -> T) rethrows -> [T] { try (0..<self).map(f) }
+}
+
+/// FNV-1a over the float bits: identifies a vector in the database.
+func digest(_ v: [Float]) -> String {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for x in v {
+        var b = x.bitPattern
+        for _ in 0..<4 { h = (h ^ UInt64(b & 0xff)) &* 0x100_0000_01b3; b >>= 8 }
+    }
+    return String(format: "%016llx", h)
+}

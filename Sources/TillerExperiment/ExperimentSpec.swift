@@ -1,0 +1,377 @@
+import Foundation
+import TillerSteering
+import Yams
+
+// The experiment file (YAML, or JSON which is YAML too): what the seed's researcher ran by hand
+// in Phase 4–8, as data. `tiller run FILE` executes it; every key is documented in
+// experiments/README.md.
+
+public struct ExperimentError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// How a coefficient is given: as the norm of the added vector (vectors are unit length), or as
+/// a multiple of the layer's mean residual norm with massive dims excluded (transfers between
+/// models whose residual scales differ by 1000×).
+public enum CoefficientScale: String, Codable, Sendable, Equatable {
+    case absolute
+    case relative
+}
+
+/// Adaptive coefficient search per (variant, layer): grow the coefficient geometrically from
+/// `start` until mean coherence falls below `threshold` (the cliff), then bisect (geometric
+/// mean) between the last coherent and the first incoherent coefficient `refine` times.
+public struct CoefficientSearch: Codable, Sendable, Equatable {
+    public var start: Double
+    public var factor: Double = 2
+    public var maxSteps: Int = 8
+    public var refine: Int = 2
+    /// Coherence the search brackets; default: the experiment's first coherence threshold.
+    public var threshold: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case start, factor, refine, threshold
+        case maxSteps = "max_steps"
+    }
+    public init(start: Double, factor: Double = 2, maxSteps: Int = 8, refine: Int = 2, threshold: Double? = nil) {
+        self.start = start; self.factor = factor; self.maxSteps = maxSteps; self.refine = refine; self.threshold = threshold
+    }
+    public init(from d: Decoder) throws {
+        let c = try d.container(keyedBy: CodingKeys.self)
+        start = try c.decode(Double.self, forKey: .start)
+        factor = try c.decodeIfPresent(Double.self, forKey: .factor) ?? 2
+        maxSteps = try c.decodeIfPresent(Int.self, forKey: .maxSteps) ?? 8
+        refine = try c.decodeIfPresent(Int.self, forKey: .refine) ?? 2
+        threshold = try c.decodeIfPresent(Double.self, forKey: .threshold)
+    }
+}
+
+public struct CoefficientPlan: Codable, Sendable, Equatable {
+    public var scale: CoefficientScale
+    /// A fixed grid (ignored when `search` is given).
+    public var values: [Double]
+    public var search: CoefficientSearch?
+
+    enum CodingKeys: String, CodingKey { case scale, values, search }
+    public init(scale: CoefficientScale, values: [Double], search: CoefficientSearch? = nil) {
+        self.scale = scale; self.values = values; self.search = search
+    }
+    /// A plain list means absolute coefficients (the seed's 50…5000).
+    public init(from d: Decoder) throws {
+        if let list = try? d.singleValueContainer().decode([Double].self) {
+            self.init(scale: .absolute, values: list)
+            return
+        }
+        let c = try d.container(keyedBy: CodingKeys.self)
+        self.init(scale: try c.decodeIfPresent(CoefficientScale.self, forKey: .scale) ?? .absolute,
+                  values: try c.decodeIfPresent([Double].self, forKey: .values) ?? [],
+                  search: try c.decodeIfPresent(CoefficientSearch.self, forKey: .search))
+    }
+}
+
+/// Layers as a list `[6, 9, 12]`, a range string `"6-18"` / `"6-18:3"` (step), or
+/// `{from: 6, to: 18, step: 3}`.
+public struct LayerList: Codable, Sendable, Equatable {
+    public var layers: [Int]
+    public init(_ layers: [Int]) { self.layers = layers }
+
+    public init(from d: Decoder) throws {
+        let c = try d.singleValueContainer()
+        if let list = try? c.decode([Int].self) { layers = list; return }
+        if let s = try? c.decode(String.self) { layers = try Self.parse(s); return }
+        struct R: Decodable { var from: Int; var to: Int; var step: Int? }
+        if let r = try? c.decode(R.self) {
+            layers = try Self.range(r.from, r.to, r.step ?? 1, text: "{from: \(r.from), to: \(r.to)}")
+            return
+        }
+        throw DecodingError.dataCorruptedError(in: c, debugDescription: "layers must be a list of integers, a range \"6-18\" or \"6-18:3\", or {from, to, step}")
+    }
+    public func encode(to e: Encoder) throws {
+        var c = e.singleValueContainer()
+        try c.encode(layers)
+    }
+
+    static func parse(_ s: String) throws -> [Int] {
+        let parts = s.replacingOccurrences(of: " ", with: "").split(separator: ":")
+        let bounds = parts.first?.split(separator: "-") ?? []
+        guard parts.count <= 2, bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]) else {
+            throw ExperimentError("layers \"\(s)\" is not a range: write \"6-18\" or \"6-18:3\" (every 3rd layer)")
+        }
+        var step = 1
+        if parts.count == 2 {
+            guard let st = Int(parts[1]) else { throw ExperimentError("layers \"\(s)\": step \"\(parts[1])\" is not an integer") }
+            step = st
+        }
+        return try range(a, b, step, text: s)
+    }
+    static func range(_ a: Int, _ b: Int, _ step: Int, text: String) throws -> [Int] {
+        guard step >= 1 else { throw ExperimentError("layers \(text): the step must be at least 1") }
+        guard a <= b else { throw ExperimentError("layers \(text): the range is empty (\(a) > \(b))") }
+        return Array(stride(from: a, through: b, by: step))
+    }
+}
+
+/// Extraction settings (Phase 2) for the experiment's vectors.
+public struct ExtractionPlan: Codable, Sendable, Equatable {
+    public var maxPairs: Int?
+    public var maxQuestions: Int?
+    public var maxNewTokens: Int = 32
+    public var temperature: Double = 0.7
+    public var batchSize: Int = 16
+
+    enum CodingKeys: String, CodingKey {
+        case temperature
+        case maxPairs = "max_pairs", maxQuestions = "max_questions", maxNewTokens = "max_new_tokens", batchSize = "batch_size"
+    }
+    public init() {}
+    public init(from d: Decoder) throws {
+        let c = try d.container(keyedBy: CodingKeys.self)
+        maxPairs = try c.decodeIfPresent(Int.self, forKey: .maxPairs)
+        maxQuestions = try c.decodeIfPresent(Int.self, forKey: .maxQuestions)
+        maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? 32
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? 0.7
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? 16
+    }
+}
+
+public struct ScanPlan: Codable, Sendable, Equatable {
+    /// Use only the first N calibration texts (small runs).
+    public var maxTexts: Int?
+    /// A prompt file (JSONL/text) instead of the shipped calibration set.
+    public var texts: String?
+    enum CodingKeys: String, CodingKey { case texts; case maxTexts = "max_texts" }
+    public init() {}
+}
+
+public struct ExperimentSpec: Codable, Sendable, Equatable {
+    public var name: String
+    public var models: [String]
+    public var traits: [String]
+    public var methods: [String]
+    /// Cleaning suffixes applied to every method: `preclean_la2`, `postclean_u1`, …
+    public var cleaning: [String]
+    /// Explicit variant names (`probe_preclean_la2`); used in addition to methods × cleaning.
+    public var variants: [String]
+    /// Extraction position set: `response:5`, `response`, `prompt:last`.
+    public var positions: String
+    public var layers: LayerList
+    public var coefficients: CoefficientPlan
+    /// `local:MODEL` or `openai:MODEL`.
+    public var judge: String
+    public var coherenceThresholds: [Double]
+    public var questionsPerTrait: Int
+    public var samplesPerQuestion: Int
+    public var maxNewTokens: Int
+    public var temperature: Double
+    public var seed: UInt64
+    /// Where steering applies during evaluation: `response` (generated tokens) or `all`.
+    public var steerPositions: String
+    /// Sequences generated together (one steering spec each).
+    public var batchSize: Int
+    public var extraction: ExtractionPlan
+    public var scan: ScanPlan
+    /// The variant the summary table compares with the uncleaned probe (the seed's
+    /// probe_preclean_la2); default: the variant with the best mean Δ.
+    public var winner: String?
+    /// Output folder, relative to the experiment file; default `runs/<name>` next to it.
+    public var output: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name, models, traits, methods, cleaning, variants, positions, layers, coefficients, judge
+        case coherenceThresholds = "coherence_thresholds", questionsPerTrait = "questions_per_trait"
+        case samplesPerQuestion = "samples_per_question", maxNewTokens = "max_new_tokens", temperature, seed
+        case steerPositions = "steer_positions", batchSize = "batch_size", extraction, scan, winner, output
+    }
+
+    static let knownKeys: Set<String> = Set(CodingKeys.allKeys)
+
+    public init(from d: Decoder) throws {
+        let c = try d.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        models = try Self.stringOrList(c, .models) ?? []
+        traits = try Self.stringOrList(c, .traits) ?? []
+        methods = try Self.stringOrList(c, .methods) ?? []
+        cleaning = try Self.stringOrList(c, .cleaning) ?? []
+        variants = try Self.stringOrList(c, .variants) ?? []
+        positions = try c.decodeIfPresent(String.self, forKey: .positions) ?? "response:5"
+        layers = try c.decode(LayerList.self, forKey: .layers)
+        coefficients = try c.decode(CoefficientPlan.self, forKey: .coefficients)
+        judge = try c.decode(String.self, forKey: .judge)
+        if let one = try? c.decode(Double.self, forKey: .coherenceThresholds) {
+            coherenceThresholds = [one]
+        } else {
+            coherenceThresholds = try c.decodeIfPresent([Double].self, forKey: .coherenceThresholds) ?? [50]
+        }
+        questionsPerTrait = try c.decodeIfPresent(Int.self, forKey: .questionsPerTrait) ?? 10
+        samplesPerQuestion = try c.decodeIfPresent(Int.self, forKey: .samplesPerQuestion) ?? 1
+        maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? 64
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? 0
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 0
+        steerPositions = try c.decodeIfPresent(String.self, forKey: .steerPositions) ?? "response"
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? 32
+        extraction = try c.decodeIfPresent(ExtractionPlan.self, forKey: .extraction) ?? ExtractionPlan()
+        scan = try c.decodeIfPresent(ScanPlan.self, forKey: .scan) ?? ScanPlan()
+        winner = try c.decodeIfPresent(String.self, forKey: .winner)
+        output = try c.decodeIfPresent(String.self, forKey: .output)
+    }
+
+    private static func stringOrList(_ c: KeyedDecodingContainer<CodingKeys>, _ k: CodingKeys) throws -> [String]? {
+        if let s = try? c.decode(String.self, forKey: k) { return [s] }
+        return try c.decodeIfPresent([String].self, forKey: k)
+    }
+
+    // MARK: Derived
+
+    /// The variants to sweep, in file order, without duplicates.
+    public func variantSpecs() throws -> [VariantSpec] {
+        var names: [String] = []
+        for m in methods {
+            names.append(m)
+            for cl in cleaning { names.append(m + "_" + cl) }
+        }
+        names += variants
+        var seen = Set<String>()
+        var out: [VariantSpec] = []
+        for n in names where seen.insert(n).inserted {
+            do { out.append(try VariantSpec(name: n)) } catch {
+                throw ExperimentError("variant \"\(n)\": \(error)")
+            }
+        }
+        return out
+    }
+
+    public var steeringPositions: SteeringPositionsName { SteeringPositionsName(rawValue: steerPositions) ?? .response }
+
+    /// Settings that decide every stored answer and score. Resuming with different values would
+    /// mix incomparable rows, so the store refuses it.
+    public var generationKey: [String: String] {
+        [
+            "questions_per_trait": String(questionsPerTrait), "samples_per_question": String(samplesPerQuestion),
+            "max_new_tokens": String(maxNewTokens), "temperature": String(temperature), "seed": String(seed),
+            "steer_positions": steerPositions, "judge": judge, "batch_size": String(batchSize),
+            "positions": positions,
+            "extraction": "pairs=\(extraction.maxPairs.map(String.init) ?? "all"),questions=\(extraction.maxQuestions.map(String.init) ?? "all"),tokens=\(extraction.maxNewTokens),T=\(extraction.temperature)",
+        ]
+    }
+
+    // MARK: Loading and validation
+
+    public static func load(path: String) throws -> ExperimentSpec {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ExperimentError("\(path): cannot read experiment file: \(error.localizedDescription)")
+        }
+        return try parse(text, path: path)
+    }
+
+    public static func parse(_ text: String, path: String) throws -> ExperimentSpec {
+        let node: Any?
+        do { node = try Yams.load(yaml: text) } catch {
+            throw ExperimentError("\(path): not valid YAML or JSON: \(error)")
+        }
+        guard let dict = node as? [String: Any] else {
+            throw ExperimentError("\(path): an experiment file must be a mapping of keys (name, models, traits, …)")
+        }
+        let unknown = Set(dict.keys).subtracting(knownKeys).sorted()
+        if !unknown.isEmpty {
+            throw ExperimentError("\(path): unknown key\(unknown.count > 1 ? "s" : "") \(unknown.joined(separator: ", ")) (known: \(knownKeys.sorted().joined(separator: ", ")))")
+        }
+        let spec: ExperimentSpec
+        do { spec = try YAMLDecoder().decode(ExperimentSpec.self, from: text) } catch let e as DecodingError {
+            throw ExperimentError("\(path): \(describe(e))")
+        } catch let e as ExperimentError {
+            throw ExperimentError("\(path): \(e.description)")
+        } catch {
+            throw ExperimentError("\(path): \(error)")
+        }
+        do { try spec.validate() } catch let e as ExperimentError { throw ExperimentError("\(path): \(e.description)") }
+        return spec
+    }
+
+    static func describe(_ e: DecodingError) -> String {
+        func key(_ p: [CodingKey]) -> String {
+            p.isEmpty ? "the top level" : p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+                .replacingOccurrences(of: ".[", with: "[")
+        }
+        switch e {
+        case .keyNotFound(let k, let ctx): return "missing required key \(key(ctx.codingPath + [k]))"
+        case .typeMismatch(let t, let ctx): return "\(key(ctx.codingPath)) has the wrong type (expected \(t))"
+        case .valueNotFound(let t, let ctx): return "\(key(ctx.codingPath)) is empty (expected \(t))"
+        case .dataCorrupted(let ctx): return "\(key(ctx.codingPath)): \(ctx.debugDescription)"
+        @unknown default: return "\(e)"
+        }
+    }
+
+    public func validate() throws {
+        func fail(_ s: String) throws -> Never { throw ExperimentError(s) }
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            try fail("name \"\(name)\" must be non-empty and use only letters, digits, - _ .")
+        }
+        if models.isEmpty { try fail("models: give at least one model (cache name, .gguf path or HF directory)") }
+        if traits.isEmpty { try fail("traits: give at least one trait (shipped name or trait file)") }
+        if methods.isEmpty && variants.isEmpty { try fail("give methods (probe, mean_diff) and/or variants") }
+        for m in methods where ExtractionMethod(rawValue: m) == nil {
+            try fail("methods: unknown method \"\(m)\" (use probe or mean_diff)")
+        }
+        for cl in cleaning {
+            guard (try? VariantSpec(name: "probe_" + cl)) != nil else {
+                try fail("cleaning: \"\(cl)\" is not preclean_laN, preclean_uN, postclean_laN or postclean_uN")
+            }
+        }
+        _ = try variantSpecs()
+        do { _ = try PositionSet(positions) } catch { try fail("positions: \(error)") }
+        if layers.layers.isEmpty { try fail("layers: the list is empty") }
+        if let bad = layers.layers.first(where: { $0 < 0 }) { try fail("layers: \(bad) is negative") }
+        if Set(layers.layers).count != layers.layers.count { try fail("layers: \(layers.layers) has duplicates") }
+        if let s = coefficients.search {
+            guard s.start > 0, s.start.isFinite else { try fail("coefficients.search.start must be > 0") }
+            guard s.factor > 1 else { try fail("coefficients.search.factor must be > 1") }
+            guard s.maxSteps >= 1, s.maxSteps <= 30 else { try fail("coefficients.search.max_steps must be in 1…30") }
+            guard s.refine >= 0, s.refine <= 10 else { try fail("coefficients.search.refine must be in 0…10") }
+        } else {
+            if coefficients.values.isEmpty { try fail("coefficients: give values (a list) or a search") }
+            if let bad = coefficients.values.first(where: { !($0 > 0) || !$0.isFinite }) {
+                try fail("coefficients: \(bad) is not a positive number (the baseline, coefficient 0, is always run)")
+            }
+            if Set(coefficients.values).count != coefficients.values.count { try fail("coefficients: \(coefficients.values) has duplicates") }
+        }
+        do { _ = try JudgeSpecText.parse(judge) } catch { try fail("judge: \(error)") }
+        if coherenceThresholds.isEmpty || coherenceThresholds.count > 2 {
+            try fail("coherence_thresholds: give one or two thresholds (the seed used 68 and 70)")
+        }
+        if let bad = coherenceThresholds.first(where: { !(0...100).contains($0) }) { try fail("coherence_thresholds: \(bad) is outside 0…100") }
+        if questionsPerTrait < 1 { try fail("questions_per_trait must be at least 1") }
+        if samplesPerQuestion < 1 { try fail("samples_per_question must be at least 1") }
+        if samplesPerQuestion > 1 && temperature == 0 {
+            try fail("samples_per_question is \(samplesPerQuestion) but temperature is 0: greedy samples would all be the same")
+        }
+        if maxNewTokens < 1 || maxNewTokens > 4096 { try fail("max_new_tokens must be in 1…4096") }
+        if !(temperature >= 0) || !temperature.isFinite { try fail("temperature must be ≥ 0") }
+        if SteeringPositionsName(rawValue: steerPositions) == nil { try fail("steer_positions must be response or all") }
+        if batchSize < 1 { try fail("batch_size must be at least 1") }
+        if extraction.batchSize < 1 { try fail("extraction.batch_size must be at least 1") }
+        if let w = winner, (try? VariantSpec(name: w)) == nil { try fail("winner: \"\(w)\" is not a variant name") }
+    }
+}
+
+public enum SteeringPositionsName: String, Sendable { case response, all }
+
+/// `local:MODEL` / `openai:MODEL`, checked without loading anything.
+enum JudgeSpecText {
+    static func parse(_ s: String) throws -> (backend: String, model: String) {
+        guard let i = s.firstIndex(of: ":") else { throw ExperimentError("\"\(s)\" must be local:MODEL or openai:MODEL") }
+        let b = String(s[..<i]), m = String(s[s.index(after: i)...])
+        guard b == "local" || b == "openai" else { throw ExperimentError("backend \"\(b)\" is unknown: use local:MODEL or openai:MODEL") }
+        guard !m.isEmpty else { throw ExperimentError("\"\(s)\" names no model") }
+        return (b, m)
+    }
+}
+
+extension ExperimentSpec.CodingKeys {
+    static var allKeys: [String] {
+        ["name", "models", "traits", "methods", "cleaning", "variants", "positions", "layers", "coefficients", "judge",
+         "coherence_thresholds", "questions_per_trait", "samples_per_question", "max_new_tokens", "temperature", "seed",
+         "steer_positions", "batch_size", "extraction", "scan", "winner", "output"]
+    }
+}

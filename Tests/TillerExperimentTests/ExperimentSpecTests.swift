@@ -1,0 +1,117 @@
+import XCTest
+@testable import TillerExperiment
+
+final class ExperimentSpecTests: XCTestCase {
+    let minimal = """
+    name: t
+    models: smollm2-135m-instruct
+    traits: [refusal]
+    methods: [probe, mean_diff]
+    cleaning: [preclean_la2, postclean_u2]
+    layers: "6-18:3"
+    coefficients: {scale: relative, values: [0.5, 1, 2]}
+    judge: local:smollm2-135m-instruct
+    coherence_thresholds: [68, 70]
+    """
+
+    func testParsesYAMLAndDerivesVariants() throws {
+        let s = try ExperimentSpec.parse(minimal, path: "x.yaml")
+        XCTAssertEqual(s.models, ["smollm2-135m-instruct"])
+        XCTAssertEqual(s.layers.layers, [6, 9, 12, 15, 18])
+        XCTAssertEqual(s.coefficients.scale, .relative)
+        XCTAssertEqual(s.coefficients.values, [0.5, 1, 2])
+        XCTAssertEqual(try s.variantSpecs().map(\.name),
+                       ["probe", "probe_preclean_la2", "probe_postclean_u2", "mean_diff", "mean_diff_preclean_la2", "mean_diff_postclean_u2"])
+        XCTAssertEqual(s.coherenceThresholds, [68, 70])
+        XCTAssertEqual(s.questionsPerTrait, 10)
+    }
+
+    func testJSONIsAccepted() throws {
+        let json = """
+        {"name": "j", "models": ["m"], "traits": ["refusal"], "variants": ["probe_preclean_la2"], "layers": [3, 4],
+         "coefficients": [50, 100], "judge": "openai:gpt-4.1-mini", "coherence_thresholds": 70}
+        """
+        let s = try ExperimentSpec.parse(json, path: "x.json")
+        XCTAssertEqual(s.coefficients.scale, .absolute)
+        XCTAssertEqual(s.coefficients.values, [50, 100])
+        XCTAssertEqual(s.coherenceThresholds, [70])
+        XCTAssertEqual(try s.variantSpecs().map(\.name), ["probe_preclean_la2"])
+    }
+
+    func testSearchAndLayerObject() throws {
+        let y = minimal.replacingOccurrences(of: "coefficients: {scale: relative, values: [0.5, 1, 2]}",
+                                             with: "coefficients: {scale: relative, search: {start: 0.25, factor: 2, max_steps: 5}}")
+            .replacingOccurrences(of: "layers: \"6-18:3\"", with: "layers: {from: 2, to: 4}")
+        let s = try ExperimentSpec.parse(y, path: "x.yaml")
+        XCTAssertEqual(s.layers.layers, [2, 3, 4])
+        XCTAssertEqual(s.coefficients.search, CoefficientSearch(start: 0.25, factor: 2, maxSteps: 5, refine: 2))
+    }
+
+    func assertError(_ yaml: String, contains: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try ExperimentSpec.parse(yaml, path: "bad.yaml"), file: file, line: line) { e in
+            let d = "\(e)"
+            XCTAssertTrue(d.contains("bad.yaml"), "error does not name the file: \(d)", file: file, line: line)
+            XCTAssertTrue(d.contains(contains), "expected \"\(contains)\" in: \(d)", file: file, line: line)
+        }
+    }
+
+    func testClearErrors() {
+        assertError(minimal + "\nlayer: 3", contains: "unknown key layer")
+        assertError(minimal.replacingOccurrences(of: "judge: local:smollm2-135m-instruct\n", with: ""), contains: "missing required key judge")
+        assertError(minimal.replacingOccurrences(of: "[probe, mean_diff]", with: "[probe, pca]"), contains: "unknown method \"pca\"")
+        assertError(minimal.replacingOccurrences(of: "preclean_la2", with: "preclean_x2"), contains: "cleaning: \"preclean_x2\"")
+        assertError(minimal.replacingOccurrences(of: "\"6-18:3\"", with: "\"18-6\""), contains: "range is empty")
+        assertError(minimal.replacingOccurrences(of: "[0.5, 1, 2]", with: "[0.5, -1]"), contains: "not a positive number")
+        assertError(minimal.replacingOccurrences(of: "local:smollm2", with: "remote:smollm2"), contains: "backend \"remote\"")
+        assertError(minimal.replacingOccurrences(of: "[68, 70]", with: "[68, 70, 72]"), contains: "one or two thresholds")
+        assertError(minimal + "\nsamples_per_question: 3", contains: "temperature is 0")
+        assertError(minimal.replacingOccurrences(of: "layers: \"6-18:3\"", with: "layers: [1, 1]"), contains: "duplicates")
+        assertError("name: [", contains: "not valid YAML")
+        assertError(minimal.replacingOccurrences(of: "name: t", with: "name: a b"), contains: "name \"a b\"")
+    }
+
+    func testShardParsing() throws {
+        XCTAssertEqual(try Shard(parsing: "2/4"), Shard(index: 2, count: 4))
+        XCTAssertThrowsError(try Shard(parsing: "4/4"))
+        XCTAssertThrowsError(try Shard(parsing: "1"))
+    }
+
+    func testUnitsAreFixedAndShardsPartitionThem() {
+        let configs = SweepPlanner.grid(model: "m", trait: "t", variants: ["probe", "mean_diff"], layers: [1, 2],
+                                        plan: CoefficientPlan(scale: .relative, values: [0.5, 1]), norm: { Double($0) * 10 })
+        XCTAssertEqual(configs.count, 1 + 2 * 2 * 2)
+        XCTAssertEqual(configs[0].id, "m/t/baseline")
+        XCTAssertEqual(configs[1].id, "m/t/probe/L1/rel0.5")
+        XCTAssertEqual(configs[1].absoluteCoefficient, 5)
+        let units = SweepPlanner.units(configs: configs, questions: 3, samples: 1, batchSize: 4)
+        XCTAssertEqual(units.map(\.items.count).reduce(0, +), 27)
+        XCTAssertEqual(units.count, 7)
+        let shards = (0..<3).map { s in units.filter { Shard(index: s, count: 3).owns($0.index) } }
+        XCTAssertEqual(Set(shards.flatMap { $0.flatMap { $0.items.map(\.key) } }).count, 27)
+        XCTAssertEqual(shards.map(\.count).reduce(0, +), units.count)
+    }
+
+    func testSearchBracketsTheCliff() {
+        // Coherence falls below 50 above coefficient 6.
+        let s = CoefficientSearch(start: 1, factor: 2, maxSteps: 6, refine: 2)
+        var history: [(coefficient: Double, coherence: Double?)] = []
+        var asked: [Double] = []
+        while let c = SweepPlanner.nextCoefficient(s, threshold: 50, history: history) {
+            asked.append(c)
+            history.append((c, c <= 6 ? 80 : 20))
+            XCTAssertLessThan(asked.count, 20)
+        }
+        XCTAssertEqual(Array(asked.prefix(4)), [1, 2, 4, 8])
+        XCTAssertEqual(asked.count, 6)
+        XCTAssertEqual(asked[4], 5.66, accuracy: 0.01)  // √(4·8)
+        XCTAssertEqual(asked[5], 6.73, accuracy: 0.01)  // √(5.66·8)
+        // Incoherent from the start: the search walks down.
+        var h2: [(coefficient: Double, coherence: Double?)] = []
+        var a2: [Double] = []
+        while let c = SweepPlanner.nextCoefficient(s, threshold: 50, history: h2) {
+            a2.append(c)
+            h2.append((c, c <= 0.3 ? 90 : nil))
+        }
+        XCTAssertEqual(Array(a2.prefix(3)), [1, 0.5, 0.25])
+    }
+}
