@@ -196,6 +196,189 @@ func fusedDot<D: GroupDecoder>(_: D.Type, _ row: UnsafeRawPointer, _ x: UnsafePo
     return horizontalSum((a0 + a1) + (a2 + a3))
 }
 
+/// A block type whose weights are a scale times small integers: the kernel sums q·x first and
+/// scales once per 16 elements, which saves a multiply per weight vector. The first two vectors
+/// of a group share `scales.0`, the last two `scales.1`.
+protocol ScaledGroupDecoder {
+    static var elements: Int { get }
+    static var bytes: Int { get }
+    static func scaledGroup(_ block: UnsafeRawPointer, _ g: Int) -> (scales: (Float, Float), quants: Group)
+}
+
+extension Q8_0Groups: ScaledGroupDecoder {
+    @inline(__always) static func scaledGroup(_ b: UnsafeRawPointer, _ g: Int) -> (scales: (Float, Float), quants: Group) {
+        let d = loadF16(b)
+        return ((d, d), (floats(b.loadUnaligned(fromByteOffset: 2, as: SIMD8<Int8>.self)),
+                         floats(b.loadUnaligned(fromByteOffset: 10, as: SIMD8<Int8>.self)),
+                         floats(b.loadUnaligned(fromByteOffset: 18, as: SIMD8<Int8>.self)),
+                         floats(b.loadUnaligned(fromByteOffset: 26, as: SIMD8<Int8>.self))))
+    }
+}
+
+extension Q4_0Groups: ScaledGroupDecoder {
+    @inline(__always) static func scaledGroup(_ b: UnsafeRawPointer, _ g: Int) -> (scales: (Float, Float), quants: Group) {
+        let d = loadF16(b)
+        let qs = b.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self)
+        let lo = qs & 0x0F, hi = qs &>> 4
+        return ((d, d), (floats(lo.lowHalf) - 8, floats(lo.highHalf) - 8, floats(hi.lowHalf) - 8, floats(hi.highHalf) - 8))
+    }
+}
+
+extension Q5_0Groups: ScaledGroupDecoder {
+    @inline(__always) static func scaledGroup(_ b: UnsafeRawPointer, _ g: Int) -> (scales: (Float, Float), quants: Group) {
+        let d = loadF16(b)
+        let qh = b.loadUnaligned(fromByteOffset: 2, as: UInt32.self).littleEndian
+        let qs = b.loadUnaligned(fromByteOffset: 6, as: SIMD16<UInt8>.self)
+        let q0 = (qs & 0x0F) | q5HighBits16(qh, 0), q1 = (qs &>> 4) | q5HighBits16(qh, 1)
+        return ((d, d), (floats(q0.lowHalf) - 16, floats(q0.highHalf) - 16, floats(q1.lowHalf) - 16, floats(q1.highHalf) - 16))
+    }
+}
+
+extension Q6_KGroups: ScaledGroupDecoder {
+    @inline(__always) static func scaledGroup(_ b: UnsafeRawPointer, _ g: Int) -> (scales: (Float, Float), quants: Group) {
+        let d = loadF16(b, 208)
+        let h = g &>> 2, s = g & 3
+        let scales = (b + 192).assumingMemoryBound(to: Int8.self)
+        let ql = b + (64 &* h &+ 32 &* (s & 1)), qh = b + (128 &+ 32 &* h)
+        let q0 = nibbles(ql.loadUnaligned(as: SIMD16<UInt8>.self), high: s >= 2)
+            | twoBitField(qh.loadUnaligned(as: SIMD16<UInt8>.self), s) &<< 4
+        let q1 = nibbles(ql.loadUnaligned(fromByteOffset: 16, as: SIMD16<UInt8>.self), high: s >= 2)
+            | twoBitField(qh.loadUnaligned(fromByteOffset: 16, as: SIMD16<UInt8>.self), s) &<< 4
+        return ((d * Float(scales[2 &* g]), d * Float(scales[2 &* g &+ 1])),
+                (floats(q0.lowHalf) - 32, floats(q0.highHalf) - 32, floats(q1.lowHalf) - 32, floats(q1.highHalf) - 32))
+    }
+}
+
+/// Σ_i W[i]·x[i] for a scale-times-integers type: Σ_blocks d·(Σ q·x).
+@inline(__always)
+func scaledFusedDot<D: ScaledGroupDecoder>(_: D.Type, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int) -> Float {
+    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
+    let groups = D.elements / 32
+    var xp = x
+    for b in 0..<blocks {
+        let block = row + b &* D.bytes
+        for g in 0..<groups {
+            let ((d0, d1), (q0, q1, q2, q3)) = D.scaledGroup(block, g)
+            var s0 = q0 * vload(xp)
+            s0.addProduct(q1, vload(xp + 8))
+            var s1 = q2 * vload(xp + 16)
+            s1.addProduct(q3, vload(xp + 24))
+            a0.addProduct(SIMD8(repeating: d0), s0)
+            a1.addProduct(SIMD8(repeating: d1), s1)
+            xp += 32
+        }
+    }
+    return horizontalSum(a0 + a1)
+}
+
+func scaledFusedMatvec<D: ScaledGroupDecoder>(_ d: D.Type, _ base: UnsafeRawPointer, rowBytes: Int, blocks: Int,
+                                              _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ outputs: Range<Int>) {
+    for o in outputs {
+        y[o] = scaledFusedDot(d, base + o &* rowBytes, x, blocks: blocks)
+    }
+}
+
+/// A block type whose weights are `scale·q + offset` per 32-element group (Q4_1, Q5_1, and the
+/// K-quants with mins): Σ w·x = scale·Σ q·x + offset·Σ x, with the group sums of x computed once
+/// per call, which saves a multiply-add per weight vector.
+protocol AffineGroupDecoder {
+    static var elements: Int { get }
+    static var bytes: Int { get }
+    static func affineGroup(_ block: UnsafeRawPointer, _ g: Int) -> (scale: Float, offset: Float, quants: Group)
+}
+
+extension Q4_1Groups: AffineGroupDecoder {
+    @inline(__always) static func affineGroup(_ b: UnsafeRawPointer, _ g: Int) -> (scale: Float, offset: Float, quants: Group) {
+        let qs = b.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self)
+        let lo = qs & 0x0F, hi = qs &>> 4
+        return (loadF16(b), loadF16(b, 2), (floats(lo.lowHalf), floats(lo.highHalf), floats(hi.lowHalf), floats(hi.highHalf)))
+    }
+}
+
+extension Q5_1Groups: AffineGroupDecoder {
+    @inline(__always) static func affineGroup(_ b: UnsafeRawPointer, _ g: Int) -> (scale: Float, offset: Float, quants: Group) {
+        let qh = b.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
+        let qs = b.loadUnaligned(fromByteOffset: 8, as: SIMD16<UInt8>.self)
+        let q0 = (qs & 0x0F) | q5HighBits16(qh, 0), q1 = (qs &>> 4) | q5HighBits16(qh, 1)
+        return (loadF16(b), loadF16(b, 2), (floats(q0.lowHalf), floats(q0.highHalf), floats(q1.lowHalf), floats(q1.highHalf)))
+    }
+}
+
+extension Q4_KGroups: AffineGroupDecoder {
+    @inline(__always) static func affineGroup(_ b: UnsafeRawPointer, _ g: Int) -> (scale: Float, offset: Float, quants: Group) {
+        let (sc, mn) = kScaleMin(b + 4, g)
+        let p = b + (16 &+ 32 &* (g &>> 1))
+        let q0 = nibbles(p.loadUnaligned(as: SIMD16<UInt8>.self), high: g & 1 == 1)
+        let q1 = nibbles(p.loadUnaligned(fromByteOffset: 16, as: SIMD16<UInt8>.self), high: g & 1 == 1)
+        return (loadF16(b) * Float(sc), -(loadF16(b, 2) * Float(mn)),
+                (floats(q0.lowHalf), floats(q0.highHalf), floats(q1.lowHalf), floats(q1.highHalf)))
+    }
+}
+
+extension Q5_KGroups: AffineGroupDecoder {
+    @inline(__always) static func affineGroup(_ b: UnsafeRawPointer, _ g: Int) -> (scale: Float, offset: Float, quants: Group) {
+        let (sc, mn) = kScaleMin(b + 4, g)
+        let p = b + (48 &+ 32 &* (g &>> 1))
+        let q0 = nibbles(p.loadUnaligned(as: SIMD16<UInt8>.self), high: g & 1 == 1)
+            | bitAsSixteen((b + 16).loadUnaligned(as: SIMD16<UInt8>.self), g)
+        let q1 = nibbles(p.loadUnaligned(fromByteOffset: 16, as: SIMD16<UInt8>.self), high: g & 1 == 1)
+            | bitAsSixteen((b + 32).loadUnaligned(as: SIMD16<UInt8>.self), g)
+        return (loadF16(b) * Float(sc), -(loadF16(b, 2) * Float(mn)),
+                (floats(q0.lowHalf), floats(q0.highHalf), floats(q1.lowHalf), floats(q1.highHalf)))
+    }
+}
+
+/// Σ_i W[i]·x[i] for an affine type; `groupSums[k]` = Σ x[32k ..< 32k+32].
+@inline(__always)
+func affineFusedDot<D: AffineGroupDecoder>(_: D.Type, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>,
+                                           groupSums: UnsafePointer<Float>, blocks: Int) -> Float {
+    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
+    var offsets: Float = 0
+    let groups = D.elements / 32
+    var xp = x, sums = groupSums
+    for b in 0..<blocks {
+        let block = row + b &* D.bytes
+        for g in 0..<groups {
+            let (d, m, (q0, q1, q2, q3)) = D.affineGroup(block, g)
+            var s0 = q0 * vload(xp)
+            s0.addProduct(q1, vload(xp + 8))
+            var s1 = q2 * vload(xp + 16)
+            s1.addProduct(q3, vload(xp + 24))
+            let dv = SIMD8<Float>(repeating: d)
+            a0.addProduct(dv, s0)
+            a1.addProduct(dv, s1)
+            offsets += m * sums.pointee
+            xp += 32
+            sums += 1
+        }
+    }
+    return horizontalSum(a0 + a1) + offsets
+}
+
+func affineFusedMatvec<D: AffineGroupDecoder>(_ d: D.Type, _ base: UnsafeRawPointer, rowBytes: Int, blocks: Int,
+                                              _ x: UnsafePointer<Float>, groupSums: UnsafePointer<Float>,
+                                              _ y: UnsafeMutablePointer<Float>, _ outputs: Range<Int>) {
+    for o in outputs {
+        y[o] = affineFusedDot(d, base + o &* rowBytes, x, groupSums: groupSums, blocks: blocks)
+    }
+}
+
+/// Whether the one-row kernel for `type` wants the 32-element group sums of x.
+func matvecNeedsGroupSums(_ type: GGMLType) -> Bool {
+    switch type {
+    case .q4_1, .q5_1, .q4_K, .q5_K: return true
+    default: return false
+    }
+}
+
+/// sums[k] = Σ x[32k ..< 32k+32] for k in 0..<count/32.
+func groupSums32(_ x: UnsafePointer<Float>, count: Int, into sums: UnsafeMutablePointer<Float>) {
+    for k in 0..<(count / 32) {
+        let p = x + 32 &* k
+        sums[k] = horizontalSum((vload(p) + vload(p + 8)) + (vload(p + 16) + vload(p + 24)))
+    }
+}
+
 /// y[o] = W[o]·x for o in `outputs`, one input row.
 func fusedMatvec<D: GroupDecoder>(_ d: D.Type, _ base: UnsafeRawPointer, rowBytes: Int, blocks: Int,
                                   _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ outputs: Range<Int>) {
@@ -204,19 +387,21 @@ func fusedMatvec<D: GroupDecoder>(_ d: D.Type, _ base: UnsafeRawPointer, rowByte
     }
 }
 
-/// Dispatches `fusedMatvec` on the stored type; false when the type has no fused kernel.
+/// The one-row kernel for the stored type: y[o] = W[o]·x for o in `outputs`. `groupSums` must be
+/// given when `matvecNeedsGroupSums(type)`. False when the type has no fused kernel.
 func fusedMatvec(_ type: GGMLType, _ base: UnsafeRawPointer, rowBytes: Int, inFeatures: Int,
-                 _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ outputs: Range<Int>) -> Bool {
+                 _ x: UnsafePointer<Float>, groupSums: UnsafePointer<Float>?,
+                 _ y: UnsafeMutablePointer<Float>, _ outputs: Range<Int>) -> Bool {
     let blocks32 = inFeatures / 32, blocks256 = inFeatures / 256
     switch type {
-    case .q8_0: fusedMatvec(Q8_0Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
-    case .q4_0: fusedMatvec(Q4_0Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
-    case .q4_1: fusedMatvec(Q4_1Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
-    case .q5_0: fusedMatvec(Q5_0Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
-    case .q5_1: fusedMatvec(Q5_1Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
-    case .q4_K: fusedMatvec(Q4_KGroups.self, base, rowBytes: rowBytes, blocks: blocks256, x, y, outputs)
-    case .q5_K: fusedMatvec(Q5_KGroups.self, base, rowBytes: rowBytes, blocks: blocks256, x, y, outputs)
-    case .q6_K: fusedMatvec(Q6_KGroups.self, base, rowBytes: rowBytes, blocks: blocks256, x, y, outputs)
+    case .q8_0: scaledFusedMatvec(Q8_0Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
+    case .q4_0: scaledFusedMatvec(Q4_0Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
+    case .q5_0: scaledFusedMatvec(Q5_0Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
+    case .q6_K: scaledFusedMatvec(Q6_KGroups.self, base, rowBytes: rowBytes, blocks: blocks256, x, y, outputs)
+    case .q4_1: affineFusedMatvec(Q4_1Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, groupSums: groupSums!, y, outputs)
+    case .q5_1: affineFusedMatvec(Q5_1Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, groupSums: groupSums!, y, outputs)
+    case .q4_K: affineFusedMatvec(Q4_KGroups.self, base, rowBytes: rowBytes, blocks: blocks256, x, groupSums: groupSums!, y, outputs)
+    case .q5_K: affineFusedMatvec(Q5_KGroups.self, base, rowBytes: rowBytes, blocks: blocks256, x, groupSums: groupSums!, y, outputs)
     case .f32 where inFeatures % 32 == 0:
         fusedMatvec(F32Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)
     case .f16 where inFeatures % 32 == 0:

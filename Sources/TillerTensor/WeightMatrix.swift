@@ -147,9 +147,14 @@ public final class WeightMatrix: @unchecked Sendable {
         let pool = WorkerPool.shared
         let tile = matvecTileRows(pool: pool)
         let tiles = (outFeatures + tile - 1) / tile
-        pool.parallelFor(tiles) { t in
-            let o0 = t * tile
-            matvecTile(x, rows: rows, into: y, outRange: o0..<min(outFeatures, o0 + tile))
+        let sumsNeeded = rows == 1 && matvecNeedsGroupSums(type)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: sumsNeeded ? inFeatures / 32 : 0) { sums in
+            if sumsNeeded { groupSums32(x, count: inFeatures, into: sums.baseAddress!) }
+            let groupSums = sumsNeeded ? UnsafePointer(sums.baseAddress!) : nil
+            pool.parallelFor(tiles) { t in
+                let o0 = t * tile
+                matvecTile(x, rows: rows, groupSums: groupSums, into: y, outRange: o0..<min(outFeatures, o0 + tile))
+            }
         }
     }
 
@@ -161,8 +166,9 @@ public final class WeightMatrix: @unchecked Sendable {
         return max(4, (rowsPerTask + 3) / 4 * 4)
     }
 
-    func matvecTile(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, outRange: Range<Int>) {
-        if rows == 1, fusedMatvec(type, base, rowBytes: rowBytes, inFeatures: inFeatures, x, y, outRange) {
+    func matvecTile(_ x: UnsafePointer<Float>, rows: Int, groupSums: UnsafePointer<Float>?,
+                    into y: UnsafeMutablePointer<Float>, outRange: Range<Int>) {
+        if rows == 1, fusedMatvec(type, base, rowBytes: rowBytes, inFeatures: inFeatures, x, groupSums: groupSums, y, outRange) {
             return
         }
         // Several input rows: dequantize each weight row once into L1 and share it among them.

@@ -29,7 +29,9 @@ final class WeightMatrixTests: XCTestCase {
     }
 
     func testApplyMatchesDequantizedReferenceForEveryType() throws {
+        var report: [String] = []
         for (t, type) in Self.kernelTypes.enumerated() {
+            var worst = 0.0
             // 45 outputs: tiles with a remainder; 512 inputs: a whole number of K blocks.
             let shapes = type.blockSize == 256 ? [(45, 512)] : [(45, 512), (13, 96)]
             for (s, (out, inF)) in shapes.enumerated() {
@@ -41,9 +43,12 @@ final class WeightMatrixTests: XCTestCase {
                     let x = randomFloats(rows * inF, seed: UInt64(rows))
                     let err = relativeError(w, dense: dense, x: x, rows: rows)
                     XCTAssertLessThanOrEqual(err, 1e-5, "\(type) \(out)×\(inF), rows \(rows): relative error \(err)")
+                    worst = max(worst, err)
                 }
             }
+            report.append("\(type) \(String(format: "%.1e", worst))")
         }
+        print("WeightMatrix.apply worst relative error: " + report.joined(separator: ", "))
     }
 
     func testF32PrecisionConvertsAtLoad() throws {
