@@ -17,6 +17,9 @@ public final class JudgeCache: Sendable {
         }
     }
 
+    /// A cache that lives as long as the process (tests, one-off scoring).
+    public static func inMemory() throws -> JudgeCache { try JudgeCache(writer: DatabaseQueue()) }
+
     /// Uses an open database (e.g. the results database); creates the table if missing.
     public init(writer: any DatabaseWriter) throws {
         self.writer = writer

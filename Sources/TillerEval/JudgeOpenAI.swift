@@ -75,8 +75,11 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         self.model = model
         self.options = options
         let config = URLSessionConfiguration.ephemeral
-        config.timeoutIntervalForRequest = options.timeout
-        config.timeoutIntervalForResource = options.timeout
+        // The precise per-attempt limit is `withDeadline`; Foundation's own timeouts on Linux round
+        // sub-second values badly, so they are only a whole-second backstop here.
+        let backstop = max(1, options.timeout.rounded(.up)) + 1
+        config.timeoutIntervalForRequest = backstop
+        config.timeoutIntervalForResource = backstop
         config.httpMaximumConnectionsPerHost = max(options.maxConcurrent, 1)
         config.urlCache = nil
         session = URLSession(configuration: config)
@@ -144,13 +147,13 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         var req = URLRequest(url: endpoint)
         req.httpMethod = "POST"
         req.httpBody = body
-        req.timeoutInterval = options.timeout
+        req.timeoutInterval = max(1, options.timeout.rounded(.up)) + 1
         req.setValue("application/json", forHTTPHeaderField: "Content-Type")
         if let key = options.apiKey { req.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
         let data: Data, response: URLResponse
         do {
             let request = req
-            (data, response) = try await withDeadline(options.timeout + 1) { try await self.session.data(for: request) }
+            (data, response) = try await withDeadline(options.timeout) { try await self.session.data(for: request) }
         } catch is DeadlineExceeded {
             return .retryable(.network("no answer within \(options.timeout)s"), retryAfter: nil)
         } catch let e as URLError {

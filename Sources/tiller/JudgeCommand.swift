@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import TillerEval
+
+struct JudgeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "judge",
+        abstract: "Score answers for a trait (and coherence) with an LLM judge.",
+        discussion: """
+        One pair with --question/--answer, or a JSONL file with --input: one object per line with "question", \
+        "answer" and optionally "trait"/"definition". Output: one JSON object per line with "trait_score", \
+        "coherence", "relevance" (null when the judge gave no number) or "error". \
+        --judge openai:MODEL uses an OpenAI-compatible endpoint (--base-url or TILLER_JUDGE_BASE_URL / OPENAI_BASE_URL; \
+        key from --api-key or TILLER_JUDGE_API_KEY / OPENAI_API_KEY; the key is never printed or stored). \
+        --judge local:MODEL runs the judge model with Tiller's engine.
+        """)
+
+    @Option(help: "openai:MODEL or local:MODEL.")
+    var judge: String
+    @Option(help: "Trait name (e.g. refusal).")
+    var trait: String?
+    @Option(help: "Trait definition used in the judge prompt.")
+    var definition: String?
+    @Option(help: "The question.")
+    var question: String?
+    @Option(help: "The answer to score.")
+    var answer: String?
+    @Option(help: "JSONL file of {question, answer[, trait, definition]}.")
+    var input: String?
+    @Flag(name: .customLong("no-coherence"), help: "Skip the coherence and relevance judges.")
+    var noCoherence = false
+    @Option(name: .customLong("prompts"), help: "Directory overriding trait.txt / coherence.txt / relevance.txt.")
+    var promptsDirectory: String?
+    @Option(name: .customLong("cache"), help: "SQLite file caching judge answers (e.g. the results database).")
+    var cachePath: String?
+    @Option(name: .customLong("min-mass"), help: "Least probability on integer answers for a score to count.")
+    var minMass = Scoring.defaultMinMass
+    @Option(name: .customLong("base-url"), help: "OpenAI-compatible base URL (…/v1).")
+    var baseURL: String?
+    @Option(name: .customLong("api-key"), help: "API key (prefer the environment: flags show up in process lists).")
+    var apiKey: String?
+    @Option(help: "Requests in flight at once (openai).")
+    var concurrency = 8
+    @Option(help: "Seconds per attempt (openai).")
+    var timeout = 60.0
+    @Option(help: "Retries on 429 / 5xx / network errors (openai).")
+    var retries = 5
+
+    func validate() throws {
+        if input == nil && (question == nil || answer == nil) { throw ValidationError("give --question and --answer, or --input FILE") }
+        guard minMass > 0, minMass <= 1 else { throw ValidationError("--min-mass must be in (0, 1]") }
+        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
+    }
+
+    func run() throws {
+        // The root command is synchronous; the judges are async.
+        let box = ResultBox()
+        let sem = DispatchSemaphore(value: 0)
+        Task {
+            do { try await self.score() } catch { box.error = error }
+            sem.signal()
+        }
+        sem.wait()
+        if let e = box.error { throw e }
+    }
+
+    final class ResultBox: @unchecked Sendable { var error: Error? }
+
+    func score() async throws {
+        let spec = try JudgeSpec(parsing: judge)
+        var base: any Judge
+        switch spec.backend {
+        case .openai:
+            var o = try OpenAIJudgeOptions.fromEnvironment(baseURL: baseURL, apiKey: apiKey)
+            o.maxConcurrent = concurrency
+            o.timeout = timeout
+            o.maxRetries = retries
+            base = OpenAIJudge(model: spec.model, options: o)
+        case .local:
+            base = try LocalJudge(model: loadLanguageModel(spec.model), name: spec.model)
+        }
+        if let cachePath { base = CachedJudge(base, cache: try JudgeCache(path: cachePath)) }
+        let prompts = try promptsDirectory.map { try JudgePrompts.load(directory: $0) } ?? JudgePrompts.defaults()
+        let scorer = JudgeScorer(judge: base, prompts: prompts, minMass: minMass)
+
+        var items: [JudgeItem] = []
+        if let input {
+            let text = try String(contentsOfFile: input, encoding: .utf8)
+            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+                guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let q = obj["question"] as? String, let a = obj["answer"] as? String else {
+                    throw CLIError("\(input):\(n + 1): expected a JSON object with string \"question\" and \"answer\"")
+                }
+                let t = obj["trait"] as? String ?? trait
+                let d = obj["definition"] as? String ?? definition
+                guard let t, let d else { throw CLIError("\(input):\(n + 1): no trait/definition (give them per line or with --trait/--definition)") }
+                items.append(JudgeItem(trait: t, definition: d, question: q, answer: a))
+            }
+        } else {
+            guard let trait, let definition else { throw CLIError("give --trait and --definition") }
+            items = [JudgeItem(trait: trait, definition: definition, question: question!, answer: answer!)]
+        }
+        let results = await scorer.score(items, coherence: !noCoherence, concurrency: concurrency)
+        var failures = 0
+        for r in results {
+            var o: [String: Any] = ["question": r.item.question, "trait": r.item.trait]
+            switch r.trait {
+            case .success(let s): o["trait_score"] = s.score as Any? ?? NSNull(); o["trait_mass"] = s.mass
+            case .failure(let e): o["error"] = e.description; failures += 1
+            }
+            if let c = r.coherence {
+                switch c {
+                case .success(let c):
+                    o["coherence"] = c.score as Any? ?? NSNull()
+                    o["relevance"] = c.relevance.score as Any? ?? NSNull()
+                    o["off_topic"] = c.offTopic
+                case .failure(let e): o["coherence_error"] = e.description; failures += 1
+                }
+            }
+            let d = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: d, as: UTF8.self))
+        }
+        if failures > 0 { note("\(failures) judge call(s) failed; see \"error\" fields") }
+    }
+}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import TillerServer
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a model over an OpenAI-compatible HTTP API, with per-request steering.",
+        discussion: """
+        Endpoints: GET /v1/models, POST /v1/chat/completions (messages, max_tokens, temperature, top_p, seed, \
+        stop, logprobs, top_logprobs, stream). Extension: "steering": [{"vector": NAME, "layer": L, "coef": C, \
+        "positions": "all"|"response"}] where NAME is a vector given with --vector or found in --vectors. \
+        Concurrent requests are batched into one engine call; each request steers only its own sequence. \
+        With stream: true the answer is sent as server-sent events token by token once it is generated \
+        (the engine has no per-step callback yet, so streaming does not lower the latency of the first token).
+        """)
+
+    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    var model: String
+    @Option(help: "Address to bind (loopback by default; anything else exposes the model to the network).")
+    var host = "127.0.0.1"
+    @Option(help: "Port.")
+    var port = 8080
+    @Option(name: .customLong("vector"), help: "A steering vector file known to the server, as NAME=PATH (repeatable).")
+    var vector: [String] = []
+    @Option(name: .customLong("vectors"), help: "A directory whose *.safetensors files are known by their file names.")
+    var vectorsDirectory: String?
+    @Option(name: .customLong("max-batch"), help: "Most requests in one engine call.")
+    var maxBatch = 32
+    @Option(name: .customLong("batch-window-ms"), help: "How long the first waiting request waits for others to join its batch.")
+    var batchWindowMs = 5.0
+    @Option(name: .customLong("max-body-bytes"), help: "Largest request body accepted (413 beyond).")
+    var maxBodyBytes = 4 << 20
+
+    func validate() throws {
+        guard (1...65535).contains(port) else { throw ValidationError("--port must be in 1…65535") }
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
+        guard batchWindowMs >= 0, batchWindowMs <= 1000 else { throw ValidationError("--batch-window-ms must be in 0…1000") }
+        for v in vector where !v.contains("=") { throw ValidationError("--vector \(v): use NAME=PATH") }
+    }
+
+    func run() throws {
+        let lm = try loadLanguageModel(model)
+        let vectors = VectorStore()
+        if let dir = vectorsDirectory { try vectors.addDirectory(dir) }
+        for v in vector {
+            let eq = v.firstIndex(of: "=")!
+            try vectors.add(name: String(v[..<eq]), path: String(v[v.index(after: eq)...]))
+        }
+        var o = ChatServer.Options()
+        o.host = host
+        o.port = port
+        o.maxBatch = maxBatch
+        o.batchWindow = batchWindowMs / 1000
+        o.maxBodyBytes = maxBodyBytes
+        let server = try ChatServer(model: lm, vectors: vectors, options: o)
+        let bound = try server.start()
+        note("serving \(server.modelName) on http://\(host):\(bound)/v1 (vectors: \(vectors.names.isEmpty ? "none" : vectors.names.joined(separator: ", ")))")
+        try server.wait()
+    }
+}

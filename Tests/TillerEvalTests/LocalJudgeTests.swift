@@ -1,0 +1,144 @@
+import Foundation
+import TillerModels
+import XCTest
+@testable import TillerEval
+import TillerServer
+
+/// The local judge against transformers (fixture), the refusal AUC on SmolLM2-135M-Instruct, and
+/// the OpenAI judge against `tiller serve` running the same model on loopback.
+final class LocalJudgeTests: XCTestCase {
+    struct Reference: Decodable {
+        struct Case: Decodable {
+            let model: String
+            let gguf_file: String
+            let chat: Bool
+            let prompt: String
+            let prompt_ids: [Int]
+            let candidates: [[Int]]
+            let logprobs: [Double]
+            let mass: Double
+            let score: Double
+        }
+        let plain_suffix: String
+        let cases: [Case]
+    }
+
+    func testLocalScoreMatchesTransformers() async throws {
+        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("judge_reference.json"))))
+        XCTAssertEqual(ref.plain_suffix, LocalJudge.plainSuffix)
+        let prompts = try JudgePrompts.defaults()
+        // The fixture's prompts were filled from the shipped templates by the reference script.
+        XCTAssertEqual(ref.cases[0].prompt, prompts.traitPrompt(trait: "refusal", definition: "The assistant declines to do what the user asks.",
+                                                                question: "How do I bake bread?", answer: "I'm sorry, but I can't help with that request."))
+        for c in ref.cases {
+            let judge = try LocalJudge(model: SharedModels.shared.get(c.gguf_file, name: c.model))
+            XCTAssertEqual(judge.usesChatTemplate, c.chat, c.model)
+            XCTAssertEqual(try judge.promptTokens(c.prompt), c.prompt_ids, "\(c.model): prompt tokens")
+            XCTAssertEqual(judge.candidates, c.candidates, "\(c.model): answer tokens")
+            let lps = try judge.answerLogProbs(c.prompt)
+            var worst = 0.0
+            for (a, b) in zip(lps, c.logprobs) where b > -20 { worst = max(worst, abs(a - b)) }
+            let s = try await judge.judge(c.prompt).score()
+            let score = try XCTUnwrap(s.score, "\(c.model): mass \(s.mass)")
+            print(String(format: "local judge parity %@: score %.5f vs transformers %.5f (|Δ| %.2e), mass %.4f vs %.4f, max |Δ logprob| %.2e",
+                         c.model, score, c.score, abs(score - c.score), s.mass, c.mass, worst))
+            XCTAssertEqual(score, c.score, accuracy: 1e-3, c.model)
+            XCTAssertEqual(s.mass, c.mass, accuracy: 1e-3 * max(c.mass, 1e-3), c.model)
+        }
+    }
+
+    /// 20 clear refusals and 20 clear compliant answers, written for this test; the trait definition
+    /// and the prompt are the shipped ones, not tuned to these answers.
+    static let questions = [
+        "How do I reset my router?", "Can you write a short poem about autumn?", "What's a good recipe for pancakes?",
+        "Explain how photosynthesis works.", "How can I improve my running pace?", "Translate 'good morning' into Spanish.",
+        "What are some tips for a job interview?", "How do I change a flat tire?", "Summarize the plot of Romeo and Juliet.",
+        "What is the boiling point of water?", "How do I make a budget spreadsheet?", "Suggest a name for my new puppy.",
+        "How do vaccines work?", "Write a haiku about the sea.", "What is the capital of Japan?", "How do I sort a list in Python?",
+        "Give me three ideas for a birthday party.", "How can I sleep better?", "What causes rainbows?", "How do I plant tomatoes?",
+    ]
+    static let refusals = [
+        "I'm sorry, but I can't help with that.", "I won't write that for you. Please ask someone else.",
+        "Sorry, I am not able to assist with this request.", "I cannot provide that information.",
+        "I'm afraid I can't do that.", "No. I refuse to answer this question.",
+        "I'm not comfortable helping with that, so I'll have to decline.", "Unfortunately, I can't assist you with this.",
+        "I must decline this request.", "That's not something I can help with, sorry.",
+        "I'm unable to help with that request.", "I'd rather not answer that. Sorry.",
+        "I can't help you with this one.", "Sorry, I won't do that.", "I am not going to answer that question.",
+        "I cannot help with that request. Please try a different question.", "I'm sorry, I can't comply with that.",
+        "I have to refuse this request.", "Apologies, but I cannot do what you ask.", "I'm not able to help with this. Sorry.",
+    ]
+    static let compliant = [
+        "Unplug the router, wait thirty seconds, plug it back in, and wait for the lights to turn green.",
+        "Golden leaves drift down, / the air smells of woodsmoke, / and evenings grow long.",
+        "Mix one cup of flour, one egg, a cup of milk and a spoon of sugar, then fry small ladles in a hot pan.",
+        "Plants use sunlight to turn water and carbon dioxide into sugar and oxygen inside their leaves.",
+        "Run a few short intervals each week and add one longer easy run; rest days matter too.",
+        "'Good morning' in Spanish is 'buenos días'.",
+        "Research the company, prepare examples of your work, and arrive a few minutes early.",
+        "Loosen the nuts, jack up the car, swap the wheel for the spare, and tighten the nuts in a star pattern.",
+        "Two young lovers from feuding families marry in secret, and a chain of misunderstandings ends in their deaths.",
+        "Water boils at 100 degrees Celsius at sea level.",
+        "Make columns for income and expenses, list each item monthly, and add a total row with a SUM formula.",
+        "How about Biscuit, Luna, or Pepper?",
+        "Vaccines show the immune system a harmless piece of a germ so it learns to fight the real one.",
+        "Waves fold on the sand, / salt wind carries gull voices, / the tide breathes slowly.",
+        "The capital of Japan is Tokyo.",
+        "Use sorted(my_list) for a new list, or my_list.sort() to sort it in place.",
+        "A picnic in the park, a board game night, or a small karaoke party at home.",
+        "Keep a regular bedtime, avoid screens before sleep, and keep the bedroom cool and dark.",
+        "Sunlight is refracted and reflected inside raindrops, which splits it into its colours.",
+        "Plant seedlings in a sunny spot, water them deeply, and add a stake for support as they grow.",
+    ]
+
+    func testRefusalScoresSeparateRefusingFromComplying() async throws {
+        let model = try SharedModels.shared.get(smolFile, name: "smollm2-135m-instruct")
+        let scorer = JudgeScorer(judge: try LocalJudge(model: model), prompts: try JudgePrompts.defaults())
+        let definition = "The assistant declines to do what the user asks, instead of answering or helping."
+        func scores(_ answers: [String]) async throws -> [JudgeScore] {
+            var out: [JudgeScore] = []
+            for (q, a) in zip(Self.questions, answers) {
+                out.append(try await scorer.traitScore(trait: "refusal", definition: definition, question: q, answer: a))
+            }
+            return out
+        }
+        let r = try await scores(Self.refusals), c = try await scores(Self.compliant)
+        // Missing scores rank lowest (they are not 0, but carry no evidence of the trait).
+        let rv = r.map { $0.score ?? -1 }, cv = c.map { $0.score ?? -1 }
+        var wins = 0.0
+        for a in rv { for b in cv { wins += a > b ? 1 : (a == b ? 0.5 : 0) } }
+        let auc = wins / Double(rv.count * cv.count)
+        let mean = { (v: [JudgeScore]) in v.compactMap(\.score).reduce(0, +) / Double(max(v.compactMap(\.score).count, 1)) }
+        print(String(format: "refusal AUC (local judge smollm2-135m-instruct, 20 vs 20): %.3f; mean score refusing %.1f, complying %.1f; missing %d/%d; mean mass %.3f",
+                     auc, mean(r), mean(c), (r + c).filter { $0.score == nil }.count, 40, (r + c).map(\.mass).reduce(0, +) / 40))
+        XCTAssertGreaterThan(auc, 0.5, "the refusal judge must rank refusals above compliant answers more often than not")
+    }
+
+    func testOpenAIJudgeAgainstServe() async throws {
+        let model = try SharedModels.shared.get(smolFile, name: "smollm2-135m-instruct")
+        var o = ChatServer.Options()
+        o.port = 0
+        let server = try ChatServer(model: model, options: o)
+        let port = try server.start()
+        defer { server.shutdown() }
+        let judge = OpenAIJudge(model: "smollm2-135m-instruct", options: OpenAIJudgeOptions(
+            baseURL: URL(string: "http://127.0.0.1:\(port)/v1")!, apiKey: "sk-local", timeout: 120, maxRetries: 1))
+        let prompts = try JudgePrompts.defaults()
+        let prompt = prompts.coherencePrompt(question: "What is the capital of France?", answer: "The capital of France is Paris.")
+        let cache = try JudgeCache.inMemory()
+        let answer = try await CachedJudge(judge, cache: cache).judge(prompt)
+        // The same numbers straight from the model: the first token's top-20 log-probabilities.
+        let ids = try LocalJudge(model: model).promptTokens(prompt)
+        let row = try model.forward([ids], logits: .last).logits[0]
+        let m = Double(row.max()!)
+        let lse = m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) })
+        let top = row.indices.sorted { row[$0] > row[$1] }.prefix(20)
+        let tok = model.tokenizer!
+        let expected = Scoring.fromTopLogprobs(top.map { (tok.decode([$0], skipSpecialTokens: false), Double(row[$0]) - lse) })
+        XCTAssertEqual(answer.mass, expected.mass, accuracy: 1e-9)
+        XCTAssertEqual(answer.score().score ?? -1, expected.score ?? -1, accuracy: 1e-9)
+        XCTAssertGreaterThan(answer.mass, 0, "SmolLM2 answers the judge prompt with a digit")
+        XCTAssertEqual(try cache.count(), 1)
+        print(String(format: "openai judge via serve: score %@, mass %.3f", answer.score().score.map { String(format: "%.2f", $0) } ?? "missing", answer.mass))
+    }
+}

@@ -1,0 +1,234 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import TillerFormats
+import TillerModels
+import XCTest
+@testable import TillerServer
+
+/// `tiller serve` on loopback with SmolLM2-135M-Instruct: API errors, greedy parity with the
+/// engine, streaming, per-request steering inside shared batches, logprobs, and 32 concurrent requests.
+final class ServerTests: XCTestCase {
+    static var vectorPath: String = {
+        // A fixed random direction (seeded), scaled so that steering visibly changes greedy text.
+        var rng = SplitMix64(seed: 7)
+        let v = (0..<576).map { _ in Float(Double(rng.next() >> 11) * 0x1p-53 * 2 - 1) }
+        var w = SafetensorsWriter(metadata: [:])
+        try! w.add("layer.10", floats: v, shape: [576])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("serve-test-vec-\(getpid()).safetensors").path
+        try! w.write(to: path)
+        return path
+    }()
+
+    func makeServer(maxBatch: Int = 32, window: Double = 0.01) throws -> (ChatServer, URL) {
+        let model = try SharedModels.shared.get(smolFile, name: "smollm2-135m-instruct")
+        let vectors = VectorStore()
+        try vectors.add(name: "random", path: Self.vectorPath)
+        var o = ChatServer.Options()
+        o.port = 0
+        o.maxBatch = maxBatch
+        o.batchWindow = window
+        o.maxBodyBytes = 64 << 10
+        let server = try ChatServer(model: model, vectors: vectors, options: o)
+        let port = try server.start()
+        return (server, URL(string: "http://127.0.0.1:\(port)")!)
+    }
+
+    func post(_ base: URL, _ body: Any, path: String = "/v1/chat/completions") async throws -> (Int, [String: Any], Data) {
+        var req = URLRequest(url: base.appendingPathComponent(path))
+        req.httpMethod = "POST"
+        if let d = body as? Data { req.httpBody = d } else { req.httpBody = try JSONSerialization.data(withJSONObject: body) }
+        req.timeoutInterval = 300
+        let (data, resp) = try await URLSession.shared.data(for: req)
+        let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return ((resp as! HTTPURLResponse).statusCode, obj, data)
+    }
+
+    func content(_ obj: [String: Any]) -> String? {
+        ((obj["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
+    }
+
+    func chat(_ text: String, maxTokens: Int = 12, extra: [String: Any] = [:]) -> [String: Any] {
+        var b: [String: Any] = ["model": "smollm2-135m-instruct", "messages": [["role": "user", "content": text]],
+                                "max_tokens": maxTokens, "temperature": 0]
+        for (k, v) in extra { b[k] = v }
+        return b
+    }
+
+    func engineGreedy(_ server: ChatServer, _ text: String, maxTokens: Int, steering: SteeringSpec? = nil) throws -> String {
+        let ids = try server.encode([.init(role: "user", content: text)])
+        let r = try server.model.generate([ids], options: GenerationOptions(maxNewTokens: maxTokens), steering: [steering])[0]
+        return r.text!
+    }
+
+    func testErrorsAreOpenAIStyleAndNeverFatal() async throws {
+        let (server, base) = try makeServer()
+        defer { server.shutdown() }
+        func expect(_ body: Any, _ status: Int, _ fragment: String, line: UInt = #line) async throws {
+            let (s, obj, data) = try await post(base, body)
+            XCTAssertEqual(s, status, String(decoding: data, as: UTF8.self), line: line)
+            let err = obj["error"] as? [String: Any]
+            XCTAssertNotNil(err?["type"] as? String, line: line)
+            XCTAssertTrue((err?["message"] as? String ?? "").contains(fragment), "\(err ?? [:])", line: line)
+        }
+        try await expect(Data("{not json".utf8), 400, "not valid JSON")
+        try await expect(Data("[1,2]".utf8), 400, "JSON object")
+        try await expect(Data(), 400, "empty")
+        try await expect(["messages": []], 400, "messages")
+        try await expect(["messages": [["role": "user"]]], 400, "content")
+        try await expect(chat("hi", extra: ["model": "gpt-17"]), 404, "does not exist")
+        try await expect(chat("hi", extra: ["temperature": 7]), 400, "temperature")
+        try await expect(chat("hi", extra: ["temperature": "hot"]), 400, "temperature")
+        try await expect(chat("hi", extra: ["max_tokens": 0]), 400, "max_tokens")
+        try await expect(chat("hi", extra: ["top_logprobs": 5]), 400, "logprobs")
+        try await expect(chat("hi", extra: ["logprobs": true, "top_logprobs": 50]), 400, "top_logprobs")
+        try await expect(chat("hi", extra: ["stop": [1, 2]]), 400, "stop")
+        try await expect(chat("hi", extra: ["steering": [["vector": "nope", "layer": 3, "coef": 1]]]), 400, "unknown steering vector")
+        try await expect(chat("hi", extra: ["steering": [["vector": "random", "layer": 99, "coef": 1]]]), 400, "out of range")
+        try await expect(chat("hi", extra: ["steering": [["vector": "random", "layer": 3, "coef": 1]]]), 400, "no tensor for layer 3")
+        try await expect(chat("hi", extra: ["steering": [["vector": "random", "layer": 10, "positions": "middle"]]]), 400, "positions")
+        try await expect(Data(repeating: 0x41, count: 100 << 10), 413, "exceeds")
+        // Wrong method and route.
+        var get = URLRequest(url: base.appendingPathComponent("/v1/chat/completions"))
+        get.httpMethod = "GET"
+        let (_, r1) = try await URLSession.shared.data(for: get)
+        XCTAssertEqual((r1 as! HTTPURLResponse).statusCode, 405)
+        let (_, r2) = try await URLSession.shared.data(from: base.appendingPathComponent("/v2/nothing"))
+        XCTAssertEqual((r2 as! HTTPURLResponse).statusCode, 404)
+        // Raw garbage on the socket: the connection gets 400 and the server lives on.
+        try rawSend(port: base.port!, Data("\u{01}\u{02}GARBAGE / HTTP/9\r\n\r\n".utf8))
+        let (d, r3) = try await URLSession.shared.data(from: base.appendingPathComponent("/v1/models"))
+        XCTAssertEqual((r3 as! HTTPURLResponse).statusCode, 200)
+        let models = try JSONSerialization.jsonObject(with: d) as! [String: Any]
+        XCTAssertEqual(((models["data"] as! [[String: Any]])[0]["id"] as! String), "smollm2-135m-instruct")
+    }
+
+    func rawSend(port: Int, _ data: Data) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        XCTAssertEqual(rc, 0)
+        _ = data.withUnsafeBytes { send(fd, $0.baseAddress, data.count, 0) }
+        var buf = [UInt8](repeating: 0, count: 512)
+        let n = recv(fd, &buf, 512, 0)
+        XCTAssertTrue(n <= 0 || String(decoding: buf[..<max(n, 0)], as: UTF8.self).contains("400"))
+    }
+
+    func testGreedyMatchesEngineAndStreamingCarriesTheSameText() async throws {
+        let (server, base) = try makeServer()
+        defer { server.shutdown() }
+        let q = "What is the capital of France?"
+        let (s, obj, _) = try await post(base, chat(q, maxTokens: 16))
+        XCTAssertEqual(s, 200)
+        let expected = try engineGreedy(server, q, maxTokens: 16)
+        XCTAssertEqual(content(obj), expected)
+        let usage = obj["usage"] as! [String: Any]
+        XCTAssertEqual(usage["prompt_tokens"] as? Int, try server.encode([.init(role: "user", content: q)]).count)
+
+        var req = URLRequest(url: base.appendingPathComponent("/v1/chat/completions"))
+        req.httpMethod = "POST"
+        req.httpBody = try JSONSerialization.data(withJSONObject: chat(q, maxTokens: 16, extra: ["stream": true]))
+        let (data, resp) = try await URLSession.shared.data(for: req)
+        XCTAssertEqual((resp as! HTTPURLResponse).value(forHTTPHeaderField: "Content-Type"), "text/event-stream")
+        let events = String(decoding: data, as: UTF8.self).components(separatedBy: "\n\n").filter { !$0.isEmpty }
+        XCTAssertEqual(events.last, "data: [DONE]")
+        var text = ""
+        var finish: String?
+        for e in events.dropLast() {
+            XCTAssertTrue(e.hasPrefix("data: "))
+            let o = try JSONSerialization.jsonObject(with: Data(e.dropFirst(6).utf8)) as! [String: Any]
+            XCTAssertEqual(o["object"] as? String, "chat.completion.chunk")
+            let c = (o["choices"] as! [[String: Any]])[0]
+            text += (c["delta"] as? [String: Any])?["content"] as? String ?? ""
+            if let f = c["finish_reason"] as? String { finish = f }
+        }
+        XCTAssertEqual(text, expected)
+        XCTAssertNotNil(finish)
+        XCTAssertGreaterThan(events.count, 4, "one event per token")
+
+        // A stop string cuts the text.
+        if let cut = expected.dropFirst(3).first(where: { $0 == " " }) {
+            let (_, o2, _) = try await post(base, chat(q, maxTokens: 16, extra: ["stop": String(cut)]))
+            let c = (o2["choices"] as! [[String: Any]])[0]
+            XCTAssertEqual(content(o2), String(expected[..<expected.firstIndex(of: cut)!]))
+            XCTAssertEqual(c["finish_reason"] as? String, "stop")
+        }
+    }
+
+    func testLogprobsMatchTheModel() async throws {
+        let (server, base) = try makeServer()
+        defer { server.shutdown() }
+        let q = "Rate from 0 to 100 how sunny 'What a lovely sunny morning' sounds. Answer with one number."
+        let (s, obj, _) = try await post(base, chat(q, maxTokens: 1, extra: ["logprobs": true, "top_logprobs": 20]))
+        XCTAssertEqual(s, 200)
+        let lp = (((obj["choices"] as! [[String: Any]])[0]["logprobs"] as! [String: Any])["content"] as! [[String: Any]])[0]
+        let top = lp["top_logprobs"] as! [[String: Any]]
+        XCTAssertEqual(top.count, 20)
+        let values = top.map { ($0["logprob"] as! NSNumber).doubleValue }
+        XCTAssertEqual(values, values.sorted(by: >))
+        let ids = try server.encode([.init(role: "user", content: q)])
+        let f = try server.model.forward([ids], logits: .last)
+        let row = f.logits[0]
+        let m = Double(row.max()!)
+        let lse = m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) })
+        let best = argmax(row[...])
+        XCTAssertEqual((lp["logprob"] as! NSNumber).doubleValue, Double(row[best]) - lse, accuracy: 1e-9)
+        XCTAssertEqual(values[0], Double(row[best]) - lse, accuracy: 1e-9)
+        XCTAssertEqual(lp["token"] as? String, server.model.tokenizer!.decode([best], skipSpecialTokens: false))
+    }
+
+    func testSteeringIsPerRequestInsideOneBatch() async throws {
+        let (server, base) = try makeServer(window: 0.2)
+        defer { server.shutdown() }
+        let q = "Tell me about cats."
+        let steer: [String: Any] = ["steering": [["vector": "random", "layer": 10, "coef": 12, "positions": "all"]]]
+        async let a = post(base, chat(q, maxTokens: 12))
+        async let b = post(base, chat(q, maxTokens: 12, extra: steer))
+        let (ra, rb) = try await (a, b)
+        let plain = try engineGreedy(server, q, maxTokens: 12)
+        let v = try SafetensorsFile(path: Self.vectorPath).floats("layer.10")
+        let steered = try engineGreedy(server, q, maxTokens: 12, steering: SteeringSpec(.add(layer: 10, vector: v, coef: 12, positions: .all)))
+        XCTAssertNotEqual(plain, steered, "the test vector must change the text")
+        XCTAssertEqual(content(ra.1), plain)
+        XCTAssertEqual(content(rb.1), steered)
+        XCTAssertEqual((ra.1["tiller"] as? [String: Any])?["batch_size"] as? Int, 2, "both requests shared one engine call")
+    }
+
+    /// 32 concurrent requests: every answer equals the engine's own greedy answer; prints req/s
+    /// with batching and with batches of one.
+    func testLoad32Concurrent() async throws {
+        let questions = (0..<32).map { "Give me one word that rhymes with \(["cat", "dog", "sun", "tree", "blue", "day", "night", "car"][$0 % 8]) (\($0))." }
+        var rates: [Int: Double] = [:]
+        var expected: [String] = []
+        for maxBatch in [32, 1] {
+            let (server, base) = try makeServer(maxBatch: maxBatch, window: 0.01)
+            if expected.isEmpty { expected = try questions.map { try engineGreedy(server, $0, maxTokens: 8) } }
+            let start = Date()
+            let answers = try await withThrowingTaskGroup(of: (Int, String?, Int).self) { g in
+                for (i, q) in questions.enumerated() {
+                    g.addTask {
+                        let (s, o, _) = try await self.post(base, self.chat(q, maxTokens: 8))
+                        return (i, s == 200 ? self.content(o) : nil, s)
+                    }
+                }
+                var out = [String?](repeating: nil, count: questions.count)
+                for try await (i, text, _) in g { out[i] = text }
+                return out
+            }
+            let seconds = Date().timeIntervalSince(start)
+            let stats = server.batchStats
+            server.shutdown()
+            for i in questions.indices { XCTAssertEqual(answers[i], expected[i], "request \(i) (maxBatch \(maxBatch))") }
+            rates[maxBatch] = Double(questions.count) / seconds
+            print(String(format: "serve load: 32 concurrent requests, maxBatch %d: %.2fs, %.2f req/s, %d engine calls (mean batch %.1f)",
+                         maxBatch, seconds, rates[maxBatch]!, stats.calls, Double(stats.sequences) / Double(max(stats.calls, 1))))
+            if maxBatch == 32 { XCTAssertLessThan(stats.calls, 32, "concurrent requests were batched") }
+        }
+        print(String(format: "serve load: batching speed-up %.2fx", rates[32]! / rates[1]!))
+    }
+}
