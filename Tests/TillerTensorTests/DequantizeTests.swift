@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import TillerTensor
+import TillerTensor
 
 /// Reference cases written by tools/reference/dequant_fixtures.py (gguf-py's dequantize).
 struct DequantCase: Decodable {

@@ -1,5 +1,5 @@
 import Foundation
-@testable import TillerTensor
+import TillerTensor
 
 /// Deterministic generator for test data (SplitMix64).
 struct SeededGenerator: RandomNumberGenerator {

@@ -1,5 +1,5 @@
 import XCTest
-@testable import TillerTensor
+import TillerTensor
 
 final class WeightMatrixTests: XCTestCase {
     static let kernelTypes: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K]

@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 import XCTest
-@testable import TillerTensor
+import TillerTensor
 
 final class WorkerPoolTests: XCTestCase {
     func testEveryIndexRunsExactlyOnce() {
