@@ -79,7 +79,9 @@ public func loadBPETokenizer(gguf: GGUFFile) throws -> BPETokenizer {
         let isGemma = architecture.hasPrefix("gemma") && architecture != "gemma4"
         if isGemma {
             tokens = tokens.map { t in
-                t.contains(" ") && t.allSatisfy(\.isWhitespace) ? String(repeating: "▁", count: t.unicodeScalars.count) : t
+                // (byte tests: String.contains(String) goes through Foundation and is slow over 262k tokens)
+                t.utf8.contains(0x20) && t.unicodeScalars.allSatisfy(\.properties.isWhitespace)
+                    ? String(repeating: "▁", count: t.unicodeScalars.count) : t
             }
         }
         let vocab = vocabulary(tokens)
