@@ -167,6 +167,8 @@ final class CPUMatrix: MatrixOperator, @unchecked Sendable {
     var outFeatures: Int { native.outFeatures }
     var inFeatures: Int { native.inFeatures }
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        // From 8 rows on, OpenBLAS sgemm on the fp32 twin beats panel dequantization (3.4× on
+        // batch-16 decode of SmolLM2) and a hand-tiled AVX2 kernel (28 vs 18 GFLOP/s at 16 rows).
         if let f = fp32, rows >= WeightMatrix.gemmMinRows {
             f.apply(x, rows: rows, into: y)
         } else {

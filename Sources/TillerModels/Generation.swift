@@ -88,7 +88,8 @@ extension LanguageModel {
             let seqs = prompts.enumerated().map {
                 SequenceInput(cache: caches[$0.offset], tokens: $0.element, promptLength: $0.element.count, sequence: $0.offset)
             }
-            _ = run(seqs, plan: plan, logits: .none, ws: ws)
+            // Capture only: nothing after the last captured layer is needed.
+            _ = run(seqs, plan: plan, logits: .none, ws: ws, stopAfter: max(plan.maxHookLayer, 0))
         }
 
         while !live.isEmpty {

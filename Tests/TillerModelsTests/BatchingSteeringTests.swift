@@ -40,8 +40,8 @@ final class BatchingSteeringTests: XCTestCase {
     /// Prefill split into small steps (chunked) equals one step; generation through the KV cache
     /// equals a cache-free forward over prompt + generated tokens.
     func testChunkedPrefillAndCacheMatchFullForward() throws {
-        let model = try loadTiny("tiny-gemma2") // sliding window 4 makes chunk boundaries matter
-        let p = try prompts("tiny-gemma2")[2]
+        let model = try loadTiny("tiny-gemma3") // sliding window 4 makes chunk boundaries matter
+        let p = try prompts("tiny-gemma3")[2]
         let capture = CaptureSpec(layers: [0, 2], positions: .all)
         let whole = try model.forward([p], capture: capture, logits: .all)
         model.maxStepTokens = 3
