@@ -159,10 +159,19 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
 }
 
-struct Sampler {
+/// Greedy or temperature/top-p sampling; keeps its probability buffer between tokens.
+final class Sampler {
     let temperature: Double
     let topP: Double
     let vocab: Int
+    private var probs: [Double] = []
+    private var candidates: [Int] = []
+
+    init(temperature: Double, topP: Double, vocab: Int) {
+        self.temperature = temperature
+        self.topP = topP
+        self.vocab = vocab
+    }
 
     func pick(_ logits: UnsafePointer<Float>, rng: inout SplitMix64) -> Int {
         if temperature == 0 {
@@ -174,7 +183,7 @@ struct Sampler {
         // softmax(logits / T) in fp64.
         var m = -Double.infinity
         for i in 0..<vocab { m = max(m, Double(logits[i])) }
-        var probs = [Double](repeating: 0, count: vocab)
+        if probs.count != vocab { probs = [Double](repeating: 0, count: vocab) }
         var sum = 0.0
         for i in 0..<vocab {
             let e = Foundation.exp((Double(logits[i]) - m) / temperature)
@@ -182,32 +191,31 @@ struct Sampler {
             sum += e
         }
         for i in 0..<vocab { probs[i] /= sum }
-        var candidates: [Int]
+        candidates.removeAll(keepingCapacity: true)
         if topP < 1 {
             // The nucleus is the smallest top set with mass ≥ topP. Only tokens above a threshold can be
             // in it once those above the threshold already carry that mass, so sort just those.
             let pmax = probs.max()!
             var threshold = pmax * 1e-3
             while true {
-                var c: [Int] = []
+                candidates.removeAll(keepingCapacity: true)
                 var mass = 0.0
-                for i in 0..<vocab where probs[i] >= threshold { c.append(i); mass += probs[i] }
-                if mass >= topP || threshold == 0 {
-                    c.sort { probs[$0] > probs[$1] || (probs[$0] == probs[$1] && $0 < $1) }
-                    var keep = 0
-                    var acc = 0.0
-                    while keep < c.count {
-                        acc += probs[c[keep]]
-                        keep += 1
-                        if acc >= topP { break }
-                    }
-                    candidates = Array(c.prefix(keep))
-                    break
-                }
+                for i in 0..<vocab where probs[i] >= threshold { candidates.append(i); mass += probs[i] }
+                if mass >= topP || threshold == 0 { break }
                 threshold = threshold > 1e-300 ? threshold * 1e-3 : 0
             }
+            let p = probs
+            candidates.sort { p[$0] > p[$1] || (p[$0] == p[$1] && $0 < $1) }
+            var keep = 0
+            var acc = 0.0
+            while keep < candidates.count {
+                acc += probs[candidates[keep]]
+                keep += 1
+                if acc >= topP { break }
+            }
+            candidates.removeLast(candidates.count - keep)
         } else {
-            candidates = Array(0..<vocab)
+            for i in 0..<vocab where probs[i] > 0 { candidates.append(i) }
         }
         var total = 0.0
         for i in candidates { total += probs[i] }
