@@ -92,6 +92,22 @@ final class RealModelSteeringTests: XCTestCase {
         try checkSteeringFixture(model: loadReal("SmolLM2-135M-Instruct.Q4_1.gguf"), fixture: "smollm2")
     }
 
+    /// Loading by cache name brings the GGUF tokenizer: greedy text as transformers decodes it,
+    /// and the default stop tokens include the chat end-of-turn token.
+    func testLoadByNameDecodesText() throws {
+        _ = try realModelPath("SmolLM2-135M-Instruct.Q4_1.gguf")
+        let model = try LanguageModel.load("smollm2-135m-instruct")
+        let expected = try FixtureFile(Fixtures.path("smollm2.expected.safetensors"))
+        let prompt = (expected.metadata["prompts"] as! [[String: Any]])[0]
+        let tokens = try expected.ints("tokens.0")
+        XCTAssertEqual(model.tokenizer?.encode(prompt["text"] as! String, addSpecialTokens: false), tokens)
+        let gen = try model.generate([tokens], options: GenerationOptions(maxNewTokens: 12, stopTokens: []))[0]
+        XCTAssertEqual(gen.text, prompt["greedy_text"] as? String)
+        let imEnd = model.tokenizer!.encode("<|im_end|>", addSpecialTokens: false)
+        XCTAssertEqual(imEnd.count, 1)
+        XCTAssertTrue(model.defaultStopTokens.contains(imEnd[0]), "\(model.defaultStopTokens)")
+    }
+
     func testSmolLM2ContinuationLogProbs() throws {
         let model = try loadReal("SmolLM2-135M-Instruct.Q4_1.gguf")
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("smollm2.logprobs.json")))) as! [String: Any]
