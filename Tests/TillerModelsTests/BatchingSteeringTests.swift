@@ -167,6 +167,53 @@ final class BatchingSteeringTests: XCTestCase {
         XCTAssertEqual(stopped.tokens, Array(free.tokens.prefix(while: { $0 != stop })))
     }
 
+    /// Every position selector returns exactly the matching rows of a full capture; the streaming
+    /// callback sees the same rows without storing anything.
+    func testCapturePositionsAndStreaming() throws {
+        let model = try loadTiny("tiny-qwen2")
+        let ps = try prompts("tiny-qwen2")
+        let H = model.hiddenSize
+        let promptLengths = [3, 7, 20]
+        let full = try model.forward(ps, capture: CaptureSpec(layers: [0, 2], positions: .all), promptLengths: promptLengths)
+        func rows(_ s: Int, _ l: Int, _ r: Range<Int>) -> [Float] { Array(full.activations[s][l]![r.lowerBound * H ..< r.upperBound * H]) }
+        let cases: [(CapturePositions, (Int, Int) -> Range<Int>)] = [
+            (.prompt, { p, _ in 0 ..< p }),
+            (.response, { p, n in p ..< n }),
+            (.firstResponse(2), { p, n in p ..< min(n, p + 2) }),
+            (.lastPrompt, { p, _ in p - 1 ..< p }),
+        ]
+        for (sel, range) in cases {
+            let got = try model.forward(ps, capture: CaptureSpec(layers: [0, 2], positions: sel), logits: .none, promptLengths: promptLengths)
+            for s in 0..<3 {
+                let r = range(promptLengths[s], ps[s].count)
+                XCTAssertEqual(got.activations[s].positions, Array(r), "\(sel) seq \(s)")
+                XCTAssertEqual(got.activations[s].rowCount, r.count)
+                for l in [0, 2] { XCTAssertEqual(got.activations[s][l]!, rows(s, l, r), "\(sel) seq \(s) layer \(l)") }
+            }
+        }
+        let mean = try model.forward(ps, capture: CaptureSpec(layers: [2], positions: .meanResponse), promptLengths: promptLengths)
+        for s in 0..<3 {
+            let r = promptLengths[s] ..< ps[s].count
+            let block = rows(s, 2, r)
+            let want = (0..<H).map { i in (0..<r.count).reduce(Float(0)) { $0 + block[$1 * H + i] } / Float(r.count) }
+            XCTAssertEqual(mean.activations[s].rowCount, 1)
+            XCTAssertLessThanOrEqual(maxAbsDiff(mean.activations[s][2]!, want), 1e-5)
+        }
+
+        var streamed = [[Int: [Float]]](repeating: [:], count: 3)
+        let result = try model.forward(ps, capture: CaptureSpec(layers: [0, 2], positions: .response), promptLengths: promptLengths) {
+            layer, seq, buffer, count, positions in
+            XCTAssertEqual(buffer.count, count * H)
+            XCTAssertEqual(positions.count, count)
+            streamed[seq][layer, default: []].append(contentsOf: buffer)
+        }
+        XCTAssertTrue(result.logits.allSatisfy(\.isEmpty))
+        XCTAssertTrue(result.activations.allSatisfy { $0.layers.isEmpty }, "streaming must not store")
+        for s in 0..<3 {
+            for l in [0, 2] { XCTAssertEqual(streamed[s][l]!, rows(s, l, promptLengths[s] ..< ps[s].count)) }
+        }
+    }
+
     func testBadInputsNameTheProblem() throws {
         let model = try loadTiny("tiny-llama31")
         XCTAssertThrowsError(try model.forward([[1, 999]])) { XCTAssert("\($0)".contains("999"), "\($0)") }
