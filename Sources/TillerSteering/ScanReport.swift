@@ -23,7 +23,8 @@ extension ScanResult {
             let cells = l.top.map { "\($0.dim) (\(fmt($0.max)) \\| \(fmt($0.ratioMedian))× \\| \(fmt($0.ratioMean))×)" }
             s += "| L\(l.layer) | \(cells.joined(separator: ", ")) | \(l.top.filter(\.massive).map { String($0.dim) }.joined(separator: ", ")) |\n"
         }
-        if let d = dominant, let l = layers.first(where: { $0.top.first?.dim == d.dim }), let share = l.top.first?.carrierShare {
+        if let d = dominant, let l = layers.first(where: { $0.top.first?.dim == d.dim && $0.top.first?.massive == true })
+            ?? layers.first(where: { $0.top.first?.dim == d.dim }), let share = l.top.first?.carrierShare {
             s += "\nTokens carrying dim \(d.dim) at L\(l.layer): first position \(pct(share.first)), delimiters \(pct(share.delimiter)), other \(pct(share.other)).\n"
         }
         return s
