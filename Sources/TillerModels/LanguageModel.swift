@@ -3,6 +3,29 @@ import TillerFormats
 import TillerTensor
 import TillerTokenizers
 
+// The engine's public face. In short:
+//
+// - `LanguageModel.load(arg)` or `LanguageModel(weights:tokenizer:name:)`; architectures come from
+//   `config.architecture` through the registry in Transformer.swift (Llama/SmolLM2/Llama 3.1,
+//   Qwen2, Gemma 2, Gemma 3 text), each file in Architectures/ stating only its differences.
+// - `forward(batch, capture:, steering:, logits:, promptLengths:)`: ragged batch, no padding;
+//   returns logits (.none/.last/.all) and captured `resid_post.L` rows; a streaming overload
+//   hands rows to a callback instead of storing them (scans).
+// - `generate(prompts, options:, steering:, capture:)`: batched prefill then one [B, hidden] step
+//   per token for the live sequences; greedy or temperature/top-p with a per-sequence seeded RNG.
+// - `continuationLogProbs(prompt:, continuations:)`: the prompt's cache is computed once and
+//   forked for every candidate; all candidates run as one ragged batch.
+//
+// Hook convention: `resid_post.L` is block L's output (after steering at L), equal to
+// transformers' `hidden_states[L+1]` except for the last block, where transformers' entry has
+// the final norm applied and Tiller's does not. Steering `.response` edits and capture
+// `.response` rows are the positions ≥ the prompt length, decided by absolute position: during
+// generation the prompt is never steered by them, so the first generated token is unsteered.
+//
+// Numerics: fp32 activations; weights stay in the file's precision for few-row products
+// (batch-1 decode) and, for models whose fp32 size fits `CPUBackend.fp32CopyLimitBytes`, an fp32
+// twin serves many-row products (prefill, batched decode) through sgemm.
+
 /// Which logits a forward pass returns.
 public enum LogitsMode: Sendable, Equatable {
     case none
