@@ -80,7 +80,7 @@ struct Extract: ParsableCommand {
         settings.batchSize = batchSize
         settings.maxPairs = pairs
         settings.maxQuestions = questions
-        let lm = try loadLanguageModel(model)
+        let lm = try LanguageModel.load(model)
         let form = try ContrastiveExtraction.form(for: trait, model: lm, requested: settings.form)
 
         var stored: ExtractionRun?

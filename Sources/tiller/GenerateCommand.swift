@@ -43,7 +43,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let lm = try loadLanguageModel(model)
+        let lm = try LanguageModel.load(model)
         guard let tokenizer = lm.tokenizer else { throw CLIError("\(model): model has no tokenizer") }
         let ids = try encodePrompt(tokenizer, text: prompt, chat: chat, system: system)
         var steering: [SteeringSpec?] = []

@@ -42,7 +42,7 @@ struct Scan: ParsableCommand {
 
     func run() throws {
         let texts = try prompts.map { try PromptFile.load(path: $0) } ?? PromptFile.shippedCalibration()
-        let lm = try loadLanguageModel(model)
+        let lm = try LanguageModel.load(model)
         var p = ScanParameters()
         p.topK = topK
         p.massiveRatio = massiveRatio

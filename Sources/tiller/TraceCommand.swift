@@ -24,7 +24,7 @@ struct Trace: ParsableCommand {
     var out: String
 
     func run() throws {
-        let lm = try loadLanguageModel(model)
+        let lm = try LanguageModel.load(model)
         guard let tokenizer = lm.tokenizer else { throw CLIError("\(model): model has no tokenizer") }
         let ids = try encodePrompt(tokenizer, text: prompt, chat: chat, system: system)
         let layers = Array(0..<lm.config.numHiddenLayers)

@@ -63,6 +63,5 @@ func loadCachedModel(_ name: String, file: StaticString = #filePath, line: UInt 
         XCTFail("model \(name) is missing from \(ModelCache.modelsDirectory): run scripts/setup.sh", file: file, line: line)
         throw ScanError("missing model \(name)")
     }
-    let gguf = try GGUFFile(path: known.path)
-    return try LanguageModel(weights: GGUFWeightSource(gguf: gguf), tokenizer: loadTokenizer(gguf: gguf), name: name)
+    return try LanguageModel.load(name)
 }
