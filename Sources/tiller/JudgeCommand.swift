@@ -77,7 +77,7 @@ struct JudgeCommand: ParsableCommand {
             o.maxRetries = retries
             base = OpenAIJudge(model: spec.model, options: o)
         case .local:
-            base = try LocalJudge(model: loadLanguageModel(spec.model), name: spec.model)
+            base = try LocalJudge(model: LanguageModel.load(spec.model), name: spec.model)
         }
         if let cachePath { base = CachedJudge(base, cache: try JudgeCache(path: cachePath)) }
         let prompts = try promptsDirectory.map { try JudgePrompts.load(directory: $0) } ?? JudgePrompts.defaults()

@@ -39,7 +39,7 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        let lm = try loadLanguageModel(model)
+        let lm = try LanguageModel.load(model)
         let vectors = VectorStore()
         if let dir = vectorsDirectory { try vectors.addDirectory(dir) }
         for v in vector {
