@@ -58,11 +58,13 @@ public final class LanguageModel: @unchecked Sendable {
     /// Most tokens stacked into one forward step (bounds scratch memory during prefill).
     public var maxStepTokens = 512
 
-    public init(weights: WeightSource, tokenizer: Tokenizer?, name: String, backend: Backend = CPUBackend.shared) throws {
+    /// `name` labels the model (and its load errors, unless `source` names the file instead).
+    public init(weights: WeightSource, tokenizer: Tokenizer?, name: String, backend: Backend = CPUBackend.shared,
+                source: String? = nil) throws {
         self.config = weights.config
         self.tokenizer = tokenizer
         self.name = name
-        self.transformer = try Transformer(weights: weights, name: name, backend: backend)
+        self.transformer = try Transformer(weights: weights, name: source ?? name, backend: backend)
     }
 
     /// Loads a model from a cache name (`smollm2-135m-instruct`), a `.gguf` path or a Hugging Face
@@ -81,7 +83,7 @@ public final class LanguageModel: @unchecked Sendable {
             tokenizer = hasTokenizer ? try loadTokenizer(directory: path) : nil
         }
         let name = ModelCache.known.first { $0.path == files.path }?.name ?? (files.path as NSString).lastPathComponent
-        return try LanguageModel(weights: weights, tokenizer: tokenizer, name: name, backend: backend)
+        return try LanguageModel(weights: weights, tokenizer: tokenizer, name: name, backend: backend, source: files.path)
     }
 
     public var hiddenSize: Int { config.hiddenSize }

@@ -429,13 +429,13 @@ struct WeightLoader {
         guard let t = try source.tensor(name) else {
             throw ModelError("\(model): missing tensor \(name) (expected shape \(shape))")
         }
-        try check(t, shape)
+        try check(name, t, shape)
         return t
     }
 
-    func check(_ t: RawTensor, _ shape: [Int]) throws {
+    func check(_ name: String, _ t: RawTensor, _ shape: [Int]) throws {
         guard t.shape == shape else {
-            throw ModelError("\(model): tensor \(t.name) has shape \(t.shape), expected \(shape)")
+            throw ModelError("\(model): tensor \(name) has shape \(t.shape), expected \(shape)")
         }
     }
 
@@ -445,7 +445,7 @@ struct WeightLoader {
 
     func optionalMatrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator? {
         guard let t = try source.tensor(name) else { return nil }
-        try check(t, shape)
+        try check(name, t, shape)
         return try backend.matrix(t, modelBytesFP32: modelBytesFP32)
     }
 
@@ -455,7 +455,7 @@ struct WeightLoader {
 
     func optionalVector(_ name: String, _ n: Int) throws -> [Float]? {
         guard let t = try source.tensor(name) else { return nil }
-        try check(t, [n])
+        try check(name, t, [n])
         return try floats(t)
     }
 

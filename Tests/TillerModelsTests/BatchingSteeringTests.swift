@@ -1,5 +1,6 @@
 import Foundation
 import TillerFormats
+import TillerTensor
 import XCTest
 @testable import TillerModels
 
@@ -257,4 +258,41 @@ func checkSteeringFixture(model: LanguageModel, fixture: String) throws {
     let e2 = relativeError(r.logits[0], try f.floats("steer_response.logits_last"))
     XCTAssertLessThanOrEqual(e2, 1e-3, "\(fixture) steer_response logits")
     print("\(fixture) steering: relative errors base \(e0), steer_all \(e1), steer_response \(e2)")
+}
+
+/// A checkpoint with one tensor removed or swapped, to check load errors.
+final class EditedSource: WeightSource, @unchecked Sendable {
+    let base: WeightSource
+    let edit: (String) throws -> RawTensor??
+    init(_ base: WeightSource, edit: @escaping (String) throws -> RawTensor??) {
+        self.base = base
+        self.edit = edit
+    }
+    var config: ModelConfig { base.config }
+    var names: [String] { base.names }
+    func tensor(_ name: String) throws -> RawTensor? {
+        if let replaced = try edit(name) { return replaced }
+        return try base.tensor(name)
+    }
+}
+
+final class LoadErrorTests: XCTestCase {
+    func testMissingAndMisshapenTensorsAreNamed() throws {
+        let src = try HFWeightSource(directory: Fixtures.path("tiny-llama31"))
+        let missing = EditedSource(src) { $0 == "model.layers.1.mlp.up_proj.weight" ? .some(nil) : nil }
+        XCTAssertThrowsError(try LanguageModel(weights: missing, tokenizer: nil, name: "tiny-llama31")) {
+            XCTAssert("\($0)".contains("tiny-llama31: missing tensor model.layers.1.mlp.up_proj.weight (expected shape [128, 64])"), "\($0)")
+        }
+        let swapped = EditedSource(src) { name in
+            name == "model.layers.0.self_attn.q_proj.weight" ? .some(try src.tensor("model.layers.0.self_attn.k_proj.weight")) : nil
+        }
+        XCTAssertThrowsError(try LanguageModel(weights: swapped, tokenizer: nil, name: "tiny-llama31")) {
+            XCTAssert("\($0)".contains("model.layers.0.self_attn.q_proj.weight has shape [32, 64], expected [64, 64]"), "\($0)")
+        }
+        // Untied checkpoint without lm_head.weight.
+        let noHead = EditedSource(src) { $0 == "lm_head.weight" ? .some(nil) : nil }
+        XCTAssertThrowsError(try LanguageModel(weights: noHead, tokenizer: nil, name: "tiny-llama31")) {
+            XCTAssert("\($0)".contains("lm_head.weight"), "\($0)")
+        }
+    }
 }
