@@ -72,7 +72,9 @@ let package = Package(
         .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerEvalTests", dependencies: ["TillerEval", "TillerServer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerExperimentTests", dependencies: ["TillerExperiment"], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerExperimentTests", dependencies: [
+            "TillerExperiment", "TillerFormats", .product(name: "GRDB", package: "GRDB.swift"),
+        ], swiftSettings: cpuFlags),
         .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]

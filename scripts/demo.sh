@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
-# The demo on the default model: set up (scripts/setup.sh), scan SmolLM2-135M-Instruct for massive
-# activations, then show a plain and a steered greedy generation.
+# The demo: set up (scripts/setup.sh: release build, default models), then run a small real
+# experiment from experiments/demo.yaml — the seed's Phase 4 on SmolLM2-135M-Instruct, refusal
+# trait: massive-activation scan, extraction, probe/mean_diff with preclean/postclean variants,
+# a steering sweep (layers × coefficients relative to the layer norm), local judge, selection —
+# ending with the summary table and the report's path. Rerunning resumes (every stage is cached);
+# TILLER_DEMO_DIR picks the output folder (default demo-output/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 tiller=.build/release/tiller
 out=${TILLER_DEMO_DIR:-demo-output}
-mkdir -p "$out"
-$tiller models list
-echo
-echo "== Phase 1: massive-activation scan (SmolLM2-135M-Instruct, shipped calibration set)"
-$tiller scan --model smollm2-135m-instruct --out "$out/scan.json"
-echo
-echo "== Generation (greedy, chat template)"
-$tiller generate --model smollm2-135m-instruct --chat --prompt "Give me three tips for a good night's sleep." --max-tokens 48
-echo
-echo "Scan written to $out/scan.json, $out/scan.md and $out/scan.svg"
+start=$(date +%s)
+$tiller run experiments/demo.yaml --out "$out"
+echo "Demo finished in $(( $(date +%s) - start ))s. Open $out/report.html in a browser."

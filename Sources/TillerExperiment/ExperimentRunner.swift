@@ -402,7 +402,9 @@ public final class ExperimentRunner {
         }
         // The judge cache lives in the results database.
         judge = CachedJudge(judge, cache: try JudgeCache(writer: store.db))
-        return JudgeScorer(judge: judge, prompts: try JudgePrompts.defaults())
+        let prompts = try self.spec.judgePrompts.map { try JudgePrompts.load(directory: Self.resolve($0, in: baseDirectory)) }
+            ?? JudgePrompts.defaults()
+        return JudgeScorer(judge: judge, prompts: prompts, minMass: self.spec.judgeMinMass)
     }
 
     func judgeStage(configIds: Set<String>, ctx: SweepContext, label: String) throws {
@@ -417,23 +419,46 @@ public final class ExperimentRunner {
         // Each answer's scores are stored as soon as they arrive, so a kill loses at most the
         // answers in flight. Judge errors store nothing: the next run asks again.
         let chunk = 32
+        let relevance = spec.judgeRelevance
         for start in stride(from: 0, to: items.count, by: chunk) {
             let end = min(start + chunk, items.count)
-            let results = blocking { await scorer.score(Array(items[start..<end]), coherence: true, concurrency: 8) }
-            var rows: [ScoreRow] = []
-            for (g, r) in zip(todo[start..<end], results) {
-                switch (r.trait, r.coherence) {
-                case (.success(let t), .success(let c)?):
-                    rows.append(ScoreRow(configId: g.configId, question: g.question, sample: g.sample, trait: t.score,
-                                         coherence: c.score, relevance: c.relevance.score, offTopic: c.offTopic, error: nil))
-                case (.failure(let e), _), (_, .failure(let e)?):
-                    failures.add(e.description)
-                default:
-                    failures.add("no coherence result")
+            let batch = Array(items[start..<end])
+            let rows: [ScoreRow?] = blocking {
+                await withTaskGroup(of: (Int, ScoreRow?).self) { group in
+                    for (i, (g, it)) in zip(todo[start..<end], batch).enumerated() {
+                        group.addTask {
+                            do {
+                                let t = try await scorer.traitScore(trait: it.trait, definition: it.definition, question: it.question, answer: it.answer)
+                                var coh: Double?, rel: Double?, off = false
+                                if relevance {
+                                    let c = try await scorer.coherence(question: it.question, answer: it.answer)
+                                    coh = c.score; rel = c.relevance.score; off = c.offTopic
+                                } else {
+                                    // Coherence alone: one judge call fewer per answer (small local judges).
+                                    let p = scorer.prompts.coherencePrompt(question: it.question, answer: it.answer)
+                                    coh = try await scorer.judge.judge(p).score(minMass: scorer.minMass).score
+                                }
+                                return (i, ScoreRow(configId: g.configId, question: g.question, sample: g.sample, trait: t.score,
+                                                    coherence: coh, relevance: rel, offTopic: off, error: nil))
+                            } catch {
+                                failures.add(String(describing: error))
+                                return (i, nil)
+                            }
+                        }
+                    }
+                    var out = [ScoreRow?](repeating: nil, count: batch.count)
+                    for await (i, r) in group {
+                        out[i] = r
+                        // Stored as each answer is scored: a kill loses only those in flight.
+                        if let r {
+                            do { try store.insert(scores: [r]) } catch { failures.add("storing scores: \(error)") }
+                        }
+                        bar.advance(by: 1)
+                    }
+                    return out
                 }
             }
-            try store.insert(scores: rows)
-            bar.advance(by: end - start)
+            _ = rows
         }
         bar.finish()
         if failures.count > 0 {

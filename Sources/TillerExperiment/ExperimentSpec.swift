@@ -160,6 +160,13 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     /// `local:MODEL` or `openai:MODEL`.
     public var judge: String
     public var coherenceThresholds: [Double]
+    /// Least probability mass on integer answers for a judge score to count (TillerEval's
+    /// default 0.25; tiny local judges put only a few percent there).
+    public var judgeMinMass: Double
+    /// Cap coherence of off-topic answers using a third judge call (relevance).
+    public var judgeRelevance: Bool
+    /// A folder with trait.txt / coherence.txt / relevance.txt overriding the judge prompts.
+    public var judgePrompts: String?
     public var questionsPerTrait: Int
     public var samplesPerQuestion: Int
     public var maxNewTokens: Int
@@ -179,6 +186,7 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, models, traits, methods, cleaning, variants, positions, layers, coefficients, judge
+        case judgeMinMass = "judge_min_mass", judgeRelevance = "judge_relevance", judgePrompts = "judge_prompts"
         case coherenceThresholds = "coherence_thresholds", questionsPerTrait = "questions_per_trait"
         case samplesPerQuestion = "samples_per_question", maxNewTokens = "max_new_tokens", temperature, seed
         case steerPositions = "steer_positions", batchSize = "batch_size", extraction, scan, winner, output
@@ -203,6 +211,9 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         } else {
             coherenceThresholds = try c.decodeIfPresent([Double].self, forKey: .coherenceThresholds) ?? [50]
         }
+        judgeMinMass = try c.decodeIfPresent(Double.self, forKey: .judgeMinMass) ?? 0.25
+        judgeRelevance = try c.decodeIfPresent(Bool.self, forKey: .judgeRelevance) ?? true
+        judgePrompts = try c.decodeIfPresent(String.self, forKey: .judgePrompts)
         questionsPerTrait = try c.decodeIfPresent(Int.self, forKey: .questionsPerTrait) ?? 10
         samplesPerQuestion = try c.decodeIfPresent(Int.self, forKey: .samplesPerQuestion) ?? 1
         maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? 64
@@ -249,7 +260,8 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         [
             "questions_per_trait": String(questionsPerTrait), "samples_per_question": String(samplesPerQuestion),
             "max_new_tokens": String(maxNewTokens), "temperature": String(temperature), "seed": String(seed),
-            "steer_positions": steerPositions, "judge": judge, "batch_size": String(batchSize),
+            "steer_positions": steerPositions, "judge": judge, "judge_min_mass": String(judgeMinMass),
+            "judge_relevance": String(judgeRelevance), "judge_prompts": judgePrompts ?? "default", "batch_size": String(batchSize),
             "positions": positions,
             "extraction": "pairs=\(extraction.maxPairs.map(String.init) ?? "all"),questions=\(extraction.maxQuestions.map(String.init) ?? "all"),tokens=\(extraction.maxNewTokens),T=\(extraction.temperature)",
         ]
@@ -298,7 +310,11 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         case .keyNotFound(let k, let ctx): return "missing required key \(key(ctx.codingPath + [k]))"
         case .typeMismatch(let t, let ctx): return "\(key(ctx.codingPath)) has the wrong type (expected \(t))"
         case .valueNotFound(let t, let ctx): return "\(key(ctx.codingPath)) is empty (expected \(t))"
-        case .dataCorrupted(let ctx): return "\(key(ctx.codingPath)): \(ctx.debugDescription)"
+        case .dataCorrupted(let ctx):
+            // Yams wraps errors thrown while decoding (ours included) as "not valid YAML".
+            if let u = ctx.underlyingError as? ExperimentError { return u.description }
+            if let u = ctx.underlyingError as? DecodingError { return describe(u) }
+            return "\(key(ctx.codingPath)): \(ctx.debugDescription)"
         @unknown default: return "\(e)"
         }
     }
@@ -341,6 +357,7 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
             try fail("coherence_thresholds: give one or two thresholds (the seed used 68 and 70)")
         }
         if let bad = coherenceThresholds.first(where: { !(0...100).contains($0) }) { try fail("coherence_thresholds: \(bad) is outside 0…100") }
+        if !(judgeMinMass > 0 && judgeMinMass <= 1) { try fail("judge_min_mass must be in (0, 1]") }
         if questionsPerTrait < 1 { try fail("questions_per_trait must be at least 1") }
         if samplesPerQuestion < 1 { try fail("samples_per_question must be at least 1") }
         if samplesPerQuestion > 1 && temperature == 0 {
@@ -371,7 +388,7 @@ enum JudgeSpecText {
 extension ExperimentSpec.CodingKeys {
     static var allKeys: [String] {
         ["name", "models", "traits", "methods", "cleaning", "variants", "positions", "layers", "coefficients", "judge",
-         "coherence_thresholds", "questions_per_trait", "samples_per_question", "max_new_tokens", "temperature", "seed",
+         "coherence_thresholds", "judge_min_mass", "judge_relevance", "judge_prompts", "questions_per_trait", "samples_per_question", "max_new_tokens", "temperature", "seed",
          "steer_positions", "batch_size", "extraction", "scan", "winner", "output"]
     }
 }

@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import TillerExperiment
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run an experiment file: scan, extraction, variants, baseline, steering sweep, judging, selection, report.",
+        discussion: """
+        EXPERIMENT is YAML or JSON (see experiments/README.md). Every stage is cached in the output folder \
+        (default runs/<name> next to the file): run the same command again after an interruption and it \
+        resumes where it stopped, with nothing lost or duplicated. --shard i/n runs the units whose index \
+        is i mod n into results.shard<i>of<n>.sqlite; combine the shards with `tiller merge` and write the \
+        report with `tiller report`.
+        """)
+
+    @Argument(help: "The experiment file (.yaml, .yml or .json).")
+    var experiment: String
+    @Option(help: "Output folder (overrides the file's `output`).")
+    var out: String?
+    @Option(help: "Run a slice of the sweep: i/n with 0 ≤ i < n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
+    var shard: String?
+    @Flag(name: .customLong("no-progress"), help: "No progress bars.")
+    var noProgress = false
+    @Flag(name: .customLong("no-report"), help: "Skip writing the report.")
+    var noReport = false
+
+    func run() throws {
+        let spec = try ExperimentSpec.load(path: experiment)
+        var options = RunOptions()
+        if let shard { options.shard = try Shard(parsing: shard) }
+        options.showProgress = !noProgress
+        options.writeReport = !noReport
+        let dir = (experiment as NSString).deletingLastPathComponent
+        let runner = try ExperimentRunner(spec: spec, baseDirectory: dir.isEmpty ? "." : dir, outputDirectory: out, options: options)
+        try runner.run()
+        if options.shard.isAll {
+            let report = try ExperimentReport(store: runner.store)
+            print("\n" + report.summaryTable())
+            print("Results: \(runner.store.path)")
+            if options.writeReport {
+                print("Report: \((runner.outputDirectory as NSString).appendingPathComponent("report.md")) and report.html")
+            }
+        } else {
+            print("Shard \(options.shard) done: \(runner.store.path)")
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import Foundation
+import GRDB
+import XCTest
+import TillerFormats
+@testable import TillerExperiment
+
+/// A tiny experiment on SmolLM2-135M-Instruct, end to end: once uninterrupted (in process), then
+/// killed with SIGKILL mid-sweep and resumed (the `tiller` binary), then as two shards merged.
+/// Every variant must give exactly the rows of the uninterrupted run.
+final class RealRunTests: XCTestCase {
+    static let yaml = """
+    name: tiny
+    models: [smollm2-135m-instruct]
+    traits: [refusal]
+    methods: [probe]
+    cleaning: [preclean_la2]
+    layers: [12]
+    coefficients: {scale: relative, values: [0.5, 4]}
+    judge: local:smollm2-135m-instruct
+    judge_min_mass: 0.001
+    judge_relevance: false
+    coherence_thresholds: [30, 20]
+    questions_per_trait: 2
+    max_new_tokens: 10
+    batch_size: 2
+    extraction: {max_pairs: 1, max_questions: 2, max_new_tokens: 6}
+    scan: {max_texts: 4}
+    """
+    /// baseline + 2 variants × 1 layer × 2 coefficients, × 2 questions
+    static let answers = 10
+
+    static var root = NSTemporaryDirectory() + "tiller-realrun-\(ProcessInfo.processInfo.processIdentifier)"
+    static var whole: String { root + "/whole" }
+    static var wholeError: Error?
+    static var didRun = false
+
+    var specPath: String { Self.root + "/tiny.yaml" }
+
+    /// The uninterrupted run, shared by the tests (each run judges every answer with the local
+    /// judge, the slow part).
+    func wholeRun() throws -> ResultsStore {
+        let model = ModelCache.knownModel(named: "smollm2-135m-instruct")!
+        guard FileManager.default.fileExists(atPath: model.path) else {
+            XCTFail("\(model.path) is missing: run scripts/setup.sh (or `tiller models fetch`) first")
+            throw StoreError("model missing")
+        }
+        if !Self.didRun {
+            Self.didRun = true
+            do {
+                try FileManager.default.createDirectory(atPath: Self.root, withIntermediateDirectories: true)
+                try Self.yaml.write(toFile: specPath, atomically: true, encoding: .utf8)
+                var o = RunOptions()
+                o.showProgress = false
+                let r = try ExperimentRunner(spec: try ExperimentSpec.load(path: specPath), baseDirectory: Self.root,
+                                             outputDirectory: Self.whole, options: o)
+                try r.run()
+            } catch { Self.wholeError = error }
+        }
+        if let e = Self.wholeError { throw e }
+        return try ResultsStore(path: Self.whole + "/results.sqlite", create: false)
+    }
+
+    override class func tearDown() { try? FileManager.default.removeItem(atPath: root) }
+
+    func rows(_ s: ResultsStore) throws -> ([String], [String]) {
+        let g = try s.generations().map { "\($0.configId)|\($0.question)|\($0.sample)|\($0.response)|\($0.tokens)|\($0.finish)|\($0.prompt)" }
+        let sc = try s.scores().map { "\($0.configId)|\($0.question)|\($0.sample)|\(String(describing: $0.trait))|\(String(describing: $0.coherence))" }
+        return (g, sc)
+    }
+
+    /// Copies scan, activations and vectors (not the database) so a second run skips those stages.
+    func seedFolder(_ dir: String) throws {
+        let fm = FileManager.default
+        try? fm.removeItem(atPath: dir)
+        try fm.copyItem(atPath: Self.whole + "/smollm2-135m-instruct", toPath: dir + "/smollm2-135m-instruct")
+    }
+
+    func testEndToEndDatabaseAndReport() throws {
+        let s = try wholeRun()
+        XCTAssertEqual(try s.count("configurations"), 5)
+        XCTAssertEqual(try s.count("generations"), Self.answers)
+        XCTAssertEqual(try s.count("scores"), Self.answers)
+        XCTAssertEqual(try s.count("vectors"), 2)
+        XCTAssertEqual(try s.layerNorms(model: "smollm2-135m-instruct").keys.sorted(), [12])
+        XCTAssertGreaterThan(try s.count("judge_cache"), 0)
+        let gens = try s.generations()
+        XCTAssertTrue(gens.allSatisfy { !$0.response.isEmpty && $0.tokens > 0 })
+        // Steering at 4× the layer norm changes the answer.
+        let base = gens.filter { $0.configId.hasSuffix("/baseline") }.map(\.response)
+        let strong = gens.filter { $0.configId.hasSuffix("probe/L12/rel4") }.map(\.response)
+        XCTAssertEqual(base.count, 2)
+        XCTAssertNotEqual(base, strong)
+        XCTAssertTrue(try s.scores().allSatisfy { $0.trait != nil && $0.coherence != nil })
+        for stage in ["scan smollm2-135m-instruct", "extract smollm2-135m-instruct/refusal", "variants smollm2-135m-instruct/refusal"] {
+            XCTAssertTrue(try s.stageDone(stage), stage)
+        }
+        let md = try String(contentsOfFile: Self.whole + "/report.md", encoding: .utf8)
+        XCTAssertTrue(md.contains("## smollm2-135m-instruct, refusal"), md)
+        XCTAssertTrue(md.contains("**Baseline:** trait="), md)
+        XCTAssertTrue(md.contains("| Condition | Winner Δ | Baseline Probe Δ | Benefit |"), md)
+        let html = try String(contentsOfFile: Self.whole + "/report.html", encoding: .utf8)
+        XCTAssertTrue(html.contains("<svg"))
+        XCTAssertTrue(html.contains(esc(base[0])))
+        XCTAssertTrue(try FileManager.default.contentsOfDirectory(atPath: Self.whole + "/smollm2-135m-instruct/refusal/vectors")
+                        .sorted() == ["probe.safetensors", "probe_preclean_la2.safetensors"])
+
+        // A second run finds everything done: no new rows.
+        var o = RunOptions()
+        o.showProgress = false
+        o.writeReport = false
+        let t = Date()
+        try ExperimentRunner(spec: try ExperimentSpec.load(path: specPath), baseDirectory: Self.root, outputDirectory: Self.whole, options: o).run()
+        XCTAssertLessThan(Date().timeIntervalSince(t), 60)
+        XCTAssertEqual(try s.count("generations"), Self.answers)
+    }
+
+    func testShardsMergedEqualTheWholeRun() throws {
+        let whole = try wholeRun()
+        let dir = Self.root + "/sharded"
+        try seedFolder(dir)
+        var o = RunOptions()
+        o.showProgress = false
+        for i in 0..<2 {
+            o.shard = Shard(index: i, count: 2)
+            try ExperimentRunner(spec: try ExperimentSpec.load(path: specPath), baseDirectory: Self.root, outputDirectory: dir, options: o).run()
+        }
+        let s0 = try ResultsStore(path: dir + "/results.shard0of2.sqlite", create: false)
+        let s1 = try ResultsStore(path: dir + "/results.shard1of2.sqlite", create: false)
+        XCTAssertGreaterThan(try s0.count("generations"), 0)
+        XCTAssertGreaterThan(try s1.count("generations"), 0)
+        XCTAssertEqual(try s0.count("generations") + s1.count("generations"), Self.answers)
+        let merged = try ResultsStore(path: dir + "/merged.sqlite")
+        _ = try merged.merge(from: s0.path)
+        _ = try merged.merge(from: s1.path)
+        let (mg, ms) = try rows(merged), (wg, ws) = try rows(whole)
+        XCTAssertEqual(mg, wg)
+        XCTAssertEqual(ms, ws)
+        func selection(_ s: ResultsStore) throws -> String {
+            try ExperimentReport(store: s).markdown().components(separatedBy: "- Stored:").last!
+        }
+        XCTAssertEqual(try selection(merged), try selection(whole))
+    }
+
+    func testSIGKILLMidSweepThenResumeGivesTheSameRows() throws {
+        let whole = try wholeRun()
+        let bin = Bundle(for: Self.self).bundleURL.deletingLastPathComponent().appendingPathComponent("tiller").path
+        guard FileManager.default.isExecutableFile(atPath: bin) else {
+            return XCTFail("\(bin) is missing: the test runs the tiller binary (swift build builds it)")
+        }
+        let dir = Self.root + "/killed"
+        try seedFolder(dir)
+        let db = dir + "/results.sqlite"
+
+        func launch() throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: bin)
+            p.arguments = ["run", specPath, "--out", dir, "--no-progress", "--no-report"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        func count(_ table: String) -> Int {
+            guard FileManager.default.fileExists(atPath: db) else { return 0 }
+            var c = GRDB.Configuration()
+            c.readonly = true
+            guard let q = try? DatabaseQueue(path: db, configuration: c) else { return 0 }
+            return (try? q.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM \(table)") ?? 0 }) ?? 0
+        }
+        /// Kills the run with SIGKILL once `table` holds some but not all rows.
+        func killWhen(_ table: String) throws {
+            let p = try launch()
+            let deadline = Date().addingTimeInterval(600)
+            while p.isRunning && Date() < deadline {
+                let n = count(table)
+                if n > 0 && n < Self.answers { kill(p.processIdentifier, SIGKILL); break }
+                usleep(20_000)
+            }
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationReason, .uncaughtSignal, "the run ended before it could be killed mid-\(table)")
+        }
+        try killWhen("generations")
+        XCTAssertLessThan(count("generations"), Self.answers)
+        try killWhen("scores")
+        XCTAssertLessThan(count("scores"), Self.answers)
+        let p = try launch()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+
+        let resumed = try ResultsStore(path: db, create: false)
+        let (rg, rs) = try rows(resumed), (wg, ws) = try rows(whole)
+        XCTAssertEqual(rg, wg)
+        XCTAssertEqual(rs, ws)
+        XCTAssertEqual(try resumed.count("configurations"), try whole.count("configurations"))
+    }
+}
