@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TillerModels
 import TillerEval
 
 struct JudgeCommand: ParsableCommand {

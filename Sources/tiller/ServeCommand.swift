@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TillerModels
 import TillerServer
 
 struct Serve: ParsableCommand {

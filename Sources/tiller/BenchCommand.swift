@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import TillerModels
+
+/// Engine throughput on fixed workloads, for bench/engine/run.sh (which runs the same workloads
+/// in transformers and prints the ratios). Token ids are synthetic and deterministic, so both
+/// sides see the same inputs without depending on tokenization.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure engine throughput: residual capture, steered batched generation, batch-1 decode.",
+        discussion: """
+        Workloads (the same ones bench/engine/transformers_bench.py runs):
+          capture   forward over P prompts × T tokens capturing resid_post at every layer
+          generate  greedy generation, P prompts of 16 tokens × N new tokens, a steering vector at the middle layer
+          decode    batch-1 greedy generation of N new tokens after a 16-token prompt
+        EOS does not stop generation, so every run produces exactly the requested tokens.
+        """)
+
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case capture, generate, decode }
+
+    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    var model = "smollm2-135m-instruct"
+    @Option(help: "Workloads to run (repeatable): capture, generate, decode.")
+    var workload: [Workload] = Workload.allCases
+    @Option(help: "Prompts for capture and generate.")
+    var prompts = 32
+    @Option(help: "Tokens per prompt for capture.")
+    var tokens = 64
+    @Option(help: "New tokens for generate and decode.")
+    var newTokens = 64
+    @Option(help: "Repetitions; the best time is reported.")
+    var repeats = 2
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    /// Deterministic token id i of prompt p (shared with the Python side).
+    static func syntheticToken(prompt p: Int, index i: Int, vocab: Int) -> Int {
+        100 + (p * 7919 + i * 104_729 + (p * i) % 13) % (min(vocab, 32000) - 200)
+    }
+
+    func run() throws {
+        let loadStart = Date()
+        let lm = try LanguageModel.load(model)
+        let loadSeconds = Date().timeIntervalSince(loadStart)
+        let vocab = lm.config.vocabSize
+        func batch(_ n: Int, _ len: Int) -> [[Int]] {
+            (0..<n).map { p in (0..<len).map { Self.syntheticToken(prompt: p, index: $0, vocab: vocab) } }
+        }
+        func best(_ body: () throws -> Void) rethrows -> Double {
+            var t = Double.infinity
+            for _ in 0..<max(repeats, 1) {
+                let s = Date()
+                try body()
+                t = min(t, Date().timeIntervalSince(s))
+            }
+            return t
+        }
+        var results: [String: Double] = ["load_seconds": loadSeconds]
+        let layers = Array(0..<lm.config.numHiddenLayers)
+        for w in workload {
+            switch w {
+            case .capture:
+                let b = batch(prompts, tokens)
+                let t = try best { _ = try lm.forward(b, capture: CaptureSpec(layers: layers), logits: .none) }
+                results["capture_seconds"] = t
+                results["capture_tokens_per_second"] = Double(prompts * tokens) / t
+            case .generate:
+                let b = batch(prompts, 16)
+                let mid = lm.config.numHiddenLayers / 2
+                let v = (0..<lm.config.hiddenSize).map { Float(sin(Double($0) * 0.37)) / Float(lm.config.hiddenSize).squareRoot() }
+                let spec = SteeringSpec(edits: [.add(layer: mid, vector: v, coef: 4)])
+                let options = GenerationOptions(maxNewTokens: newTokens, stopTokens: [])
+                let t = try best { _ = try lm.generate(b, options: options, steering: Array(repeating: spec, count: prompts)) }
+                results["generate_seconds"] = t
+                results["generate_new_tokens_per_second"] = Double(prompts * newTokens) / t
+            case .decode:
+                let b = batch(1, 16)
+                let options = GenerationOptions(maxNewTokens: newTokens, stopTokens: [])
+                let t = try best { _ = try lm.generate(b, options: options) }
+                results["decode_seconds"] = t
+                results["decode_tokens_per_second"] = Double(newTokens) / t
+            }
+        }
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: results, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for (k, v) in results.sorted(by: { $0.key < $1.key }) { print(String(format: "%-32@ %.3f", k as NSString, v)) }
+        }
+    }
+}
