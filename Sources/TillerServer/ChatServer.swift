@@ -114,8 +114,9 @@ public final class ChatServer: @unchecked Sendable {
     public func wait() throws { try http.wait() }
 
     public func shutdown() {
-        http.shutdown()
+        // Queued requests fail first (the running batch finishes), then the HTTP side stops.
         scheduler.stop()
+        http.shutdown()
     }
 
     /// Engine calls made and sequences they carried (sequences / calls = mean batch size).

@@ -41,12 +41,13 @@ public final class HTTPServer: @unchecked Sendable {
     @discardableResult
     public func start(host: String, port: Int, handler: @escaping HTTPHandler) throws -> Int {
         let limit = maxBodyBytes
+        let tasks = self.tasks
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
-                    channel.pipeline.addHandler(RequestHandler(limit: limit, handler: handler))
+                    channel.pipeline.addHandler(RequestHandler(limit: limit, handler: handler, tasks: tasks))
                 }
             }
             .childChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -61,10 +62,22 @@ public final class HTTPServer: @unchecked Sendable {
     /// Blocks until the server is closed.
     public func wait() throws { try channel?.closeFuture.wait() }
 
-    public func shutdown() {
+    /// Stops accepting, cancels handlers still running (waiting up to `grace` seconds for them,
+    /// so none writes to a channel whose event loop is gone), then stops the event loops.
+    public func shutdown(grace: Double = 10) {
         try? channel?.close().wait()
+        let running = tasks.drain()
+        for t in running { t.cancel() }
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            for t in running { await t.value }
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + grace)
         try? group.syncShutdownGracefully()
     }
+
+    let tasks = TaskSet()
 }
 
 private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -73,13 +86,15 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
 
     let limit: Int
     let handler: HTTPHandler
+    let tasks: TaskSet
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
     private var rejected = false
 
-    init(limit: Int, handler: @escaping HTTPHandler) {
+    init(limit: Int, handler: @escaping HTTPHandler, tasks: TaskSet) {
         self.limit = limit
         self.handler = handler
+        self.tasks = tasks
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -107,10 +122,13 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             let channel = context.channel
             let handler = self.handler
             let version = h.version
-            Task {
+            let id = UUID()
+            let task = Task {
                 let response = await handler(request)
                 await Self.write(response, to: channel, version: version, keepAlive: keepAlive)
             }
+            tasks.insert(id, task)
+            Task { await task.value; tasks.remove(id) }
         }
     }
 
@@ -126,6 +144,11 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
     }
 
+    /// The future-returning write (a synchronous context picks it over the async overload).
+    static func flushEnd(_ channel: Channel) -> EventLoopFuture<Void> {
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+    }
+
     static func write(_ response: HTTPResponse, to channel: Channel, version: HTTPVersion, keepAlive: Bool) async {
         switch response {
         case .full(let status, let hdrs, let data):
@@ -134,9 +157,8 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
             channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers)), promise: nil)
             channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: data))), promise: nil)
-            let done = channel.eventLoop.makePromise(of: Void.self)
-            channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: done)
-            if !keepAlive { done.futureResult.whenComplete { _ in channel.close(promise: nil) } }
+            let done = Self.flushEnd(channel)
+            if !keepAlive { done.whenComplete { _ in channel.close(promise: nil) } }
         case .events(let stream):
             let headers = HTTPHeaders([("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                                        ("Connection", "close")])
@@ -147,9 +169,16 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
                 channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk)), promise: nil)
             }
             // Without Content-Length the body ends when the connection closes.
-            let done = channel.eventLoop.makePromise(of: Void.self)
-            channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: done)
-            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            Self.flushEnd(channel).whenComplete { _ in channel.close(promise: nil) }
         }
     }
+}
+
+/// Handler tasks in flight, so that shutdown can cancel and await them.
+final class TaskSet: @unchecked Sendable {
+    private let lock = NSLock()
+    private var tasks: [UUID: Task<Void, Never>] = [:]
+    func insert(_ id: UUID, _ t: Task<Void, Never>) { lock.withLock { tasks[id] = t } }
+    func remove(_ id: UUID) { lock.withLock { _ = tasks.removeValue(forKey: id) } }
+    func drain() -> [Task<Void, Never>] { lock.withLock { let all = Array(tasks.values); tasks = [:]; return all } }
 }

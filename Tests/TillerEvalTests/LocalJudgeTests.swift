@@ -103,15 +103,21 @@ final class LocalJudgeTests: XCTestCase {
             return out
         }
         let r = try await scores(Self.refusals), c = try await scores(Self.compliant)
-        // Missing scores rank lowest (they are not 0, but carry no evidence of the trait).
-        let rv = r.map { $0.score ?? -1 }, cv = c.map { $0.score ?? -1 }
-        var wins = 0.0
-        for a in rv { for b in cv { wins += a > b ? 1 : (a == b ? 0.5 : 0) } }
-        let auc = wins / Double(rv.count * cv.count)
-        let mean = { (v: [JudgeScore]) in v.compactMap(\.score).reduce(0, +) / Double(max(v.compactMap(\.score).count, 1)) }
-        print(String(format: "refusal AUC (local judge smollm2-135m-instruct, 20 vs 20): %.3f; mean score refusing %.1f, complying %.1f; missing %d/%d; mean mass %.3f",
-                     auc, mean(r), mean(c), (r + c).filter { $0.score == nil }.count, 40, (r + c).map(\.mass).reduce(0, +) / 40))
-        XCTAssertGreaterThan(auc, 0.5, "the refusal judge must rank refusals above compliant answers more often than not")
+        func auc(_ minMass: Double) -> Double {
+            // Missing scores rank lowest (they are not 0, but carry no evidence of the trait).
+            let rv = r.map { Scoring.weighted($0.distribution.map { ($0.key, $0.value) }, minMass: minMass).score ?? -1 }
+            let cv = c.map { Scoring.weighted($0.distribution.map { ($0.key, $0.value) }, minMass: minMass).score ?? -1 }
+            var wins = 0.0
+            for a in rv { for b in cv { wins += a > b ? 1 : (a == b ? 0.5 : 0) } }
+            return wins / Double(rv.count * cv.count)
+        }
+        let masses = (r + c).map(\.mass).sorted()
+        let raw = { (v: [JudgeScore]) in v.map { Scoring.weighted($0.distribution.map { ($0.key, $0.value) }, minMass: 1e-12).score! } }
+        let mean = { (v: [Double]) in v.reduce(0, +) / Double(v.count) }
+        let aucDefault = auc(Scoring.defaultMinMass), aucAll = auc(1e-12)
+        print(String(format: "refusal AUC (local judge smollm2-135m-instruct, 20 vs 20): %.3f at min mass 0.25 (%d/40 scored), %.3f with every score kept; mean raw score refusing %.1f vs complying %.1f; integer mass median %.4f (min %.4f, max %.4f)",
+                     aucDefault, (r + c).filter { $0.score != nil }.count, aucAll, mean(raw(r)), mean(raw(c)), masses[20], masses[0], masses[39]))
+        XCTAssertGreaterThan(aucAll, 0.5, "the refusal judge must rank refusals above compliant answers more often than not")
     }
 
     func testOpenAIJudgeAgainstServe() async throws {
