@@ -77,6 +77,10 @@ public final class WeightMatrix: @unchecked Sendable {
         }
     }
 
+    /// Whether the stored type has a one-row fused kernel (all but F16/BF16/F32 rows whose length
+    /// is not a multiple of 32 do).
+    var hasFusedKernel: Bool { type.blockSize > 1 || inFeatures % 32 == 0 }
+
     /// Bytes of weight data (what a matvec streams from memory).
     public var byteCount: Int { rowBytes * outFeatures }
 
@@ -92,6 +96,9 @@ public final class WeightMatrix: @unchecked Sendable {
         guard rows > 0 else { return }
         if rows >= Self.gemmMinRows {
             applyPanels(x, rows: rows, into: y)
+        } else if rows <= 3 && hasFusedKernel {
+            // Up to three rows the one-row kernel run per row beats dequantizing rows to share.
+            for r in 0..<rows { applyFused(x + r * inFeatures, rows: 1, into: y + r * outFeatures) }
         } else {
             applyFused(x, rows: rows, into: y)
         }
