@@ -20,6 +20,9 @@ public struct RunOptions: Sendable {
     public var showProgress = true
     /// Write the report at the end (a shard's report only covers its slice).
     public var writeReport = true
+    /// Stop after scan, extraction and variants (run once before shards start, so every shard
+    /// uses the same vector files).
+    public var prepareOnly = false
     /// Print what each stage does.
     public var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
     public init() {}
@@ -73,11 +76,11 @@ public final class ExperimentRunner {
                 }
                 let run = try extractionStage(model, trait: trait)
                 let vectors = try variantsStage(model, trait: trait, run: run, scan: scan)
-                try sweepStage(model, trait: trait, vectors: vectors)
+                if !options.prepareOnly { try sweepStage(model, trait: trait, vectors: vectors) }
             }
         }
         options.log(String(format: "all stages done in %.1fs", Date().timeIntervalSince(t0)))
-        if options.writeReport {
+        if options.writeReport && !options.prepareOnly {
             if !options.shard.isAll {
                 options.log("shard \(options.shard): merge the shard databases with `tiller merge`, then `tiller report`")
             } else {
@@ -410,55 +413,56 @@ public final class ExperimentRunner {
     func judgeStage(configIds: Set<String>, ctx: SweepContext, label: String) throws {
         let todo = try store.unscoredGenerations().filter { configIds.contains($0.configId) }
         guard !todo.isEmpty else { return }
-        options.log("judge \(label): \(todo.count) answers (trait, coherence, relevance)")
+        // Identical answers to the same question (common: weak steering leaves the greedy answer
+        // unchanged) are judged once; every copy gets the scores.
+        var groups: [[GenerationRow]] = []
+        var index: [String: Int] = [:]
+        for g in todo {
+            let k = g.prompt + "\u{1}" + g.response
+            if let i = index[k] { groups[i].append(g) } else { index[k] = groups.count; groups.append([g]) }
+        }
+        let relevance = spec.judgeRelevance
+        options.log("judge \(label): \(todo.count) answers, \(groups.count) distinct (trait, coherence\(relevance ? ", relevance" : ""))")
         let bar = ProgressBar("judge \(label)", total: todo.count, unit: "answers", enabled: options.showProgress)
-        let items = todo.map { JudgeItem(trait: ctx.trait.name, definition: ctx.trait.definition, question: $0.prompt, answer: $0.response) }
         let scorer = ctx.scorer
         let store = self.store
         let failures = Counter()
+        let trait = ctx.trait
+        let lock = NSLock()
         // Each answer's scores are stored as soon as they arrive, so a kill loses at most the
         // answers in flight. Judge errors store nothing: the next run asks again.
         let chunk = 32
-        let relevance = spec.judgeRelevance
-        for start in stride(from: 0, to: items.count, by: chunk) {
-            let end = min(start + chunk, items.count)
-            let batch = Array(items[start..<end])
-            let rows: [ScoreRow?] = blocking {
-                await withTaskGroup(of: (Int, ScoreRow?).self) { group in
-                    for (i, (g, it)) in zip(todo[start..<end], batch).enumerated() {
+        for start in stride(from: 0, to: groups.count, by: chunk) {
+            let batch = Array(groups[start..<min(start + chunk, groups.count)])
+            blocking {
+                await withTaskGroup(of: Void.self) { group in
+                    for members in batch {
                         group.addTask {
+                            let g = members[0]
                             do {
-                                let t = try await scorer.traitScore(trait: it.trait, definition: it.definition, question: it.question, answer: it.answer)
+                                let t = try await scorer.traitScore(trait: trait.name, definition: trait.definition, question: g.prompt, answer: g.response)
                                 var coh: Double?, rel: Double?, off = false
                                 if relevance {
-                                    let c = try await scorer.coherence(question: it.question, answer: it.answer)
+                                    let c = try await scorer.coherence(question: g.prompt, answer: g.response)
                                     coh = c.score; rel = c.relevance.score; off = c.offTopic
                                 } else {
                                     // Coherence alone: one judge call fewer per answer (small local judges).
-                                    let p = scorer.prompts.coherencePrompt(question: it.question, answer: it.answer)
+                                    let p = scorer.prompts.coherencePrompt(question: g.prompt, answer: g.response)
                                     coh = try await scorer.judge.judge(p).score(minMass: scorer.minMass).score
                                 }
-                                return (i, ScoreRow(configId: g.configId, question: g.question, sample: g.sample, trait: t.score,
-                                                    coherence: coh, relevance: rel, offTopic: off, error: nil))
+                                let rows = members.map { m in
+                                    ScoreRow(configId: m.configId, question: m.question, sample: m.sample, trait: stable(t.score),
+                                             coherence: stable(coh), relevance: stable(rel), offTopic: off, error: nil)
+                                }
+                                do { try store.insert(scores: rows) } catch { failures.add("storing scores: \(error)") }
                             } catch {
                                 failures.add(String(describing: error))
-                                return (i, nil)
                             }
+                            lock.withLock { bar.advance(by: members.count) }
                         }
                     }
-                    var out = [ScoreRow?](repeating: nil, count: batch.count)
-                    for await (i, r) in group {
-                        out[i] = r
-                        // Stored as each answer is scored: a kill loses only those in flight.
-                        if let r {
-                            do { try store.insert(scores: [r]) } catch { failures.add("storing scores: \(error)") }
-                        }
-                        bar.advance(by: 1)
-                    }
-                    return out
                 }
             }
-            _ = rows
         }
         bar.finish()
         if failures.count > 0 {
@@ -466,6 +470,10 @@ public final class ExperimentRunner {
         }
     }
 }
+
+/// Scores rounded to 1e-9: the judge sums its answer distribution in dictionary order, which
+/// varies between processes in the last bits; rounding makes reruns and shards store identical rows.
+func stable(_ x: Double?) -> Double? { x.map { ($0 * 1e9).rounded() / 1e9 } }
 
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()

@@ -390,7 +390,7 @@ public final class ResultsStore: @unchecked Sendable {
         } else {
             try register(theirs)
         }
-        _ = try? src.db.write { try $0.execute(sql: "CREATE TABLE IF NOT EXISTS judge_cache (backend TEXT NOT NULL, model TEXT NOT NULL, prompt TEXT NOT NULL, distribution TEXT NOT NULL, mass REAL NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (backend, model, prompt))") }
+        // The judge cache table as TillerEval's JudgeCache creates it (same columns, same order).
         try db.write { try $0.execute(sql: "CREATE TABLE IF NOT EXISTS judge_cache (backend TEXT NOT NULL, model TEXT NOT NULL, prompt TEXT NOT NULL, distribution TEXT NOT NULL, mass REAL NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (backend, model, prompt))") }
         var added: [String: Int] = [:]
         let thisPath = path
@@ -412,7 +412,8 @@ public final class ResultsStore: @unchecked Sendable {
                     WHERE s.digest != m.digest
                     """) ?? 0
                 if vconf > 0 { throw StoreError("\(other): \(vconf) steering vectors differ from those in \(thisPath); the shards extracted different vectors") }
-                for t in Self.mergedTables {
+                let srcTables = Set(try String.fetchAll(db, sql: "SELECT name FROM src.sqlite_master WHERE type = 'table'"))
+                for t in Self.mergedTables where srcTables.contains(t) {
                     let before = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM main.\(t)") ?? 0
                     try db.execute(sql: "INSERT OR IGNORE INTO main.\(t) SELECT * FROM src.\(t)")
                     added[t] = (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM main.\(t)") ?? 0) - before

@@ -20,6 +20,8 @@ struct Run: ParsableCommand {
     var out: String?
     @Option(help: "Run a slice of the sweep: i/n with 0 ≤ i < n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
     var shard: String?
+    @Flag(help: "Stop after scan, extraction and variants (run once before starting shards on several machines).")
+    var prepare = false
     @Flag(name: .customLong("no-progress"), help: "No progress bars.")
     var noProgress = false
     @Flag(name: .customLong("no-report"), help: "Skip writing the report.")
@@ -31,10 +33,13 @@ struct Run: ParsableCommand {
         if let shard { options.shard = try Shard(parsing: shard) }
         options.showProgress = !noProgress
         options.writeReport = !noReport
+        options.prepareOnly = prepare
         let dir = (experiment as NSString).deletingLastPathComponent
         let runner = try ExperimentRunner(spec: spec, baseDirectory: dir.isEmpty ? "." : dir, outputDirectory: out, options: options)
         try runner.run()
-        if options.shard.isAll {
+        if prepare {
+            print("Prepared \(runner.outputDirectory): scan, activations and vectors. Start the sweep (or its shards) next.")
+        } else if options.shard.isAll {
             let report = try ExperimentReport(store: runner.store)
             print("\n" + report.summaryTable())
             print("Results: \(runner.store.path)")

@@ -143,9 +143,11 @@ final class RealRunTests: XCTestCase {
 
     func testSIGKILLMidSweepThenResumeGivesTheSameRows() throws {
         let whole = try wholeRun()
-        let bin = Bundle(for: Self.self).bundleURL.deletingLastPathComponent().appendingPathComponent("tiller").path
-        guard FileManager.default.isExecutableFile(atPath: bin) else {
-            return XCTFail("\(bin) is missing: the test runs the tiller binary (swift build builds it)")
+        // The tiller binary sits next to the test bundle (SwiftPM builds it with the tests).
+        let here = Bundle(for: Self.self).bundleURL
+        let candidates = [here.appendingPathComponent("tiller").path, here.deletingLastPathComponent().appendingPathComponent("tiller").path]
+        guard let bin = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            return XCTFail("the tiller binary is missing (looked at \(candidates.joined(separator: ", "))): the test runs it; `swift build` builds it")
         }
         let dir = Self.root + "/killed"
         try seedFolder(dir)
