@@ -225,7 +225,7 @@ public struct ExperimentReport {
 
 func fmt(_ x: Double) -> String {
     if x == x.rounded(), abs(x) < 1e9 { return String(Int64(x)) }
-    if abs(x) >= 100 { return String(format: "%.1f", x) }
+    if abs(x) >= 100 { return String(format: "%.0f", x) }
     return String(format: "%.3g", x)
 }
 func fmtShort(_ x: Double) -> String { abs(x) >= 1000 ? String(format: "%.3gk", x / 1000) : fmt(x) }

@@ -115,3 +115,21 @@ final class ExperimentSpecTests: XCTestCase {
         XCTAssertEqual(Array(a2.prefix(3)), [1, 0.5, 0.25])
     }
 }
+
+/// The shipped example experiments stay valid.
+final class ShippedExperimentTests: XCTestCase {
+    func testExampleExperimentsParse() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("experiments").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }.sorted()
+        XCTAssertTrue(files.contains("demo.yaml"), "\(dir): \(files)")
+        for f in files {
+            let s = try ExperimentSpec.load(path: dir + "/" + f)
+            XCTAssertFalse(try s.variantSpecs().isEmpty, f)
+        }
+        let demo = try ExperimentSpec.load(path: dir + "/demo.yaml")
+        XCTAssertEqual(demo.models, ["smollm2-135m-instruct"])
+        XCTAssertEqual(demo.traits, ["refusal"])
+        XCTAssertEqual(demo.layers.layers.count, 5)
+    }
+}
