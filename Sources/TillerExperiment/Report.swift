@@ -148,7 +148,8 @@ public struct ExperimentReport {
     func variantPlot(_ c: ConditionResult, variant: String) -> String {
         let rs = c.results.filter { $0.config.variant == variant }
         let w = 360.0, h = 220.0, l = 40.0, r = 10.0, t = 24.0, b = 30.0
-        let xs = rs.map(\.config.absoluteCoefficient).filter { $0 > 0 }
+        // x: the coefficient as the sweep gives it (relative ones share one grid across layers).
+        let xs = rs.map(\.config.coefficient).filter { $0 > 0 }
         guard let lo = xs.min(), let hi = xs.max() else { return "" }
         let a = log10(lo), z = max(log10(hi), a + 1e-9)
         let pad = (z - a) * 0.05 + (z == a + 1e-9 ? 0.5 : 0)
@@ -170,17 +171,17 @@ public struct ExperimentReport {
         let layers = Array(Set(rs.map(\.config.layer))).sorted()
         for (i, layer) in layers.enumerated() {
             let col = palette[i % palette.count]
-            let pts = rs.filter { $0.config.layer == layer }.sorted { $0.config.absoluteCoefficient < $1.config.absoluteCoefficient }
+            let pts = rs.filter { $0.config.layer == layer }.sorted { $0.config.coefficient < $1.config.coefficient }
             func line(_ f: (ConfigResult) -> Double?, dash: String) -> String {
-                let p = pts.compactMap { r in f(r).map { "\(X(r.config.absoluteCoefficient)),\(Y($0))" } }
+                let p = pts.compactMap { r in f(r).map { "\(X(r.config.coefficient)),\(Y($0))" } }
                 guard !p.isEmpty else { return "" }
                 return "<polyline fill=\"none\" stroke=\"\(col)\" stroke-width=\"1.5\"\(dash) points=\"\(p.joined(separator: " "))\"/>"
-                    + pts.compactMap { r in f(r).map { "<circle cx=\"\(X(r.config.absoluteCoefficient))\" cy=\"\(Y($0))\" r=\"2\" fill=\"\(col)\"/>" } }.joined()
+                    + pts.compactMap { r in f(r).map { "<circle cx=\"\(X(r.config.coefficient))\" cy=\"\(Y($0))\" r=\"2\" fill=\"\(col)\"/>" } }.joined()
             }
             s += line({ $0.trait }, dash: "") + line({ $0.coherence }, dash: " stroke-dasharray=\"4,3\"")
             s += "<text x=\"\(w - r - 4)\" y=\"\(t + 12 + Double(i) * 11)\" text-anchor=\"end\" fill=\"\(col)\">L\(layer)</text>"
         }
-        s += "<text x=\"\((l + w - r) / 2)\" y=\"\(h - 4)\" text-anchor=\"middle\">coefficient (log)</text></svg>"
+        s += "<text x=\"\((l + w - r) / 2)\" y=\"\(h - 4)\" text-anchor=\"middle\">\(rs.first?.config.scale == .relative ? "coefficient × layer norm (log)" : "coefficient (log)")</text></svg>"
         return s
     }
 
