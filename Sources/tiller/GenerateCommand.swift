@@ -9,14 +9,7 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a completion, optionally steered by a vector added to resid_post.L.")
 
-    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
-    var model: String
-    @Option(name: .shortAndLong, help: "The prompt.")
-    var prompt: String
-    @Flag(help: "Wrap the prompt as a user message in the model's chat template.")
-    var chat = false
-    @Option(help: "System message (with --chat).")
-    var system: String?
+    @OptionGroup var input: PromptInput
     @Option(name: .customLong("max-tokens"), help: "New-token budget.")
     var maxTokens = 64
     @Option(help: "Sampling temperature; 0 is greedy.")
@@ -43,9 +36,9 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let lm = try LanguageModel.load(model)
-        guard let tokenizer = lm.tokenizer else { throw CLIError("\(model): model has no tokenizer") }
-        let ids = try encodePrompt(tokenizer, text: prompt, chat: chat, system: system)
+        let lm = try LanguageModel.load(input.model)
+        guard let tokenizer = lm.tokenizer else { throw CLIError("\(input.model): model has no tokenizer") }
+        let ids = try input.ids(tokenizer)
         var steering: [SteeringSpec?] = []
         if let steer, let layer {
             let vector = try SteeringVectorFile.load(path: steer).vector(layer: layer, hidden: lm.config.hiddenSize)

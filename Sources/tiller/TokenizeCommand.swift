@@ -31,6 +31,22 @@ struct Tokenize: ParsableCommand {
     }
 }
 
+/// The options every prompt-taking command shares: model, prompt text, chat wrapping.
+struct PromptInput: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    var model: String
+    @Option(name: .shortAndLong, help: "The prompt.")
+    var prompt: String
+    @Flag(help: "Wrap the prompt as a user message in the model's chat template (with the generation prompt).")
+    var chat = false
+    @Option(help: "System message (with --chat).")
+    var system: String?
+
+    func ids(_ tokenizer: Tokenizer) throws -> [Int] {
+        try encodePrompt(tokenizer, text: prompt, chat: chat, system: system)
+    }
+}
+
 /// The tokenizer of a model argument, without loading its weights.
 func loadModelTokenizer(_ argument: String) throws -> Tokenizer {
     switch try ModelCache.resolve(argument) {

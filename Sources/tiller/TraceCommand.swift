@@ -12,21 +12,14 @@ struct Trace: ParsableCommand {
         the final norm (transformers' hidden_states[-1] has the final norm applied).
         """)
 
-    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
-    var model: String
-    @Option(name: .shortAndLong, help: "The prompt.")
-    var prompt: String
-    @Flag(help: "Wrap the prompt as a user message in the model's chat template.")
-    var chat = false
-    @Option(help: "System message (with --chat).")
-    var system: String?
+    @OptionGroup var input: PromptInput
     @Option(name: .shortAndLong, help: "Output .safetensors path.")
     var out: String
 
     func run() throws {
-        let lm = try LanguageModel.load(model)
-        guard let tokenizer = lm.tokenizer else { throw CLIError("\(model): model has no tokenizer") }
-        let ids = try encodePrompt(tokenizer, text: prompt, chat: chat, system: system)
+        let lm = try LanguageModel.load(input.model)
+        guard let tokenizer = lm.tokenizer else { throw CLIError("\(input.model): model has no tokenizer") }
+        let ids = try input.ids(tokenizer)
         let layers = Array(0..<lm.config.numHiddenLayers)
         let result = try lm.forward([ids], capture: CaptureSpec(layers: layers, positions: .all))
         let captured = result.activations[0]
@@ -37,7 +30,7 @@ struct Trace: ParsableCommand {
             try writer.add("resid_post.\(l)", floats: rows, shape: [ids.count, lm.config.hiddenSize])
         }
         writer.metadata = ["model": lm.name, "site": "resid_post", "layers": "\(layers.count)",
-                           "hidden": "\(lm.config.hiddenSize)", "prompt": prompt, "tiller_version": Tiller.version]
+                           "hidden": "\(lm.config.hiddenSize)", "prompt": input.prompt, "tiller_version": Tiller.version]
         try writer.write(to: out)
         note("wrote \(out): \(ids.count) tokens × \(layers.count) layers × \(lm.config.hiddenSize)")
     }
