@@ -66,16 +66,19 @@ let package = Package(
             ],
             swiftSettings: cpuFlags
         ),
+        // Test helpers shared by the test targets that load the real default models.
+        .target(name: "TillerTestSupport", dependencies: ["TillerModels", "TillerFormats", "TillerTokenizers"],
+                path: "Tests/TillerTestSupport", swiftSettings: cpuFlags),
         .testTarget(name: "TillerTensorTests", dependencies: ["TillerTensor"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerFormatsTests", dependencies: ["TillerFormats"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerTokenizersTests", dependencies: ["TillerTokenizers"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerEvalTests", dependencies: ["TillerEval", "TillerServer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerEvalTests", dependencies: ["TillerEval", "TillerServer", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerExperimentTests", dependencies: [
             "TillerExperiment", "TillerFormats", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels"], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels", "TillerTestSupport"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -3,37 +3,9 @@ import TillerFormats
 import TillerModels
 import TillerTokenizers
 import XCTest
+@_exported import TillerTestSupport
 
 enum Fixtures {
     static var directory: String { Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.path }
     static func path(_ name: String) -> String { directory + "/" + name }
-}
-
-/// A real model from the cache with its tokenizer, or a failure telling how to get it (never a skip).
-func loadRealModel(_ fileName: String, name: String, file: StaticString = #filePath, line: UInt = #line) throws -> LanguageModel {
-    let path = ModelCache.modelsDirectory + "/" + fileName
-    guard FileManager.default.fileExists(atPath: path) else {
-        XCTFail("model \(fileName) is missing from \(ModelCache.modelsDirectory): run scripts/setup.sh", file: file, line: line)
-        throw ModelError("missing model \(path)")
-    }
-    let weights = try GGUFWeightSource(path: path)
-    return try LanguageModel(weights: weights, tokenizer: try loadTokenizer(gguf: weights.gguf), name: name)
-}
-
-let smolFile = "SmolLM2-135M-Instruct.Q4_1.gguf"
-let gemmaFile = "gemma-3-270m-q4_k_m.gguf"
-
-/// One model per process: loading is the slow part of these tests.
-final class SharedModels: @unchecked Sendable {
-    static let shared = SharedModels()
-    private let lock = NSLock()
-    private var models: [String: LanguageModel] = [:]
-    func get(_ file: String, name: String) throws -> LanguageModel {
-        try lock.withLock {
-            if let m = models[file] { return m }
-            let m = try loadRealModel(file, name: name)
-            models[file] = m
-            return m
-        }
-    }
 }

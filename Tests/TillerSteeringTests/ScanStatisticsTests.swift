@@ -1,4 +1,5 @@
 import XCTest
+import TillerModels
 @testable import TillerSteering
 
 final class ScanStatisticsTests: XCTestCase {
@@ -7,11 +8,11 @@ final class ScanStatisticsTests: XCTestCase {
     func testPlantedMassiveDims() throws {
         let layers = 6, hidden = 32, tokens = 10
         let acc = ScanAccumulator(layers: layers, hidden: hidden, massiveRatio: 100)
-        var rng = SplitMix(seed: 1)
+        var rng = SplitMix64(seed: 1)
         for l in 0..<layers {
             var rows = [Float](repeating: 0, count: tokens * hidden)
             for t in 0..<tokens {
-                for d in 0..<hidden { rows[t * hidden + d] = Float(rng.uniform() * 2 - 1) }
+                for d in 0..<hidden { rows[t * hidden + d] = Float.random(in: -1..<1, using: &rng) }
                 if t == 0 {  // the first token carries the massive values, as in real models
                     rows[d(7, t, hidden)] = -Float(1000 * (l + 1))
                     if l < 3 { rows[d(3, t, hidden)] = 500 }
@@ -66,17 +67,4 @@ final class ScanStatisticsTests: XCTestCase {
     }
 
     private func d(_ dim: Int, _ t: Int, _ hidden: Int) -> Int { t * hidden + dim }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
