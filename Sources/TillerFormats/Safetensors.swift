@@ -324,8 +324,9 @@ public struct SafetensorsWriter: Sendable {
     }
 }
 
-/// JSON string literal with the escapes RFC 8259 requires.
-func jsonString(_ s: String) -> String {
+/// JSON string literal with the escapes RFC 8259 requires, spelled as Python's json.dumps spells
+/// them (\b, \f, \uXXXX for other controls; non-ASCII kept): the Jinja `tojson` filter relies on that.
+public func jsonString(_ s: String) -> String {
     var out = "\""
     for u in s.unicodeScalars {
         switch u {
@@ -334,6 +335,8 @@ func jsonString(_ s: String) -> String {
         case "\n": out += "\\n"
         case "\r": out += "\\r"
         case "\t": out += "\\t"
+        case "\u{08}": out += "\\b"
+        case "\u{0C}": out += "\\f"
         default:
             if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import TillerFormats
 
 // Values inside the Jinja interpreter, with Python's semantics for truthiness, equality, ordering and
 // printing (jinja2 prints values with Python's str()).
@@ -214,24 +215,6 @@ func pythonJSON(_ v: JValue, indent: Int?, level: Int = 0, separators: (String, 
     case .namespace, .callable:
         throw JinjaError("Object of type \(v.typeName) is not JSON serializable")
     }
-}
-
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case "\u{08}": out += "\\b"
-        case "\u{0C}": out += "\\f"
-        default:
-            if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
-        }
-    }
-    return out + "\""
 }
 
 /// Converts Swift values (strings, numbers, booleans, arrays, dictionaries) into template values.
