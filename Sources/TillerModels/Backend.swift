@@ -45,12 +45,17 @@ public enum Activation: Sendable {
 }
 
 /// One sequence's attention at one layer: `queries` new tokens whose absolute positions start at
-/// `firstPosition`; the cache already holds keys/values for positions 0 ..< firstPosition+queries.
+/// `firstPosition`; the cache already holds keys/values for positions 0 ..< firstPosition+queries:
+/// positions below `prefixLength` in `prefixKeys`/`prefixValues` (a shared parent cache), the
+/// rest in `keys`/`values`, whose row 0 is position `prefixLength`.
 public struct AttentionJob: @unchecked Sendable {
     public var q: UnsafePointer<Float>          // [queries, heads*headDim], row stride qStride
     public var qStride: Int
     public var keys: UnsafePointer<Float>       // [positions, kvHeads*headDim]
     public var values: UnsafePointer<Float>
+    public var prefixKeys: UnsafePointer<Float>?
+    public var prefixValues: UnsafePointer<Float>?
+    public var prefixLength: Int
     public var out: UnsafeMutablePointer<Float> // [queries, heads*headDim], row stride qStride
     public var queries: Int
     public var firstPosition: Int
@@ -189,15 +194,19 @@ func attendHead(_ job: AttentionJob, head h: Int, scores: UnsafeMutablePointer<F
     let d = job.headDim
     let kvDim = job.kvHeads * d
     let g = h / (job.heads / job.kvHeads)
+    // Position j's key/value row: the shared prefix below `split`, own storage from there on.
+    let split = job.prefixLength
+    let kOwn = job.keys + g * d, vOwn = job.values + g * d
+    let kPre = (job.prefixKeys ?? job.keys) + g * d, vPre = (job.prefixValues ?? job.values) + g * d
     for t in 0..<job.queries {
         let p = job.firstPosition + t
         var lo = 0
         if let w = job.window { lo = max(0, p - w + 1) }
         let q = job.q + t * job.qStride + h * d
-        let kBase = job.keys + g * d
         var m = -Float.infinity
         for j in lo...p {
-            var s = dotProduct(q, kBase + j * kvDim, d) * job.scale
+            let k = j < split ? kPre + j * kvDim : kOwn + (j - split) * kvDim
+            var s = dotProduct(q, k, d) * job.scale
             if let cap = job.softcap { s = cap * Foundation.tanh(s / cap) }
             scores[j - lo] = s
             m = max(m, s)
@@ -211,9 +220,9 @@ func attendHead(_ job: AttentionJob, head h: Int, scores: UnsafeMutablePointer<F
         let inv = 1 / sum
         let out = job.out + t * job.qStride + h * d
         for i in 0..<d { out[i] = 0 }
-        let vBase = job.values + g * d
         for j in lo...p {
-            axpy(scores[j - lo] * inv, vBase + j * kvDim, out, d)
+            let v = j < split ? vPre + j * kvDim : vOwn + (j - split) * kvDim
+            axpy(scores[j - lo] * inv, v, out, d)
         }
     }
 }

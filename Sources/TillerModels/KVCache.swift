@@ -1,13 +1,21 @@
 import Foundation
 
 /// Keys and values of one sequence, for every layer: per layer a [capacity, kvHeads·headDim]
-/// fp32 buffer (keys already normed and rotated). Grows by doubling; `fork` copies a prefix so
-/// several continuations can share one prompt computation.
+/// fp32 buffer (keys already normed and rotated). Grows by doubling.
+///
+/// Several continuations of one prompt share its computation two ways: `fork` copies a prefix
+/// (the copy is independent), and `child` reads the parent's first `base` positions in place and
+/// stores only its own positions, so 101 judge candidates cost no copies of the prompt. A parent
+/// must not be truncated below a child's base or written concurrently with the child's use.
 public final class KVCache: @unchecked Sendable {
     public let layers: Int
     public let kvDim: Int
-    /// Positions 0..<length hold valid keys/values in every layer.
+    /// Positions 0..<length hold valid keys/values in every layer (counting the parent's `base`).
     public internal(set) var length: Int = 0
+    /// The cache whose positions 0..<base this one reads in place (nil: all positions are own).
+    public let parent: KVCache?
+    /// Positions read from the parent; own storage holds positions base..<length at base 0.
+    public let base: Int
     private(set) var capacity: Int = 0
     private(set) var keys: [UnsafeMutablePointer<Float>] = []
     private(set) var values: [UnsafeMutablePointer<Float>] = []
@@ -15,7 +23,19 @@ public final class KVCache: @unchecked Sendable {
     public init(layers: Int, kvDim: Int, capacity: Int = 64) {
         self.layers = layers
         self.kvDim = kvDim
+        parent = nil
+        base = 0
         reserve(max(capacity, 1))
+    }
+
+    private init(parent: KVCache, extra: Int) {
+        precondition(parent.parent == nil, "KVCache.child: the parent must own all its positions")
+        layers = parent.layers
+        kvDim = parent.kvDim
+        self.parent = parent
+        base = parent.length
+        length = parent.length
+        reserve(base + max(extra, 1))
     }
 
     deinit {
@@ -23,16 +43,18 @@ public final class KVCache: @unchecked Sendable {
         for p in values { p.deallocate() }
     }
 
-    /// Makes room for `total` positions.
+    /// Makes room for `total` positions (parent's included).
     public func reserve(_ total: Int) {
-        guard total > capacity else { return }
-        let newCap = max(total, capacity * 2)
+        let own = total - base
+        guard own > capacity else { return }
+        let newCap = max(own, capacity * 2)
+        let used = length - base
         for l in 0..<layers {
             let k = UnsafeMutablePointer<Float>.allocate(capacity: newCap * kvDim)
             let v = UnsafeMutablePointer<Float>.allocate(capacity: newCap * kvDim)
             if capacity > 0 {
-                k.update(from: keys[l], count: length * kvDim)
-                v.update(from: values[l], count: length * kvDim)
+                k.update(from: keys[l], count: used * kvDim)
+                v.update(from: values[l], count: used * kvDim)
                 keys[l].deallocate()
                 values[l].deallocate()
                 keys[l] = k
@@ -45,23 +67,44 @@ public final class KVCache: @unchecked Sendable {
         capacity = newCap
     }
 
-    /// A copy of the first `prefix` positions (default: all), with room for `extra` more.
+    /// An independent copy of the first `prefix` positions (default: all), with room for `extra` more.
     public func fork(prefix: Int? = nil, extra: Int = 0) -> KVCache {
         let n = min(prefix ?? length, length)
         let c = KVCache(layers: layers, kvDim: kvDim, capacity: n + max(extra, 1))
+        let fromParent = min(n, base)
         for l in 0..<layers {
-            c.keys[l].update(from: keys[l], count: n * kvDim)
-            c.values[l].update(from: values[l], count: n * kvDim)
+            if let p = parent, fromParent > 0 {
+                c.keys[l].update(from: p.keys[l], count: fromParent * kvDim)
+                c.values[l].update(from: p.values[l], count: fromParent * kvDim)
+            }
+            if n > base {
+                (c.keys[l] + base * kvDim).update(from: keys[l], count: (n - base) * kvDim)
+                (c.values[l] + base * kvDim).update(from: values[l], count: (n - base) * kvDim)
+            }
         }
         c.length = n
         return c
     }
 
-    /// Forgets positions ≥ `length`.
-    public func truncate(to newLength: Int) {
-        length = max(0, min(length, newLength))
+    /// A cache that continues this one without copying it: it reads this cache's current
+    /// positions in place and stores only what is appended to it (room for `extra` positions).
+    public func child(extra: Int = 0) -> KVCache {
+        if parent != nil { return fork(extra: extra) }  // one level of sharing: flatten first
+        return KVCache(parent: self, extra: extra)
     }
 
-    /// Bytes held.
+    /// Forgets positions ≥ `length` (never below the parent's `base`).
+    public func truncate(to newLength: Int) {
+        length = max(base, min(length, newLength))
+    }
+
+    /// Layer `l`'s keys/values as the attention kernel reads them: the parent's positions
+    /// 0..<base, then own storage (whose row 0 is position `base`).
+    func segments(layer l: Int) -> (prefixKeys: UnsafePointer<Float>?, prefixValues: UnsafePointer<Float>?,
+                                    keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+        (parent.map { UnsafePointer($0.keys[l]) }, parent.map { UnsafePointer($0.values[l]) }, keys[l], values[l])
+    }
+
+    /// Bytes held by this cache (not counting its parent).
     public var byteCount: Int { 2 * layers * capacity * kvDim * MemoryLayout<Float>.size }
 }

@@ -287,10 +287,13 @@ final class Transformer: @unchecked Sendable {
             jobs.reserveCapacity(items.count)
             for (s, it) in items.enumerated() {
                 let n = it.tokens.count, start = it.cache.length, off = offsets[s]
-                (it.cache.keys[l] + start * kd).update(from: ws.k + off * kd, count: n * kd)
-                (it.cache.values[l] + start * kd).update(from: ws.v + off * kd, count: n * kd)
+                let seg = it.cache.segments(layer: l)
+                let own = start - it.cache.base
+                (seg.keys + own * kd).update(from: ws.k + off * kd, count: n * kd)
+                (seg.values + own * kd).update(from: ws.v + off * kd, count: n * kd)
                 jobs.append(AttentionJob(
-                    q: ws.q + off * qd, qStride: qd, keys: it.cache.keys[l], values: it.cache.values[l],
+                    q: ws.q + off * qd, qStride: qd, keys: seg.keys, values: seg.values,
+                    prefixKeys: seg.prefixKeys, prefixValues: seg.prefixValues, prefixLength: it.cache.base,
                     out: ws.attn + off * qd, queries: n, firstPosition: start, heads: heads, kvHeads: kvHeads,
                     headDim: headDim, scale: options.attentionScale, softcap: options.attentionSoftcap,
                     window: L.sliding ? options.window : nil))
