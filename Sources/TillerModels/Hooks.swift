@@ -156,6 +156,7 @@ public typealias ResidualCallback = (_ layer: Int, _ sequence: Int, _ rows: Unsa
 /// A steering edit resolved for the hot loop (ablation direction normalised once).
 struct ResolvedEdit {
     let sequence: Int
+    let layer: Int
     let vector: [Float]
     let coef: Float
     let responseOnly: Bool
@@ -169,48 +170,74 @@ final class HookPlan {
     var edits: [[ResolvedEdit]]
     var captureLayers: Set<Int>
     let capturePositions: CapturePositions
-    /// Per sequence accumulated captures (when not streaming).
-    var captured: [CapturedActivations]
-    var meanCounts: [Int]
+    /// Per sequence id, accumulated captures (when not streaming).
+    var captured: [Int: CapturedActivations] = [:]
     let callback: ResidualCallback?
+
+    let layers: Int
+    /// Sequence ids the plan holds steering/capture state for (`forward`: 0..<sequences).
+    private(set) var sequenceIDs: [Int] = []
 
     init(layers: Int, hidden: Int, sequences: Int, steering: [SteeringSpec?], capture: CaptureSpec,
          callback: ResidualCallback?) throws {
         self.hidden = hidden
+        self.layers = layers
         edits = Array(repeating: [], count: layers)
         if steering.count > sequences {
             throw ModelError("steering: \(steering.count) specs given for a batch of \(sequences) sequences")
-        }
-        for (s, spec) in steering.enumerated() {
-            guard let spec else { continue }
-            for e in spec.edits {
-                guard e.layer >= 0, e.layer < layers else {
-                    throw ModelError("steering: layer \(e.layer) is out of range (the model has \(layers) layers, 0…\(layers - 1))")
-                }
-                guard e.vector.count == hidden else {
-                    throw ModelError("steering: vector for layer \(e.layer) has \(e.vector.count) elements, expected hidden size \(hidden)")
-                }
-                guard e.vector.allSatisfy({ $0.isFinite }), e.coef.isFinite else {
-                    throw ModelError("steering: vector or coefficient for layer \(e.layer) is not finite")
-                }
-                var v = e.vector
-                if e.kind == .ablate {
-                    let n = v.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
-                    guard n > 0 else { throw ModelError("steering: ablation direction for layer \(e.layer) is zero") }
-                    v = v.map { $0 / n }
-                }
-                edits[e.layer].append(ResolvedEdit(sequence: s, vector: v, coef: e.coef,
-                                                   responseOnly: e.positions == .response, ablate: e.kind == .ablate))
-            }
         }
         for l in capture.layers where l < 0 || l >= layers {
             throw ModelError("capture: layer \(l) is out of range (the model has \(layers) layers, 0…\(layers - 1))")
         }
         captureLayers = Set(capture.layers)
         capturePositions = capture.positions
-        captured = Array(repeating: CapturedActivations(hidden: hidden), count: sequences)
-        meanCounts = Array(repeating: 0, count: sequences)
         self.callback = callback
+        for s in 0..<sequences { try add(sequence: s, steering: s < steering.count ? steering[s] : nil) }
+    }
+
+    /// Resolves one sequence's steering edits (checked here, before any work is done).
+    static func resolve(_ spec: SteeringSpec?, sequence s: Int, layers: Int, hidden: Int) throws -> [ResolvedEdit] {
+        guard let spec else { return [] }
+        var out: [ResolvedEdit] = []
+        for e in spec.edits {
+            guard e.layer >= 0, e.layer < layers else {
+                throw ModelError("steering: layer \(e.layer) is out of range (the model has \(layers) layers, 0…\(layers - 1))")
+            }
+            guard e.vector.count == hidden else {
+                throw ModelError("steering: vector for layer \(e.layer) has \(e.vector.count) elements, expected hidden size \(hidden)")
+            }
+            guard e.vector.allSatisfy({ $0.isFinite }), e.coef.isFinite else {
+                throw ModelError("steering: vector or coefficient for layer \(e.layer) is not finite")
+            }
+            var v = e.vector
+            if e.kind == .ablate {
+                let n = v.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
+                guard n > 0 else { throw ModelError("steering: ablation direction for layer \(e.layer) is zero") }
+                v = v.map { $0 / n }
+            }
+            out.append(ResolvedEdit(sequence: s, layer: e.layer, vector: v, coef: e.coef,
+                                    responseOnly: e.positions == .response, ablate: e.kind == .ablate))
+        }
+        return out
+    }
+
+    /// Adds a sequence (continuous batching: sequences join between steps).
+    func add(sequence s: Int, steering: SteeringSpec?) throws {
+        let resolved = try Self.resolve(steering, sequence: s, layers: layers, hidden: hidden)
+        for e in resolved { edits[e.layer].append(e) }
+        captured[s] = CapturedActivations(hidden: hidden)
+        sequenceIDs.append(s)
+    }
+
+    /// Forgets a finished sequence: its edits stop costing time and its captures are returned.
+    @discardableResult
+    func remove(sequence s: Int) -> CapturedActivations {
+        for l in edits.indices where edits[l].contains(where: { $0.sequence == s }) {
+            edits[l].removeAll { $0.sequence == s }
+        }
+        sequenceIDs.removeAll { $0 == s }
+        let c = captured.removeValue(forKey: s) ?? CapturedActivations(hidden: hidden)
+        return Self.finalized(c, positions: capturePositions)
     }
 
     var maxHookLayer: Int { max(captureLayers.max() ?? -1, edits.lastIndex(where: { !$0.isEmpty }) ?? -1) }
@@ -250,36 +277,39 @@ final class HookPlan {
             return
         }
         // Mutate in place: a local copy would duplicate everything captured so far.
+        if captured[seq] == nil { captured[seq] = CapturedActivations(hidden: h) }
         if capturePositions == .meanResponse {
-            if captured[seq].layers[layer] == nil { captured[seq].layers[layer] = [Float](repeating: 0, count: h) }
-            captured[seq].layers[layer]!.withUnsafeMutableBufferPointer { acc in
+            if captured[seq]!.layers[layer] == nil { captured[seq]!.layers[layer] = [Float](repeating: 0, count: h) }
+            captured[seq]!.layers[layer]!.withUnsafeMutableBufferPointer { acc in
                 for r in 0..<count { axpy(1, start + r * h, acc.baseAddress!, h) }
             }
         } else {
-            captured[seq].layers[layer, default: []].append(contentsOf: UnsafeBufferPointer(start: start, count: count * h))
+            captured[seq]!.layers[layer, default: []].append(contentsOf: UnsafeBufferPointer(start: start, count: count * h))
         }
         // Positions are recorded once per step, at the lowest captured layer.
         if layer == captureLayers.min()! {
-            captured[seq].positions.append(contentsOf: firstPosition + lo ..< firstPosition + hi)
+            captured[seq]!.positions.append(contentsOf: firstPosition + lo ..< firstPosition + hi)
         }
     }
 
-    /// Final capture results (means divided, row counts set).
+    /// Final capture results of sequences 0..<n in order (means divided, row counts set).
     func finish() -> [CapturedActivations] {
-        var out = captured
-        for s in out.indices {
-            let n = out[s].positions.count
-            if capturePositions == .meanResponse {
-                if n > 0 {
-                    for l in out[s].layers.keys { out[s].layers[l] = out[s].layers[l]!.map { $0 / Float(n) } }
-                    out[s].rowCount = 1
-                } else {
-                    out[s].layers = [:]
-                    out[s].rowCount = 0
-                }
+        sequenceIDs.sorted().map { Self.finalized(captured[$0] ?? CapturedActivations(hidden: hidden), positions: capturePositions) }
+    }
+
+    static func finalized(_ c: CapturedActivations, positions: CapturePositions) -> CapturedActivations {
+        var out = c
+        let n = out.positions.count
+        if positions == .meanResponse {
+            if n > 0 {
+                for l in out.layers.keys { out.layers[l] = out.layers[l]!.map { $0 / Float(n) } }
+                out.rowCount = 1
             } else {
-                out[s].rowCount = n
+                out.layers = [:]
+                out.rowCount = 0
             }
+        } else {
+            out.rowCount = n
         }
         return out
     }

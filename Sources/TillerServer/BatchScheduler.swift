@@ -3,19 +3,17 @@ import TillerModels
 import TillerTokenizers
 
 /// One chat completion for the engine.
-struct GenerationJob: @unchecked Sendable {
+struct GenerationJob: Sendable {
     var prompt: [Int]
     var maxTokens: Int
     var temperature: Double
     var topP: Double
-    /// nil: the batch's seed is used (a fresh random one per batch).
+    /// nil: a fresh random seed for this request.
     var seed: UInt64?
     var steering: SteeringSpec?
     /// nil: no log-probabilities; k: the chosen token's plus the top k.
     var topLogprobs: Int?
     var stop: [String]
-    var enqueued = Date()
-    var continuation: CheckedContinuation<GenerationOutput, Error>?
 }
 
 struct TokenLogprob: Sendable {
@@ -30,30 +28,98 @@ struct GenerationOutput: Sendable {
     /// "stop" or "length"
     var finishReason: String
     var logprobs: [TokenLogprob]?
-    /// How many requests shared the engine call that produced this one.
+    /// The most sequences that shared an engine step with this one.
     var batchSize: Int
+    /// From arrival to the prefill step.
     var queueSeconds: Double
 }
 
-/// Gathers requests that arrive within `window` of each other into one batched engine call.
-/// The engine is synchronous and CPU-bound, so it runs on one dedicated thread, never on the
-/// event loop. Requests that cannot share a call (different temperature, top-p or seed) run as
-/// separate groups of the same gathering round.
+/// Text that became final since the last delta, with the log-probabilities of its tokens.
+typealias DeltaHandler = @Sendable (_ text: String, _ logprobs: [TokenLogprob]) -> Void
+
+/// A submitted request: the engine thread feeds it tokens; the request's task awaits `result()`.
+/// Cancelling that task (a client that went away) ends the sequence at the next step.
+final class Ticket: @unchecked Sendable {
+    let job: GenerationJob
+    let onDelta: DeltaHandler?
+    let enqueued = Date()
+    private let lock = NSLock()
+    private var outcome: Result<GenerationOutput, Error>?
+    private var waiter: CheckedContinuation<GenerationOutput, Error>?
+    private var cancelRequested = false
+
+    // Engine-thread state.
+    var tokens: [Int] = []
+    var logprobs: [TokenLogprob] = []
+    /// Log-probabilities of tokens whose text has not been sent yet.
+    var pendingLogprobs: [TokenLogprob] = []
+    var emitted = ""
+    var stopText: String?
+    var peakBatch = 0
+    var admitted: Date?
+
+    init(job: GenerationJob, onDelta: DeltaHandler?) {
+        self.job = job
+        self.onDelta = onDelta
+    }
+
+    var isCancelled: Bool { lock.withLock { cancelRequested } }
+
+    func cancel() { lock.withLock { cancelRequested = true } }
+
+    /// Waits for the answer; cancelling the waiting task cancels the request.
+    func result() async throws -> GenerationOutput {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<GenerationOutput, Error>) in
+                let ready: Result<GenerationOutput, Error>? = lock.withLock {
+                    if outcome == nil { waiter = cont }
+                    return outcome
+                }
+                if let ready { cont.resume(with: ready) }
+            }
+        } onCancel: {
+            cancel()
+        }
+    }
+
+    func complete(_ r: Result<GenerationOutput, Error>) {
+        let w: CheckedContinuation<GenerationOutput, Error>? = lock.withLock {
+            guard outcome == nil else { return nil }
+            outcome = r
+            defer { waiter = nil }
+            return waiter
+        }
+        w?.resume(with: r)
+    }
+}
+
+/// Continuous batching over one `GenerationBatch`: requests join the running batch between
+/// decode steps (at most `maxBatch` at once) and leave as they finish, so a short request never
+/// waits for a long one. When the engine is idle, requests arriving within `window` of the
+/// first are prefilled together. Tokens reach each request as they are sampled (streaming),
+/// stop strings end a sequence as soon as they appear, and every request keeps its own
+/// budget, sampling options, seed and steering. The engine is synchronous and CPU-bound, so it
+/// runs on one dedicated thread, never on the event loop.
 final class BatchScheduler: @unchecked Sendable {
     let model: LanguageModel
     let window: TimeInterval
     let maxBatch: Int
     let maxQueue: Int
     private let cond = NSCondition()
-    private var pending: [GenerationJob] = []
+    private var pending: [Ticket] = []
     private var thread: Thread?
     private var stopping = false
-    /// Statistics: engine calls and sequences they carried.
-    private(set) var calls = 0
-    private(set) var sequences = 0
+    /// Statistics: engine steps, and sequences they carried (summed over steps).
+    private var steps = 0
+    private var sequenceSteps = 0
+    private var peakBatch = 0
+    private var running = 0
+    /// Driven by the engine thread only.
+    private let batch: GenerationBatch
 
-    init(model: LanguageModel, window: TimeInterval = 0.005, maxBatch: Int = 32, maxQueue: Int = 1024) {
+    init(model: LanguageModel, window: TimeInterval = 0.005, maxBatch: Int = 32, maxQueue: Int = 1024) throws {
         self.model = model
+        batch = try GenerationBatch(model: model)
         self.window = window
         self.maxBatch = max(maxBatch, 1)
         self.maxQueue = maxQueue
@@ -74,184 +140,179 @@ final class BatchScheduler: @unchecked Sendable {
         cond.unlock()
     }
 
-    var stats: (calls: Int, sequences: Int) {
+    /// Engine steps, sequences summed over steps (their ratio is the mean batch), largest batch,
+    /// and sequences generating now.
+    var stats: (steps: Int, sequences: Int, peak: Int, active: Int) {
         cond.lock(); defer { cond.unlock() }
-        return (calls, sequences)
+        return (steps, sequenceSteps, peakBatch, running)
     }
 
     struct Overloaded: Error {}
+    struct Cancelled: Error {}
 
-    func submit(_ job: GenerationJob) async throws -> GenerationOutput {
-        try await withCheckedThrowingContinuation { cont in
-            var j = job
-            j.continuation = cont
-            j.enqueued = Date()
-            cond.lock()
-            if pending.count >= maxQueue || stopping {
-                cond.unlock()
-                cont.resume(throwing: Overloaded())
-                return
-            }
-            pending.append(j)
-            cond.signal()
-            cond.unlock()
-        }
+    /// Queues a request (throws `Overloaded` at once when the queue is full).
+    func submit(_ job: GenerationJob, onDelta: DeltaHandler? = nil) throws -> Ticket {
+        let t = Ticket(job: job, onDelta: onDelta)
+        cond.lock()
+        defer { cond.unlock() }
+        if pending.count >= maxQueue || stopping { throw Overloaded() }
+        pending.append(t)
+        cond.signal()
+        return t
     }
 
     private func loop() {
+        var active: [Int: Ticket] = [:]
         while true {
             cond.lock()
-            while pending.isEmpty && !stopping { cond.wait() }
+            while pending.isEmpty && batch.isEmpty && !stopping { cond.wait() }
             if stopping {
                 let left = pending
                 pending = []
                 cond.unlock()
-                for j in left { j.continuation?.resume(throwing: Overloaded()) }
+                for t in left + active.values { t.complete(.failure(Overloaded())) }
                 return
             }
-            // A short gathering window: requests arriving together share one engine call.
-            let deadline = Date().addingTimeInterval(window)
-            while pending.count < maxBatch && !stopping && cond.wait(until: deadline) {}
-            let take = Array(pending.prefix(maxBatch))
-            pending.removeFirst(take.count)
+            if batch.isEmpty {
+                // Idle: a short gathering window lets requests arriving together share the prefill.
+                let deadline = Date().addingTimeInterval(window)
+                while pending.count < maxBatch && !stopping && cond.wait(until: deadline) {}
+            }
+            let room = maxBatch - batch.activeCount
+            let admit = Array(pending.prefix(max(room, 0)))
+            pending.removeFirst(admit.count)
             cond.unlock()
 
-            var groups: [String: [GenerationJob]] = [:]
-            var order: [String] = []
-            for j in take {
-                // Greedy decoding ignores the seed; sampled sequences share options only when equal.
-                let key = j.temperature == 0 ? "greedy" : "\(j.temperature)/\(j.topP)/\(j.seed.map(String.init) ?? "-")"
-                if groups[key] == nil { order.append(key) }
-                groups[key, default: []].append(j)
+            let now = Date()
+            for t in admit {
+                if t.isCancelled { t.complete(.failure(Cancelled())); continue }
+                var o = GenerationOptions(maxNewTokens: t.job.maxTokens, temperature: t.job.temperature, topP: t.job.topP,
+                                          seed: t.job.seed ?? UInt64.random(in: 0 ... UInt64.max))
+                o.stopTokens = nil
+                do {
+                    let id = try batch.add(t.job.prompt, options: o, steering: t.job.steering)
+                    t.admitted = now
+                    active[id] = t
+                } catch {
+                    t.complete(.failure(error))
+                }
             }
-            for key in order { run(groups[key]!) }
-        }
-    }
-
-    private func run(_ jobs: [GenerationJob]) {
-        let started = Date()
-        do {
-            let outs = try execute(jobs)
+            for (id, t) in active where t.isCancelled { batch.cancel(id) }
+            let n = batch.activeCount
+            for t in active.values { t.peakBatch = max(t.peakBatch, n) }
+            batch.step { [self] step in
+                guard let t = active[step.sequence] else { return false }
+                return receive(step, t)
+            }
             cond.lock()
-            calls += 1
-            sequences += jobs.count
+            if n > 0 { steps += 1; sequenceSteps += n; peakBatch = max(peakBatch, n) }
+            running = batch.activeCount
             cond.unlock()
-            for (j, var o) in zip(jobs, outs) {
-                o.queueSeconds = started.timeIntervalSince(j.enqueued)
-                j.continuation?.resume(returning: o)
+            // Results of this step, and of sequences cancelled before it.
+            for id in Array(active.keys) {
+                guard let r = batch.take(id), let t = active.removeValue(forKey: id) else { continue }
+                if r.finishReason == .cancelled && t.stopText == nil {
+                    t.complete(.failure(Cancelled()))
+                } else {
+                    t.complete(.success(output(r, t)))
+                }
             }
-        } catch {
-            for j in jobs { j.continuation?.resume(throwing: error) }
         }
     }
 
-    /// The engine work for one group: batched generation with one steering spec per sequence,
-    /// then (for requests asking for log-probabilities) one batched forward over prompt +
-    /// generated tokens for the exact per-token distributions.
-    func execute(_ jobs: [GenerationJob]) throws -> [GenerationOutput] {
-        let tok = model.tokenizer!
-        let prompts = jobs.map(\.prompt)
-        let steering = jobs.map(\.steering)
-        var tokens: [[Int]]
-        var finish: [String]
-        // Greedy single-token requests (judges) need only the prompt's last logits: one forward.
-        let singleGreedy = jobs.allSatisfy { $0.temperature == 0 && $0.maxTokens == 1 }
-        var lastLogits: [[Float]]? = nil
-        if singleGreedy {
-            let f = try model.forward(prompts, steering: steering, logits: .last)
-            lastLogits = f.logits
-            let stops = Set(model.defaultStopTokens)
-            tokens = []
-            finish = []
-            for row in f.logits {
-                let t = argmax(row[...])
-                if stops.contains(t) { tokens.append([]); finish.append("stop") } else { tokens.append([t]); finish.append("length") }
-            }
-        } else {
-            var options = GenerationOptions(maxNewTokens: jobs.map(\.maxTokens).max()!)
-            options.temperature = jobs[0].temperature
-            options.topP = jobs[0].topP
-            options.seed = jobs[0].seed ?? UInt64.random(in: 0 ... UInt64.max)
-            let results = try model.generate(prompts, options: options, steering: steering)
-            tokens = []
-            finish = []
-            for (j, r) in zip(jobs, results) {
-                // The batch ran to the longest budget; a sequence's first k tokens do not depend on it.
-                if r.tokens.count > j.maxTokens {
-                    tokens.append(Array(r.tokens.prefix(j.maxTokens)))
-                    finish.append("length")
-                } else {
-                    tokens.append(r.tokens)
-                    finish.append(r.finishReason == .stop ? "stop" : "length")
-                }
-            }
+    /// A sampled token for one request: records it (and its log-probabilities), applies stop
+    /// strings and sends the text that can no longer change. Returns whether to go on.
+    private func receive(_ step: TokenStep, _ t: Ticket) -> Bool {
+        if t.isCancelled { return false }
+        guard step.finish != .stop else { return true }  // the stop token is not part of the answer
+        t.tokens.append(step.token)
+        if let k = t.job.topLogprobs {
+            let lp = Self.logprob(step.logits, chosen: step.token, top: k)
+            t.logprobs.append(lp)
+            t.pendingLogprobs.append(lp)
         }
-        // Stop strings: cut the text at the first occurrence and keep the tokens that lead up to it.
-        var texts: [String] = []
-        for i in jobs.indices {
-            var text = tok.decode(tokens[i], skipSpecialTokens: true)
-            if let cut = Self.firstStop(in: text, jobs[i].stop) {
-                text = String(text[..<cut])
-                var k = 0
-                while k < tokens[i].count && tok.decode(Array(tokens[i].prefix(k + 1)), skipSpecialTokens: true).count <= text.count { k += 1 }
-                if k < tokens[i].count { k += 1 }  // the token that completed the stop string
-                tokens[i] = Array(tokens[i].prefix(k))
-                finish[i] = "stop"
-            }
-            texts.append(text)
+        let stops = t.job.stop.filter { !$0.isEmpty }
+        guard t.onDelta != nil || !stops.isEmpty else { return true }
+        let text = model.tokenizer!.decode(t.tokens, skipSpecialTokens: true)
+        if let cut = Self.firstStop(in: text, stops) {
+            t.stopText = String(text[..<cut])
+            send(t, upTo: t.stopText!)
+            return false
         }
-        var logprobs = [[TokenLogprob]?](repeating: nil, count: jobs.count)
-        let wanting = jobs.indices.filter { jobs[$0].topLogprobs != nil && !tokens[$0].isEmpty }
-        if let last = lastLogits {
-            for i in wanting {
-                logprobs[i] = [Self.logprob(last[i][...], chosen: tokens[i][0], top: jobs[i].topLogprobs!)]
-            }
-        } else if !wanting.isEmpty {
-            // Logits for every generated position; a few sequences at a time bounds the memory.
-            for chunk in stride(from: 0, to: wanting.count, by: 4).map({ Array(wanting[$0 ..< min($0 + 4, wanting.count)]) }) {
-                let seqs = chunk.map { jobs[$0].prompt + tokens[$0].dropLast() }
-                let f = try model.forward(seqs, steering: chunk.map { jobs[$0].steering }, logits: .all,
-                                          promptLengths: chunk.map { jobs[$0].prompt.count })
-                let V = f.vocabSize
-                for (k, i) in chunk.enumerated() {
-                    let p = jobs[i].prompt.count
-                    logprobs[i] = tokens[i].enumerated().map { (j, t) in
-                        let row = p - 1 + j
-                        return Self.logprob(f.logits[k][row * V ..< (row + 1) * V], chosen: t, top: jobs[i].topLogprobs!)
-                    }
-                }
-            }
+        if t.onDelta != nil && step.finish == nil {
+            // Hold back an incomplete character and any tail that could begin a stop string.
+            var safe = Substring(text)
+            if safe.hasSuffix("\u{FFFD}") { safe = safe.dropLast() }
+            let hold = stops.map { s in Self.overlap(safe, s) }.max() ?? 0
+            send(t, upTo: String(safe.dropLast(hold)))
         }
-        for i in wanting where logprobs[i] == nil { logprobs[i] = [] }
-        return jobs.indices.map { i in
-            GenerationOutput(tokens: tokens[i], text: texts[i], finishReason: finish[i],
-                             logprobs: jobs[i].topLogprobs == nil ? nil : (logprobs[i] ?? []), batchSize: jobs.count, queueSeconds: 0)
+        return true
+    }
+
+    private func send(_ t: Ticket, upTo text: String) {
+        guard let onDelta = t.onDelta, text.hasPrefix(t.emitted) else { return }
+        let delta = String(text.dropFirst(t.emitted.count))
+        guard !delta.isEmpty else { return }
+        t.emitted = text
+        onDelta(delta, t.pendingLogprobs)
+        t.pendingLogprobs = []
+    }
+
+    /// The finished answer (and, when streaming, its last delta).
+    private func output(_ r: GenerationResult, _ t: Ticket) -> GenerationOutput {
+        let text = t.stopText ?? r.text ?? model.tokenizer!.decode(r.tokens, skipSpecialTokens: true)
+        if t.onDelta != nil {
+            if text.count > t.emitted.count, text.hasPrefix(t.emitted) {
+                t.onDelta!(String(text.dropFirst(t.emitted.count)), t.pendingLogprobs)
+            } else if !t.pendingLogprobs.isEmpty {
+                t.onDelta!("", t.pendingLogprobs)
+            }
+            t.emitted = text
+            t.pendingLogprobs = []
         }
+        let finish = t.stopText != nil || r.finishReason == .stop ? "stop" : "length"
+        return GenerationOutput(tokens: r.tokens, text: text, finishReason: finish,
+                                logprobs: t.job.topLogprobs == nil ? nil : t.logprobs, batchSize: t.peakBatch,
+                                queueSeconds: (t.admitted ?? Date()).timeIntervalSince(t.enqueued))
     }
 
     static func firstStop(in text: String, _ stops: [String]) -> String.Index? {
         stops.compactMap { s in s.isEmpty ? nil : text.range(of: s)?.lowerBound }.min()
     }
 
+    /// The length of the longest end of `text` that is a proper beginning of `stop`.
+    static func overlap(_ text: Substring, _ stop: String) -> Int {
+        var n = min(stop.count - 1, text.count)
+        while n > 0 {
+            if text.hasSuffix(stop.prefix(n)) { return n }
+            n -= 1
+        }
+        return 0
+    }
+
     /// Log-softmax (fp64) of the chosen token and the top k.
-    static func logprob(_ row: ArraySlice<Float>, chosen: Int, top k: Int) -> TokenLogprob {
+    static func logprob(_ row: UnsafeBufferPointer<Float>, chosen: Int, top k: Int) -> TokenLogprob {
         var m = -Double.infinity
         for v in row { m = max(m, Double(v)) }
         var sum = 0.0
         for v in row { sum += Foundation.exp(Double(v) - m) }
         let lse = m + Foundation.log(sum)
-        let base = row.startIndex
         var top: [(Int, Double)] = []
         if k > 0 {
-            // Partial selection: keep the k best seen so far.
+            // Partial selection: keep the k best seen so far, best first (lower id on ties).
             var best: [(Int, Float)] = []
             for (i, v) in row.enumerated() {
-                if best.count < k { best.append((i, v)); best.sort { $0.1 > $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) } }
-                else if v > best[k - 1].1 { best[k - 1] = (i, v); best.sort { $0.1 > $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) } }
+                if best.count < k {
+                    best.append((i, v))
+                    best.sort { $0.1 > $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }
+                } else if v > best[k - 1].1 {
+                    best[k - 1] = (i, v)
+                    best.sort { $0.1 > $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }
+                }
             }
             top = best.map { ($0.0, Double($0.1) - lse) }
         }
-        return TokenLogprob(token: chosen, logprob: Double(row[base + chosen]) - lse, top: top)
+        return TokenLogprob(token: chosen, logprob: Double(row[chosen]) - lse, top: top)
     }
 }
 

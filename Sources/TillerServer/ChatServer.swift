@@ -54,6 +54,8 @@ enum ServerError: Error {
     case methodNotAllowed(String)
     case modelNotFound(String)
     case overloaded
+    /// The client went away (nobody reads this answer; it keeps logs honest).
+    case cancelled
     case engine(String)
 
     var response: HTTPResponse {
@@ -66,6 +68,7 @@ enum ServerError: Error {
         case .methodNotAllowed(let m): return body(.methodNotAllowed, m, "invalid_request_error", nil, "method_not_allowed")
         case .modelNotFound(let m): return body(.notFound, m, "invalid_request_error", "model", "model_not_found")
         case .overloaded: return body(.tooManyRequests, "the server's queue is full; retry later", "rate_limit_error", nil, "overloaded")
+        case .cancelled: return body(.init(statusCode: 499, reasonPhrase: "Client Closed Request"), "the request was cancelled", "invalid_request_error", nil, "cancelled")
         case .engine(let m): return body(.internalServerError, m, "server_error", nil, nil)
         }
     }
@@ -100,7 +103,7 @@ public final class ChatServer: @unchecked Sendable {
         self.modelName = name ?? model.name
         self.vectors = vectors
         self.options = options
-        scheduler = BatchScheduler(model: model, window: options.batchWindow, maxBatch: options.maxBatch)
+        scheduler = try BatchScheduler(model: model, window: options.batchWindow, maxBatch: options.maxBatch)
         http = HTTPServer(maxBodyBytes: options.maxBodyBytes)
     }
 
@@ -119,8 +122,9 @@ public final class ChatServer: @unchecked Sendable {
         http.shutdown()
     }
 
-    /// Engine calls made and sequences they carried (sequences / calls = mean batch size).
-    public var batchStats: (calls: Int, sequences: Int) { scheduler.stats }
+    /// Engine steps, sequences they carried summed over steps (sequences / steps = mean batch
+    /// size), the largest batch and the sequences generating now.
+    public var batchStats: (steps: Int, sequences: Int, peak: Int, active: Int) { scheduler.stats }
 
     func handle(_ req: HTTPRequest) async -> HTTPResponse {
         let path = req.path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? req.path
@@ -139,6 +143,8 @@ public final class ChatServer: @unchecked Sendable {
             return e.response
         } catch is BatchScheduler.Overloaded {
             return ServerError.overloaded.response
+        } catch is BatchScheduler.Cancelled {
+            return ServerError.cancelled.response
         } catch {
             return ServerError.engine(String(describing: error)).response
         }
@@ -295,11 +301,11 @@ public final class ChatServer: @unchecked Sendable {
 
     func chatCompletion(_ body: Data) async throws -> HTTPResponse {
         let req = try parse(body)
-        let out = try await scheduler.submit(req.job)
         let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let tok = model.tokenizer!
-        let logprobsJSON: Any = out.logprobs.map { lps in ["content": lps.map { tokenLogprobJSON($0, tok) }] } ?? NSNull()
         if !req.stream {
+            let out = try await scheduler.submit(req.job).result()
+            let logprobsJSON: Any = out.logprobs.map { lps in ["content": lps.map { tokenLogprobJSON($0, tok) }] } ?? NSNull()
             return .json(.ok, [
                 "id": id, "object": "chat.completion", "created": Int(Date().timeIntervalSince1970), "model": modelName,
                 "choices": [["index": 0, "message": ["role": "assistant", "content": out.text],
@@ -309,34 +315,39 @@ public final class ChatServer: @unchecked Sendable {
                 "tiller": ["batch_size": out.batchSize, "queue_seconds": out.queueSeconds],
             ])
         }
-        // The engine returns a finished sequence (it has no per-step callback yet), so the events
-        // carry the answer token by token after generation: the wire format of streaming, not its latency.
+        // Server-sent events as the engine samples: each delta is text that can no longer change
+        // (incomplete characters and possible starts of a stop string are held back).
         let created = Int(Date().timeIntervalSince1970)
         let name = modelName
-        let (stream, cont) = AsyncStream<String>.makeStream()
-        func chunk(_ delta: [String: Any], _ lp: Any?, _ finish: String?) -> String {
+        let chunk: @Sendable ([String: Any], Any?, String?) -> String = { delta, lp, finish in
             var choice: [String: Any] = ["index": 0, "delta": delta, "finish_reason": finish as Any? ?? NSNull()]
             if let lp { choice["logprobs"] = lp }
             let obj: [String: Any] = ["id": id, "object": "chat.completion.chunk", "created": created, "model": name, "choices": [choice]]
             let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
             return String(decoding: d, as: UTF8.self)
         }
+        let (stream, cont) = AsyncStream<String>.makeStream()
         cont.yield(chunk(["role": "assistant", "content": ""], nil, nil))
-        var emitted = ""
-        for k in out.tokens.indices {
-            var piece = tok.decode(Array(out.tokens.prefix(k + 1)), skipSpecialTokens: true)
-            if piece.count > out.text.count { piece = out.text }  // a stop string cut the text
-            // Hold back incomplete UTF-8 (a replacement character at the end) until the next token.
-            if piece.hasSuffix("\u{FFFD}") && k + 1 < out.tokens.count { continue }
-            guard piece.hasPrefix(emitted) else { continue }
-            let delta = String(piece.dropFirst(emitted.count))
-            emitted = piece
-            let lp: Any? = req.logprobs ? ["content": [tokenLogprobJSON(out.logprobs![k], tok)]] : nil
-            cont.yield(chunk(["content": delta], lp, nil))
+        let wantLogprobs = req.logprobs
+        let ticket = try scheduler.submit(req.job) { [self] text, lps in
+            let lp: Any? = wantLogprobs ? ["content": lps.map { tokenLogprobJSON($0, tok) }] : nil
+            cont.yield(chunk(["content": text], lp, nil))
         }
-        cont.yield(chunk([:], nil, out.finishReason))
-        cont.yield("[DONE]")
-        cont.finish()
+        // A client that goes away stops its sequence at the next engine step.
+        cont.onTermination = { _ in ticket.cancel() }
+        Task {
+            do {
+                let out = try await ticket.result()
+                cont.yield(chunk([:], nil, out.finishReason))
+            } catch {
+                let message = (error as? ServerError).map { "\($0)" } ?? String(describing: error)
+                let obj: [String: Any] = ["error": ["message": message, "type": "server_error", "param": NSNull(), "code": NSNull()]]
+                let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
+                cont.yield(String(decoding: d, as: UTF8.self))
+            }
+            cont.yield("[DONE]")
+            cont.finish()
+        }
         return .events(stream)
     }
 

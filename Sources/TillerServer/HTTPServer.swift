@@ -90,6 +90,8 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
     private var rejected = false
+    /// Handler tasks of this connection (event-loop confined), cancelled when the client goes away.
+    private var running: [UUID] = []
 
     init(limit: Int, handler: @escaping HTTPHandler, tasks: TaskSet) {
         self.limit = limit
@@ -128,8 +130,17 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
                 await Self.write(response, to: channel, version: version, keepAlive: keepAlive)
             }
             tasks.insert(id, task)
+            running.append(id)
+            let tasks = self.tasks
             Task { await task.value; tasks.remove(id) }
         }
+    }
+
+    /// The client closed the connection: its requests stop (a generation ends at the next step).
+    func channelInactive(context: ChannelHandlerContext) {
+        for id in running { tasks.cancel(id) }
+        running = []
+        context.fireChannelInactive()
     }
 
     private func reject(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
@@ -180,5 +191,6 @@ final class TaskSet: @unchecked Sendable {
     private var tasks: [UUID: Task<Void, Never>] = [:]
     func insert(_ id: UUID, _ t: Task<Void, Never>) { lock.withLock { tasks[id] = t } }
     func remove(_ id: UUID) { lock.withLock { _ = tasks.removeValue(forKey: id) } }
+    func cancel(_ id: UUID) { lock.withLock { tasks[id] }?.cancel() }
     func drain() -> [Task<Void, Never>] { lock.withLock { let all = Array(tasks.values); tasks = [:]; return all } }
 }

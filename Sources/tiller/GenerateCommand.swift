@@ -48,8 +48,15 @@ struct Generate: ParsableCommand {
         options.temperature = temperature
         options.topP = topP
         options.seed = seed
-        let result = try lm.generate([ids], options: options, steering: steering)[0]
-        print(tokenizer.decode(result.tokens, skipSpecialTokens: true))
+        // Text appears as it is generated; the decoder holds back incomplete characters.
+        let decoder = StreamingDecoder(tokenizer: tokenizer, skipSpecialTokens: true)
+        _ = try lm.generate([ids], options: options, steering: steering) { step in
+            if step.finish != .stop {
+                FileHandle.standardOutput.write(Data(decoder.push(step.token).utf8))
+            }
+            return true
+        }
+        print(decoder.finish())
     }
 }
 

@@ -66,9 +66,12 @@ final class ServerTests: XCTestCase {
     }
 
     func engineGreedy(_ server: ChatServer, _ text: String, maxTokens: Int, steering: SteeringSpec? = nil) throws -> String {
+        try engine(server, text, GenerationOptions(maxNewTokens: maxTokens), steering: steering)
+    }
+
+    func engine(_ server: ChatServer, _ text: String, _ options: GenerationOptions, steering: SteeringSpec? = nil) throws -> String {
         let ids = try server.encode([.init(role: "user", content: text)])
-        let r = try server.model.generate([ids], options: GenerationOptions(maxNewTokens: maxTokens), steering: [steering])[0]
-        return r.text!
+        return try server.model.generate([ids], options: options, steering: [steering])[0].text!
     }
 
     func testErrorsAreOpenAIStyleAndNeverFatal() async throws {
@@ -236,10 +239,124 @@ final class ServerTests: XCTestCase {
             server.shutdown()
             for i in questions.indices { XCTAssertEqual(answers[i], expected[i], "request \(i) (maxBatch \(maxBatch))") }
             rates[maxBatch] = Double(questions.count) / seconds
-            print(String(format: "serve load: %d concurrent requests, maxBatch %d: %.2fs, %.2f req/s, %d engine calls (mean batch %.1f)",
-                         questions.count, maxBatch, seconds, rates[maxBatch]!, stats.calls, Double(stats.sequences) / Double(max(stats.calls, 1))))
-            if maxBatch == 32 { XCTAssertLessThan(stats.calls, 32, "concurrent requests were batched") }
+            print(String(format: "serve load: %d concurrent requests, maxBatch %d: %.2fs, %.2f req/s, %d engine steps (mean batch %.1f, peak %d)",
+                         questions.count, maxBatch, seconds, rates[maxBatch]!, stats.steps, Double(stats.sequences) / Double(max(stats.steps, 1)), stats.peak))
+            if maxBatch == 32 { XCTAssertGreaterThan(stats.peak, 1, "concurrent requests were batched") }
         }
         print(String(format: "serve load: batching speed-up %.2fx", rates[32]! / rates[1]!))
+    }
+
+    /// Sampled requests with their own temperature, top-p, seed and budget share one batch and
+    /// each gets what the engine gives it alone.
+    func testPerRequestOptionsInsideOneBatch() async throws {
+        let (server, base) = try makeServer(window: 0.2)
+        defer { server.shutdown() }
+        let q = "Write a sentence about the sea."
+        async let a = post(base, chat(q, maxTokens: 10, extra: ["temperature": 0.8, "seed": 1]))
+        async let b = post(base, chat(q, maxTokens: 5, extra: ["temperature": 1.2, "top_p": 0.9, "seed": 2]))
+        async let c = post(base, chat(q, maxTokens: 7))
+        let (ra, rb, rc) = try await (a, b, c)
+        XCTAssertEqual(content(ra.1), try engine(server, q, GenerationOptions(maxNewTokens: 10, temperature: 0.8, seed: 1)))
+        XCTAssertEqual(content(rb.1), try engine(server, q, GenerationOptions(maxNewTokens: 5, temperature: 1.2, topP: 0.9, seed: 2)))
+        XCTAssertEqual(content(rc.1), try engineGreedy(server, q, maxTokens: 7))
+        XCTAssertNotEqual(content(ra.1), content(rc.1), "sampling at temperature 0.8 differs from greedy")
+        for r in [ra, rb, rc] {
+            XCTAssertEqual((r.1["tiller"] as? [String: Any])?["batch_size"] as? Int, 3, "all three shared the engine's steps")
+        }
+        XCTAssertEqual((rb.1["usage"] as? [String: Any])?["completion_tokens"] as? Int, 5)
+    }
+
+    /// Events as they arrive on the wire, with their arrival times.
+    final class EventRecorder: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+        let start = Date()
+        private let lock = NSLock()
+        private var buffer = ""
+        private(set) var events: [(seconds: Double, payload: String)] = []
+        let done = DispatchSemaphore(value: 0)
+        var cancelAfterFirstContent = false
+        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+            lock.withLock {
+                buffer += String(decoding: data, as: UTF8.self)
+                while let r = buffer.range(of: "\n\n") {
+                    let e = String(buffer[..<r.lowerBound])
+                    buffer.removeSubrange(..<r.upperBound)
+                    events.append((Date().timeIntervalSince(start), e.hasPrefix("data: ") ? String(e.dropFirst(6)) : e))
+                }
+            }
+            if cancelAfterFirstContent, lock.withLock({ events.count >= 2 }) { dataTask.cancel() }
+        }
+        func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) { done.signal() }
+        var snapshot: [(seconds: Double, payload: String)] { lock.withLock { events } }
+    }
+
+    func stream(_ base: URL, _ body: [String: Any], cancelAfterFirstContent: Bool = false) async throws -> EventRecorder {
+        let rec = EventRecorder()
+        rec.cancelAfterFirstContent = cancelAfterFirstContent
+        let session = URLSession(configuration: .ephemeral, delegate: rec, delegateQueue: nil)
+        var req = URLRequest(url: base.appendingPathComponent("/v1/chat/completions"))
+        req.httpMethod = "POST"
+        req.httpBody = try JSONSerialization.data(withJSONObject: body)
+        req.timeoutInterval = 300
+        session.dataTask(with: req).resume()
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { rec.done.wait(); c.resume() }
+        }
+        session.finishTasksAndInvalidate()
+        return rec
+    }
+
+    func deltaText(_ payload: String) -> String? {
+        guard let o = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any],
+              let c = (o["choices"] as? [[String: Any]])?.first else { return nil }
+        return (c["delta"] as? [String: Any])?["content"] as? String
+    }
+
+    /// Streaming is real: the first tokens arrive long before the answer is finished, and a short
+    /// request sent while a long one streams joins the running batch and finishes first.
+    func testStreamingArrivesAsGeneratedAndShortRequestsOvertake() async throws {
+        let (server, base) = try makeServer()
+        defer { server.shutdown() }
+        let long = "Write a long story about a dragon who learns to bake bread."
+        let longTokens = 120
+        let expected = try engineGreedy(server, long, maxTokens: longTokens)
+        async let longRun = stream(base, chat(long, maxTokens: longTokens, extra: ["stream": true, "stop": "zzqx"]))
+        // Send the short request once the long one is generating.
+        var waited = 0
+        while server.batchStats.active == 0 && waited < 3000 { try await Task.sleep(nanoseconds: 10_000_000); waited += 1 }
+        let shortStart = Date()
+        let (s, shortObj, _) = try await post(base, chat("Say hi.", maxTokens: 4))
+        let shortDone = Date()
+        let rec = try await longRun
+        XCTAssertEqual(s, 200)
+        XCTAssertEqual(content(shortObj), try engineGreedy(server, "Say hi.", maxTokens: 4))
+        XCTAssertGreaterThanOrEqual((shortObj["tiller"] as? [String: Any])?["batch_size"] as? Int ?? 0, 2, "the short request joined the running batch")
+
+        let events = rec.snapshot
+        XCTAssertEqual(events.last?.payload, "[DONE]")
+        let texts = events.compactMap { deltaText($0.payload) }
+        XCTAssertEqual(texts.joined(), expected, "streamed text = the engine's answer")
+        let contentEvents = events.filter { !(deltaText($0.payload) ?? "").isEmpty }
+        let first = try XCTUnwrap(contentEvents.first).seconds, last = try XCTUnwrap(events.last).seconds
+        print(String(format: "serve streaming: first content after %.3fs, [DONE] after %.3fs, %d content events; short request %.3fs",
+                     first, last, contentEvents.count, shortDone.timeIntervalSince(shortStart)))
+        XCTAssertGreaterThan(contentEvents.count, longTokens / 2, "about one event per token")
+        XCTAssertLessThan(first, last * 0.25, "the first tokens arrive while the rest is being generated")
+        XCTAssertLessThan(shortDone.timeIntervalSince(rec.start), last, "the short request finished while the long one still streamed")
+    }
+
+    /// A streaming client that goes away stops its sequence: the engine does not keep generating.
+    func testClientDisconnectStopsGeneration() async throws {
+        let (server, base) = try makeServer()
+        defer { server.shutdown() }
+        let rec = try await stream(base, chat("Count from one to one thousand.", maxTokens: 1000, extra: ["stream": true]),
+                                   cancelAfterFirstContent: true)
+        XCTAssertNotEqual(rec.snapshot.last?.payload, "[DONE]")
+        var waited = 0
+        while server.batchStats.active > 0 && waited < 1000 { try await Task.sleep(nanoseconds: 10_000_000); waited += 1 }
+        XCTAssertEqual(server.batchStats.active, 0, "the cancelled sequence left the batch")
+        XCTAssertLessThan(server.batchStats.steps, 500, "generation stopped long before its 1000-token budget")
+        // The server goes on serving.
+        let (s, _, _) = try await post(base, chat("Say hi.", maxTokens: 3))
+        XCTAssertEqual(s, 200)
     }
 }
