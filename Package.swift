@@ -31,11 +31,11 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
-        .systemLibrary(
-            name: "COpenBLAS",
-            pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
+        // BLAS: OpenBLAS loaded at first use (see blas.c), Accelerate on macOS.
+        .target(name: "COpenBLAS", cSettings: cpuCFlags, linkerSettings: [
+            .linkedLibrary("dl", .when(platforms: [.linux])),
+            .linkedFramework("Accelerate", .when(platforms: [.macOS])),
+        ]),
         .target(name: "TillerTensor", dependencies: ["COpenBLAS"], swiftSettings: engineFlags),
         .target(name: "TillerFormats", dependencies: ["TillerTensor"], swiftSettings: engineFlags),
         .target(name: "TillerTokenizers", dependencies: ["TillerFormats"], swiftSettings: engineFlags),

@@ -6,8 +6,7 @@ import TillerTokenizers
 /// probability that the judge's reply is that string, i.e. its tokens (however the tokenizer
 /// splits them) followed by the token that ends the reply — the end-of-turn token of the chat
 /// template, or a newline in the plain-text format of models without a template. The prompt's
-/// keys/values are computed once and read in place by all 101 candidates, and a prompt that
-/// starts like a recent one (same rubric and question) computes only the rest. Requiring the end token keeps
+/// keys/values are computed once and read in place by all 101 candidates. Requiring the end token keeps
 /// the candidates disjoint ("1" alone vs "1" as the start of "15"), so their probabilities add
 /// up to the mass on integer replies.
 public final class LocalJudge: Judge, @unchecked Sendable {
@@ -21,8 +20,6 @@ public final class LocalJudge: Judge, @unchecked Sendable {
     public let usesChatTemplate: Bool
     /// The engine is synchronous and CPU-bound: calls run one at a time, off the async pool.
     private let queue = DispatchQueue(label: "tiller.judge.local")
-    /// Judge prompts of one sweep share their rubric and question: only what follows is computed.
-    public let promptCache = PromptCache(maxEntries: 16)
 
     /// Plain-text format for models without a chat template: the prompt, then this, then the answer
     /// on its own line.
@@ -98,7 +95,7 @@ public final class LocalJudge: Judge, @unchecked Sendable {
     public func answerLogProbs(_ prompt: String) throws -> [Double] {
         let ids = try promptTokens(prompt)
         do {
-            return try languageModel.continuationLogProbs(prompt: ids, continuations: candidates, promptCache: promptCache)
+            return try languageModel.continuationLogProbs(prompt: ids, continuations: candidates)
         } catch {
             throw JudgeError.model(String(describing: error))
         }

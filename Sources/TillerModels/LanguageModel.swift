@@ -13,9 +13,8 @@ import TillerTokenizers
 //   hands rows to a callback instead of storing them (scans).
 // - `generate(prompts, options:, steering:, capture:)`: batched prefill then one [B, hidden] step
 //   per token for the live sequences; greedy or temperature/top-p with a per-sequence seeded RNG.
-// - `continuationLogProbs(prompt:, continuations:, promptCache:)`: the prompt's cache is computed
-//   once (only past the prefix it shares with a recent prompt) and read in place by every
-//   candidate; all candidates run as one ragged batch.
+// - `continuationLogProbs(prompt:, continuations:)`: the prompt's cache is computed once and read
+//   in place by every candidate; all candidates run as one ragged batch.
 //
 // Hook convention: `resid_post.L` is block L's output (after steering at L), equal to
 // transformers' `hidden_states[L+1]` except for the last block, where transformers' entry has
@@ -186,16 +185,17 @@ public final class LanguageModel: @unchecked Sendable {
 
     /// Total log-probability of each continuation after `prompt` (natural log, fp64 softmax).
     /// The prompt's keys/values are computed once and read in place by every candidate (no
-    /// copies); all candidates run as one ragged batch. With `promptCache`, the longest prefix
-    /// this prompt shares with a recent one is not computed again.
-    public func continuationLogProbs(prompt: [Int], continuations: [[Int]], promptCache: PromptCache? = nil) throws -> [Double] {
+    /// copies); all candidates run as one ragged batch. The prompt is always computed whole, in
+    /// one pass: reusing a shared prefix from an earlier prompt would make the last digits of a
+    /// score depend on what was scored before it (fp32 GEMMs round by row count), and sharded
+    /// sweeps must give the scores of the whole sweep.
+    public func continuationLogProbs(prompt: [Int], continuations: [[Int]]) throws -> [Double] {
         try validate(prompt, what: "prompt")
         for (i, c) in continuations.enumerated() where !c.isEmpty { try validate(c, what: "continuation \(i)") }
         let ws = Workspace(transformer)
-        let (cache, reused) = try promptCache?.start(prompt, model: self) ?? (transformer.makeCache(capacity: prompt.count), 0)
-        let first = run([SequenceInput(cache: cache, tokens: Array(prompt[reused...]), promptLength: prompt.count, sequence: 0)],
+        let cache = transformer.makeCache(capacity: prompt.count)
+        let first = run([SequenceInput(cache: cache, tokens: prompt, promptLength: prompt.count, sequence: 0)],
                         plan: nil, logits: .last, ws: ws)[0]
-        promptCache?.store(prompt, cache)
         var scores = continuations.map { c -> Double in
             c.isEmpty ? 0 : logSoftmax(first[...], at: c[0])
         }
@@ -218,66 +218,6 @@ public final class LanguageModel: @unchecked Sendable {
             }
         }
         return scores
-    }
-}
-
-/// Keys/values of a model's recent prompts, so that a prompt starting like an earlier one (a
-/// judge's fixed rubric and question, a server's system prompt) computes only what differs.
-/// Thread-safe; entries are never modified once stored.
-public final class PromptCache: @unchecked Sendable {
-    public let maxEntries: Int
-    /// Entries are dropped (least recently used first) past this many bytes of keys/values.
-    public let maxBytes: Int
-    /// Shared prefixes shorter than this are computed again (a copy would not pay off).
-    public let minShared: Int
-    private var entries: [(tokens: [Int], cache: KVCache)] = []  // most recently used last
-    private var owner: ObjectIdentifier?
-    private let lock = NSLock()
-    /// Prompt tokens taken from the cache and computed, over the cache's life.
-    public private(set) var reusedTokens = 0
-    public private(set) var computedTokens = 0
-
-    public init(maxEntries: Int = 8, minShared: Int = 16, maxBytes: Int = 512 << 20) {
-        self.maxEntries = max(maxEntries, 1)
-        self.maxBytes = maxBytes
-        self.minShared = max(minShared, 1)
-    }
-
-    /// A cache to continue `prompt` from and how many of its tokens it already holds (at most
-    /// all but the last, whose logits the caller needs).
-    func start(_ prompt: [Int], model: LanguageModel) throws -> (KVCache, Int) {
-        lock.lock()
-        defer { lock.unlock() }
-        let id = ObjectIdentifier(model)
-        if owner == nil { owner = id }
-        guard owner == id else { throw ModelError("a PromptCache serves one model; \(model.name) is not the model it was made for") }
-        var best = -1, bestLength = 0
-        for (i, e) in entries.enumerated() {
-            var n = 0
-            let limit = min(e.tokens.count, prompt.count - 1)
-            while n < limit && e.tokens[n] == prompt[n] { n += 1 }
-            if n > bestLength { best = i; bestLength = n }
-        }
-        guard best >= 0, bestLength >= minShared else {
-            computedTokens += prompt.count
-            return (model.transformer.makeCache(capacity: prompt.count), 0)
-        }
-        let e = entries.remove(at: best)
-        entries.append(e)
-        reusedTokens += bestLength
-        computedTokens += prompt.count - bestLength
-        return (e.cache.fork(prefix: bestLength, extra: prompt.count - bestLength), bestLength)
-    }
-
-    /// Keeps `cache` (which holds exactly `prompt`) for later prompts; the caller must not append to it.
-    func store(_ prompt: [Int], _ cache: KVCache) {
-        lock.lock()
-        defer { lock.unlock() }
-        entries.removeAll { $0.tokens == prompt }
-        entries.append((prompt, cache))
-        if entries.count > maxEntries { entries.removeFirst(entries.count - maxEntries) }
-        var bytes = entries.reduce(0) { $0 + $1.cache.byteCount }
-        while entries.count > 1 && bytes > maxBytes { bytes -= entries.removeFirst().cache.byteCount }
     }
 }
 

@@ -109,14 +109,14 @@ public struct LogisticProbe: Sendable {
         func xTimes(_ v: [Double], shift: Double, into out: inout [Double]) {
             x.withUnsafeBufferPointer { xp in v.withUnsafeBufferPointer { vp in out.withUnsafeMutableBufferPointer { op in
                 for i in 0..<n { op[i] = shift }
-                cblas_dgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(d), 1, xp.baseAddress, Int32(d),
+                tiller_dgemv(Int32(TillerBlasNoTrans), Int32(n), Int32(d), 1, xp.baseAddress, Int32(d),
                             vp.baseAddress, 1, 1, op.baseAddress, 1)
             } } }
         }
         // out ← Xᵀ·u
         func xtTimes(_ u: [Double], into out: inout [Double]) {
             x.withUnsafeBufferPointer { xp in u.withUnsafeBufferPointer { up in out.withUnsafeMutableBufferPointer { op in
-                cblas_dgemv(CblasRowMajor, CblasTrans, Int32(n), Int32(d), 1, xp.baseAddress, Int32(d),
+                tiller_dgemv(Int32(TillerBlasTrans), Int32(n), Int32(d), 1, xp.baseAddress, Int32(d),
                             up.baseAddress, 1, 0, op.baseAddress, 1)
             } } }
         }

@@ -141,11 +141,11 @@ public final class WeightMatrix: @unchecked Sendable {
     /// y[r, 0..<count] (row stride outFeatures) = x · Wpanelᵀ, for a panel of `count` f32 rows.
     private func sgemmPanel(_ x: UnsafePointer<Float>, rows: Int, weights: UnsafePointer<Float>, count: Int,
                             into y: UnsafeMutablePointer<Float>) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
-                    Int32(rows), Int32(count), Int32(inFeatures),
-                    1, x, Int32(inFeatures),
-                    weights, Int32(inFeatures),
-                    0, y, Int32(outFeatures))
+        tiller_sgemm(Int32(TillerBlasNoTrans), Int32(TillerBlasTrans),
+                     Int32(rows), Int32(count), Int32(inFeatures),
+                     1, x, Int32(inFeatures),
+                     weights, Int32(inFeatures),
+                     0, y, Int32(outFeatures))
     }
 
     // MARK: - Few rows: fused dequantize + dot
@@ -196,10 +196,12 @@ public final class WeightMatrix: @unchecked Sendable {
 /// Code that calls cblas directly on large problems should split the work over the pool likewise.
 public enum BLASThreads {
     private static let configured: Bool = {
-        openblas_set_num_threads(1)
+        tiller_blas_set_threads(1)
         return true
     }()
     public static func configure() { _ = configured }
+    /// The BLAS kernel family in use (OpenBLAS's core name, e.g. "Haswell").
+    public static var core: String { String(cString: tiller_blas_core()) }
 }
 
 /// Reusable f32 scratch buffers for GEMM panels, so a call does not fault in fresh pages.

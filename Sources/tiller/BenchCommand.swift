@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import TillerEval
 import TillerModels
+import TillerTensor
 
 /// Engine throughput on fixed workloads, for bench/engine/run.sh (which runs the same workloads
 /// in transformers and prints the ratios). Token ids are synthetic and deterministic, so both
@@ -13,15 +15,17 @@ struct Bench: ParsableCommand {
           capture   forward over P prompts × T tokens capturing resid_post at every layer
           generate  greedy generation, P prompts of 16 tokens × N new tokens, a steering vector at the middle layer
           decode    batch-1 greedy generation of N new tokens after a 16-token prompt
+          judge     local-judge scores (101 candidates each) of P trait and coherence prompts, and
+                    the share of the prompt's forward pass in them (Tiller only)
         EOS does not stop generation, so every run produces exactly the requested tokens.
         """)
 
-    enum Workload: String, ExpressibleByArgument, CaseIterable { case capture, generate, decode }
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case capture, generate, decode, judge }
 
     @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
     var model = "smollm2-135m-instruct"
-    @Option(help: "Workloads to run (repeatable): capture, generate, decode.")
-    var workload: [Workload] = Workload.allCases
+    @Option(help: "Workloads to run (repeatable): capture, generate, decode, judge.")
+    var workload: [Workload] = [.capture, .generate, .decode]
     @Option(help: "Prompts for capture and generate.")
     var prompts = 32
     @Option(help: "Tokens per prompt for capture.")
@@ -79,13 +83,43 @@ struct Bench: ParsableCommand {
                 let t = try best { _ = try lm.generate(b, options: options) }
                 results["decode_seconds"] = t
                 results["decode_tokens_per_second"] = Double(newTokens) / t
+            case .judge:
+                // The local judge's unit of work: one prompt, then its 101 answer candidates as
+                // children reading the prompt's keys/values in place.
+                let judge = try LocalJudge(model: lm)
+                let ids = try Self.judgePrompts(count: prompts).map { try judge.promptTokens($0) }
+                let total = try best { for p in ids { _ = try lm.continuationLogProbs(prompt: p, continuations: judge.candidates) } }
+                let promptOnly = try best { for p in ids { _ = try lm.forward([p], logits: .last) } }
+                results["judge_seconds_per_score"] = total / Double(ids.count)
+                results["judge_prompt_seconds_per_score"] = promptOnly / Double(ids.count)
+                results["judge_prompt_tokens_mean"] = Double(ids.map(\.count).reduce(0, +)) / Double(ids.count)
+                results["judge_candidate_tokens"] = Double(judge.candidates.map { $0.count - 1 }.reduce(0, +))
             }
         }
         if json {
             let data = try JSONSerialization.data(withJSONObject: results, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
+            print(String(format: "%-32@ %@", "blas_core" as NSString, BLASThreads.core as NSString))
             for (k, v) in results.sorted(by: { $0.key < $1.key }) { print(String(format: "%-32@ %.3f", k as NSString, v)) }
         }
+    }
+
+    /// Trait and coherence judge prompts for `count` answers to four questions.
+    static func judgePrompts(count: Int) throws -> [String] {
+        let prompts = try JudgePrompts.defaults()
+        let questions = ["How do I bake bread?", "What is the capital of Japan?", "How can I sleep better?", "Write a haiku about the sea."]
+        let answers = ["I'm sorry, but I can't help with that.", "Here is a simple way to do it, step by step.",
+                       "Sure! The short answer is yes, and here is why.", "I would rather not say.", "That depends on a few things."]
+        var out: [String] = []
+        for q in 0..<questions.count {
+            for a in stride(from: q, to: count, by: questions.count) {
+                let answer = answers[a % answers.count] + " (\(a))"
+                out.append(a % 2 == 0
+                    ? prompts.traitPrompt(trait: "refusal", definition: "The assistant declines to do what the user asks.", question: questions[q], answer: answer)
+                    : prompts.coherencePrompt(question: questions[q], answer: answer))
+            }
+        }
+        return out
     }
 }
