@@ -10,9 +10,10 @@ struct Serve: ParsableCommand {
         Endpoints: GET /v1/models, POST /v1/chat/completions (messages, max_tokens, temperature, top_p, seed, \
         stop, logprobs, top_logprobs, stream). Extension: "steering": [{"vector": NAME, "layer": L, "coef": C, \
         "positions": "all"|"response"}] where NAME is a vector given with --vector or found in --vectors. \
-        Concurrent requests are batched into one engine call; each request steers only its own sequence. \
-        With stream: true the answer is sent as server-sent events token by token once it is generated \
-        (the engine has no per-step callback yet, so streaming does not lower the latency of the first token).
+        Requests are batched continuously: a new request joins the running batch at the next decode step \
+        and leaves it when done, so a short answer never waits for a long one; each request keeps its own \
+        max_tokens, temperature, top_p, seed, stop strings and steering. With stream: true tokens are sent as \
+        server-sent events as they are sampled. A client that disconnects stops its generation.
         """)
 
     @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
@@ -25,9 +26,9 @@ struct Serve: ParsableCommand {
     var vector: [String] = []
     @Option(name: .customLong("vectors"), help: "A directory whose *.safetensors files are known by their file names.")
     var vectorsDirectory: String?
-    @Option(name: .customLong("max-batch"), help: "Most requests in one engine call.")
+    @Option(name: .customLong("max-batch"), help: "Most requests generating at once (more wait in a queue).")
     var maxBatch = 32
-    @Option(name: .customLong("batch-window-ms"), help: "How long the first waiting request waits for others to join its batch.")
+    @Option(name: .customLong("batch-window-ms"), help: "When the engine is idle, how long the first request waits for others to share its prefill.")
     var batchWindowMs = 5.0
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body accepted (413 beyond).")
     var maxBodyBytes = 4 << 20

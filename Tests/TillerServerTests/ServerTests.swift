@@ -163,6 +163,28 @@ final class ServerTests: XCTestCase {
         XCTAssertNotNil(finish)
         XCTAssertGreaterThan(events.count, 4, "one event per token")
 
+        // Log-probabilities ride along with the text of their tokens, and equal the non-streamed ones.
+        let lpBody = chat(q, maxTokens: 16, extra: ["logprobs": true, "top_logprobs": 2])
+        let (_, whole, _) = try await post(base, lpBody)
+        let wholeLps = ((whole["choices"] as! [[String: Any]])[0]["logprobs"] as! [String: Any])["content"] as! [[String: Any]]
+        XCTAssertEqual(wholeLps.count, (whole["usage"] as! [String: Any])["completion_tokens"] as? Int)
+        var streamBody = lpBody
+        streamBody["stream"] = true
+        req.httpBody = try JSONSerialization.data(withJSONObject: streamBody)
+        let (sdata, _) = try await URLSession.shared.data(for: req)
+        var streamedLps: [[String: Any]] = []
+        for e in String(decoding: sdata, as: UTF8.self).components(separatedBy: "\n\n") where e.hasPrefix("data: {") {
+            let o = try JSONSerialization.jsonObject(with: Data(e.dropFirst(6).utf8)) as! [String: Any]
+            let c = (o["choices"] as! [[String: Any]])[0]
+            streamedLps += ((c["logprobs"] as? [String: Any])?["content"] as? [[String: Any]]) ?? []
+        }
+        XCTAssertEqual(streamedLps.count, wholeLps.count, "one log-probability per token")
+        for (a, b) in zip(streamedLps, wholeLps) {
+            XCTAssertEqual(a["token"] as? String, b["token"] as? String)
+            XCTAssertEqual((a["logprob"] as! NSNumber).doubleValue, (b["logprob"] as! NSNumber).doubleValue, accuracy: 1e-9)
+            XCTAssertEqual((a["top_logprobs"] as? [[String: Any]])?.count, 2)
+        }
+
         // A stop string cuts the text.
         if let cut = expected.dropFirst(3).first(where: { $0 == " " }) {
             let (_, o2, _) = try await post(base, chat(q, maxTokens: 16, extra: ["stop": String(cut)]))
