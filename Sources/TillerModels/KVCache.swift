@@ -93,6 +93,21 @@ public final class KVCache: @unchecked Sendable {
         return KVCache(parent: self, extra: extra)
     }
 
+    /// A sibling that continues this child's first `count` own positions: a new child of the same
+    /// parent holding a copy of just those positions (a trie of continuations shares each node's
+    /// keys/values with its descendants at the cost of a few rows, not of the prompt).
+    public func sibling(keeping count: Int, extra: Int = 0) -> KVCache {
+        guard let p = parent else { return fork(prefix: count, extra: extra) }
+        let n = max(0, min(count, length - base))
+        let c = KVCache(parent: p, extra: n + extra)
+        for l in 0..<layers {
+            c.keys[l].update(from: keys[l], count: n * kvDim)
+            c.values[l].update(from: values[l], count: n * kvDim)
+        }
+        c.length = base + n
+        return c
+    }
+
     /// Forgets positions ≥ `length` (never below the parent's `base`).
     public func truncate(to newLength: Int) {
         length = max(base, min(length, newLength))

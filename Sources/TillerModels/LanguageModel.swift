@@ -14,7 +14,8 @@ import TillerTokenizers
 // - `generate(prompts, options:, steering:, capture:)`: batched prefill then one [B, hidden] step
 //   per token for the live sequences; greedy or temperature/top-p with a per-sequence seeded RNG.
 // - `continuationLogProbs(prompt:, continuations:)`: the prompt's cache is computed once and read
-//   in place by every candidate; all candidates run as one ragged batch.
+//   in place by every candidate; candidates sharing a prefix run it once (a trie of one-token
+//   nodes, one ragged batch per depth).
 //
 // Hook convention: `resid_post.L` is block L's output (after steering at L), equal to
 // transformers' `hidden_states[L+1]` except for the last block, where transformers' entry has
@@ -185,7 +186,8 @@ public final class LanguageModel: @unchecked Sendable {
 
     /// Total log-probability of each continuation after `prompt` (natural log, fp64 softmax).
     /// The prompt's keys/values are computed once and read in place by every candidate (no
-    /// copies); all candidates run as one ragged batch. The prompt is always computed whole, in
+    /// copies); the candidates' shared prefixes run once (a trie, one ragged batch per depth).
+    /// The prompt is always computed whole, in
     /// one pass: reusing a shared prefix from an earlier prompt would make the last digits of a
     /// score depend on what was scored before it (fp32 GEMMs round by row count), and sharded
     /// sweeps must give the scores of the whole sweep.
@@ -196,26 +198,41 @@ public final class LanguageModel: @unchecked Sendable {
         let cache = transformer.makeCache(capacity: prompt.count)
         let first = run([SequenceInput(cache: cache, tokens: prompt, promptLength: prompt.count, sequence: 0)],
                         plan: nil, logits: .last, ws: ws)[0]
+        let firstLSE = logSumExp(first[...])
         var scores = continuations.map { c -> Double in
-            c.isEmpty ? 0 : logSoftmax(first[...], at: c[0])
+            c.isEmpty ? 0 : Double(first[c[0]]) - firstLSE
         }
-        // Every continuation but its last token runs in a child of the prompt cache, all in one batch.
-        var seqs: [SequenceInput] = []
-        var owners: [Int] = []
-        for (i, c) in continuations.enumerated() where c.count > 1 {
-            seqs.append(SequenceInput(cache: cache.child(extra: c.count), tokens: Array(c.dropLast()),
-                                      promptLength: prompt.count, sequence: seqs.count))
-            owners.append(i)
-        }
-        if !seqs.isEmpty {
-            let logits = run(seqs, plan: nil, logits: .all, ws: ws)
-            let V = vocabSize
-            for (k, i) in owners.enumerated() {
-                let c = continuations[i]
-                for j in 1..<c.count {
-                    scores[i] += logSoftmax(logits[k][(j - 1) * V ..< j * V], at: c[j])
-                }
+        // The continuations form a trie: a node is a token prefix whose next-token distribution some
+        // continuation needs ("5" for "57⏎" and "5⏎"). Each node runs one token, depth by depth, in
+        // a child of the prompt cache that holds copies of its ancestors' few rows; the nodes of
+        // one depth run as one ragged batch. Shared prefixes ("5" of "50"…"59") run once.
+        var depthCaches: [[Int]: KVCache] = [:]
+        let longest = continuations.map(\.count).max() ?? 0
+        for depth in 1..<max(longest, 1) {
+            var nodes: [[Int]] = []
+            var seen = Set<[Int]>()
+            for c in continuations where c.count > depth {
+                let node = Array(c[..<depth])
+                if seen.insert(node).inserted { nodes.append(node) }
             }
+            guard !nodes.isEmpty else { break }
+            var seqs: [SequenceInput] = []
+            for node in nodes {
+                let nodeCache = depth == 1 ? cache.child(extra: 1)
+                    : depthCaches[Array(node.dropLast())]!.sibling(keeping: depth - 1, extra: 1)
+                depthCaches[node] = nodeCache
+                seqs.append(SequenceInput(cache: nodeCache, tokens: [node[depth - 1]], promptLength: prompt.count, sequence: seqs.count))
+            }
+            let logits = run(seqs, plan: nil, logits: .last, ws: ws)
+            var rowOf: [[Int]: Int] = [:]
+            for (k, node) in nodes.enumerated() { rowOf[node] = k }
+            let lse = logits.map { logSumExp($0[...]) }
+            for (i, c) in continuations.enumerated() where c.count > depth {
+                let k = rowOf[Array(c[..<depth])]!
+                scores[i] += Double(logits[k][c[depth]]) - lse[k]
+            }
+            // Ancestors of the next depth only.
+            for key in depthCaches.keys where key.count < depth { depthCaches[key] = nil }
         }
         return scores
     }
@@ -223,9 +240,14 @@ public final class LanguageModel: @unchecked Sendable {
 
 /// log softmax(row)[index] in fp64.
 func logSoftmax(_ row: ArraySlice<Float>, at index: Int) -> Double {
+    Double(row[row.startIndex + index]) - logSumExp(row)
+}
+
+/// log Σ exp(row) in fp64.
+func logSumExp(_ row: ArraySlice<Float>) -> Double {
     var m = -Double.infinity
     for v in row { m = max(m, Double(v)) }
     var sum = 0.0
     for v in row { sum += Foundation.exp(Double(v) - m) }
-    return Double(row[row.startIndex + index]) - m - Foundation.log(sum)
+    return m + Foundation.log(sum)
 }

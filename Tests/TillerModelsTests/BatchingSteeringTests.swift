@@ -7,16 +7,11 @@ import XCTest
 /// Batched = unbatched, steering exactness, per-sequence specs, KV cache = full forward,
 /// continuation log-probs, sampling — on the tiny checkpoints (fast) where no real model is needed.
 final class BatchingSteeringTests: XCTestCase {
-    func prompts(_ name: String) throws -> [[Int]] {
-        let f = try FixtureFile(Fixtures.path("\(name).expected.safetensors"))
-        return try (0..<3).map { try f.ints("tokens.\($0)") }
-    }
-
     /// The same prompt alone and inside a ragged batch: same residuals, logits and greedy tokens.
     func testBatchedEqualsUnbatched() throws {
         for name in ["tiny-gemma2", "tiny-gemma3", "tiny-llama31"] {
             let model = try loadTiny(name)
-            let ps = try prompts(name)
+            let ps = try fixturePrompts(name)
             let capture = CaptureSpec(layers: [0, 1, 2], positions: .all)
             let batched = try model.forward(ps, capture: capture, logits: .all)
             // sgemm rounds a row differently depending on how many rows it gets; tiny-gemma2 (norm scales
@@ -42,7 +37,7 @@ final class BatchingSteeringTests: XCTestCase {
     /// equals a cache-free forward over prompt + generated tokens.
     func testChunkedPrefillAndCacheMatchFullForward() throws {
         let model = try loadTiny("tiny-gemma3") // sliding window 4 makes chunk boundaries matter
-        let p = try prompts("tiny-gemma3")[2]
+        let p = try fixturePrompts("tiny-gemma3")[2]
         let capture = CaptureSpec(layers: [0, 2], positions: .all)
         let whole = try model.forward([p], capture: capture, logits: .all)
         model.maxStepTokens = 3
@@ -67,7 +62,7 @@ final class BatchingSteeringTests: XCTestCase {
     /// Adding coef·v at resid_post.L changes resid_post.L by exactly coef·v and leaves earlier layers untouched.
     func testSteeringIsExactAtItsLayer() throws {
         let model = try loadTiny("tiny-llama31")
-        let p = try prompts("tiny-llama31")[1]
+        let p = try fixturePrompts("tiny-llama31")[1]
         let H = model.hiddenSize
         var rng = SplitMix64(seed: 3)
         let v = (0..<H).map { _ in Float(rng.uniform() * 2 - 1) }
@@ -96,7 +91,7 @@ final class BatchingSteeringTests: XCTestCase {
     /// Two sequences with different specs in one batch each equal their single runs (forward and generate).
     func testPerSequenceSteeringInOneBatch() throws {
         let model = try loadTiny("tiny-gemma3")
-        let ps = try prompts("tiny-gemma3")
+        let ps = try fixturePrompts("tiny-gemma3")
         let H = model.hiddenSize
         var rng = SplitMix64(seed: 5)
         let v1 = (0..<H).map { _ in Float(rng.uniform() - 0.5) }
@@ -128,7 +123,7 @@ final class BatchingSteeringTests: XCTestCase {
 
     func testContinuationLogProbsMatchForward() throws {
         let model = try loadTiny("tiny-qwen2")
-        let p = try prompts("tiny-qwen2")[0]
+        let p = try fixturePrompts("tiny-qwen2")[0]
         let conts = [[7], [9, 10, 11], [], [200, 3]]
         let got = try model.continuationLogProbs(prompt: p, continuations: conts)
         for (c, lp) in zip(conts, got) {
@@ -143,7 +138,7 @@ final class BatchingSteeringTests: XCTestCase {
 
     func testSamplingIsSeededAndBatchIndependent() throws {
         let model = try loadTiny("tiny-llama31")
-        let ps = try prompts("tiny-llama31")
+        let ps = try fixturePrompts("tiny-llama31")
         let opts = GenerationOptions(maxNewTokens: 12, temperature: 1.2, topP: 0.9, seed: 42, stopTokens: [])
         let a = try model.generate(ps, options: opts)
         let b = try model.generate([ps[2]], options: opts)
@@ -157,7 +152,7 @@ final class BatchingSteeringTests: XCTestCase {
 
     func testStopTokensAndBudget() throws {
         let model = try loadTiny("tiny-llama31")
-        let p = try prompts("tiny-llama31")[0]
+        let p = try fixturePrompts("tiny-llama31")[0]
         let free = try model.generate([p], options: GenerationOptions(maxNewTokens: 6, stopTokens: []))[0]
         XCTAssertEqual(free.tokens.count, 6)
         XCTAssertEqual(free.finishReason, .length)
@@ -172,7 +167,7 @@ final class BatchingSteeringTests: XCTestCase {
     /// callback sees the same rows without storing anything.
     func testCapturePositionsAndStreaming() throws {
         let model = try loadTiny("tiny-qwen2")
-        let ps = try prompts("tiny-qwen2")
+        let ps = try fixturePrompts("tiny-qwen2")
         let H = model.hiddenSize
         let promptLengths = [3, 7, 20]
         let full = try model.forward(ps, capture: CaptureSpec(layers: [0, 2], positions: .all), promptLengths: promptLengths)

@@ -5,17 +5,12 @@ import XCTest
 /// Per-sequence options in one batch, the token callback (streaming, cancellation) and
 /// continuous batching (sequences joining a running batch) on the tiny checkpoints.
 final class GenerationBatchTests: XCTestCase {
-    func prompts(_ name: String) throws -> [[Int]] {
-        let f = try FixtureFile(Fixtures.path("\(name).expected.safetensors"))
-        return try (0..<3).map { try f.ints("tokens.\($0)") }
-    }
-
     /// Every sequence of a batch with its own budget, temperature, top-p and seed gives exactly the
     /// tokens it gives alone.
     func testPerSequenceOptionsEqualSeparateCalls() throws {
         for name in ["tiny-llama31", "tiny-gemma3"] {
             let model = try loadTiny(name)
-            let ps = try prompts(name)
+            let ps = try fixturePrompts(name)
             let options = [
                 GenerationOptions(maxNewTokens: 9, stopTokens: []),
                 GenerationOptions(maxNewTokens: 4, temperature: 0.8, seed: 11, stopTokens: []),
@@ -40,7 +35,7 @@ final class GenerationBatchTests: XCTestCase {
     /// reported with `.stop` and is not part of the result; returning false cancels one sequence.
     func testTokenCallbackStreamsAndCancels() throws {
         let model = try loadTiny("tiny-llama31")
-        let ps = try prompts("tiny-llama31")
+        let ps = try fixturePrompts("tiny-llama31")
         let opts = GenerationOptions(maxNewTokens: 10, stopTokens: [])
         let plain = try model.generate(ps, options: opts)
         var seen = [[Int]](repeating: [], count: ps.count)
@@ -93,7 +88,7 @@ final class GenerationBatchTests: XCTestCase {
     /// the tokens they give alone; a response capture of a late sequence equals a full forward.
     func testSequencesJoiningARunningBatch() throws {
         let model = try loadTiny("tiny-gemma2")
-        let ps = try prompts("tiny-gemma2")
+        let ps = try fixturePrompts("tiny-gemma2")
         var rng = SplitMix64(seed: 3)
         let v = (0..<model.hiddenSize).map { _ in Float(Double(rng.next() >> 11) * 0x1p-53 - 0.5) }
         let steer = SteeringSpec(.add(layer: 1, vector: v, coef: 4, positions: .response))

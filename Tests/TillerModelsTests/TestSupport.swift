@@ -13,6 +13,12 @@ enum Fixtures {
     static func path(_ name: String) -> String { directory + "/" + name }
 }
 
+/// The three prompts (`tokens.0…2`) of a tiny checkpoint's fixture.
+func fixturePrompts(_ name: String) throws -> [[Int]] {
+    let f = try FixtureFile(Fixtures.path("\(name).expected.safetensors"))
+    return try (0..<3).map { try f.ints("tokens.\($0)") }
+}
+
 /// A real model from the cache, or a failure telling how to get it (never a skip).
 func realModelPath(_ fileName: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
     let path = ModelCache.modelsDirectory + "/" + fileName
