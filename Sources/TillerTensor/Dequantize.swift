@@ -126,13 +126,22 @@ public func dequantize(_ t: RawTensor) throws -> [Float] {
 // Byte vectors are only ever shifted by constants: a shift by a run-time amount is not
 // vectorized (LLVM falls back to one lane at a time, ~50× slower), so the K-quant code picks
 // among constant shifts instead.
+//
+// The helpers are generic over the vector width, and MatvecKernels.swift calls them too: debug
+// builds compile file by file, where a caller in another file cannot specialise them (a generic
+// SIMD operator loops lane by lane through the runtime, ~80× slower). `@_specialize` emits the
+// widths in use here, and callers elsewhere in the module call those directly.
 
 /// The low (`high == false`) or high nibbles of `v`.
+@_specialize(where V == SIMD8<UInt8>)
+@_specialize(where V == SIMD16<UInt8>)
 @inline(__always) func nibbles<V: SIMD>(_ v: V, high: Bool) -> V where V.Scalar == UInt8 {
     high ? v &>> 4 : v & 0x0F
 }
 
 /// The 2-bit field `s` (bits 2s, 2s+1) of each byte of `v`.
+@_specialize(where V == SIMD8<UInt8>)
+@_specialize(where V == SIMD16<UInt8>)
 @inline(__always) func twoBitField<V: SIMD>(_ v: V, _ s: Int) -> V where V.Scalar == UInt8 {
     switch s {
     case 0: return v & 3
@@ -143,6 +152,8 @@ public func dequantize(_ t: RawTensor) throws -> [Float] {
 }
 
 /// 16 where bit `j` of a byte of `v` is set, else 0.
+@_specialize(where V == SIMD8<UInt8>)
+@_specialize(where V == SIMD16<UInt8>)
 @inline(__always) func bitAsSixteen<V: SIMD>(_ v: V, _ j: Int) -> V where V.Scalar == UInt8 {
     let mask = V(repeating: UInt8(1) &<< UInt8(j))
     return V(repeating: 0).replacing(with: 16, where: (v & mask) .== mask)
