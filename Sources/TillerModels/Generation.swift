@@ -113,7 +113,7 @@ public final class GenerationBatch {
     let ws: Workspace
     let sampler: Sampler
 
-    final class Sequence {
+    final class SequenceState {
         let id: Int
         let prompt: [Int]
         let options: GenerationOptions
@@ -128,7 +128,7 @@ public final class GenerationBatch {
         }
     }
 
-    private var sequences: [Int: Sequence] = [:]
+    private var sequences: [Int: SequenceState] = [:]
     /// Added, not yet prefilled, in order.
     private var waiting: [Int] = []
     /// Generating, in order.
@@ -162,7 +162,7 @@ public final class GenerationBatch {
         nextID += 1
         let stops = Set(options.stopTokens ?? model.defaultStopTokens)
         let cache = model.transformer.makeCache(capacity: prompt.count + options.maxNewTokens + 1)
-        sequences[id] = Sequence(id: id, prompt: prompt, options: options, stops: stops, cache: cache)
+        sequences[id] = SequenceState(id: id, prompt: prompt, options: options, stops: stops, cache: cache)
         waiting.append(id)
         return id
     }
@@ -182,7 +182,7 @@ public final class GenerationBatch {
     /// One engine step. Returns the ids that finished in it.
     @discardableResult
     public func step(onToken: TokenCallback? = nil) -> [Int] {
-        var finished: [Sequence] = []
+        var finished: [SequenceState] = []
         let V = model.vocabSize
         // Sequences live before this step advance by one token; those added since are prefilled.
         let advancing = live.compactMap { sequences[$0] }
@@ -220,12 +220,12 @@ public final class GenerationBatch {
         return finished.map(\.id)
     }
 
-    private func input(_ s: Sequence) -> LanguageModel.SequenceInput {
+    private func input(_ s: SequenceState) -> LanguageModel.SequenceInput {
         LanguageModel.SequenceInput(cache: s.cache, tokens: s.prompt, promptLength: s.prompt.count, sequence: s.id)
     }
 
     /// Samples a sequence's next token; returns whether it goes on.
-    private func advance(_ s: Sequence, logits: UnsafePointer<Float>, onToken: TokenCallback?) -> Bool {
+    private func advance(_ s: SequenceState, logits: UnsafePointer<Float>, onToken: TokenCallback?) -> Bool {
         let o = s.options
         let t = sampler.pick(logits, temperature: o.temperature, topP: o.topP, rng: &s.rng)
         var finish: FinishReason? = nil
@@ -246,7 +246,7 @@ public final class GenerationBatch {
     }
 
     /// Moves finished sequences out; a response capture first sees their last token (never fed back).
-    private func finish(_ seqs: [Sequence]) {
+    private func finish(_ seqs: [SequenceState]) {
         if !capture.isEmpty, capture.positions != .prompt, capture.positions != .lastPrompt {
             let pending = seqs.filter { $0.result.finishReason != .stop && !$0.result.tokens.isEmpty }
             if !pending.isEmpty {

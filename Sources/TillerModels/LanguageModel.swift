@@ -238,11 +238,6 @@ public final class LanguageModel: @unchecked Sendable {
     }
 }
 
-/// log softmax(row)[index] in fp64.
-func logSoftmax(_ row: ArraySlice<Float>, at index: Int) -> Double {
-    Double(row[row.startIndex + index]) - logSumExp(row)
-}
-
 /// log Σ exp(row) in fp64.
 func logSumExp(_ row: ArraySlice<Float>) -> Double {
     var m = -Double.infinity

@@ -49,11 +49,14 @@ final class Ticket: @unchecked Sendable {
     private var cancelRequested = false
 
     // Engine-thread state.
-    var tokens: [Int] = []
     var logprobs: [TokenLogprob] = []
     /// Log-probabilities of tokens whose text has not been sent yet.
     var pendingLogprobs: [TokenLogprob] = []
-    var emitted = ""
+    /// The answer so far, decoded token by token (incomplete characters held back by the decoder).
+    var decoder: StreamingDecoder?
+    var text = ""
+    /// UTF-8 bytes of `text` already sent.
+    var emittedBytes = 0
     var stopText: String?
     var peakBatch = 0
     var admitted: Date?
@@ -186,9 +189,8 @@ final class BatchScheduler: @unchecked Sendable {
             let now = Date()
             for t in admit {
                 if t.isCancelled { t.complete(.failure(Cancelled())); continue }
-                var o = GenerationOptions(maxNewTokens: t.job.maxTokens, temperature: t.job.temperature, topP: t.job.topP,
+                let o = GenerationOptions(maxNewTokens: t.job.maxTokens, temperature: t.job.temperature, topP: t.job.topP,
                                           seed: t.job.seed ?? UInt64.random(in: 0 ... UInt64.max))
-                o.stopTokens = nil
                 do {
                     let id = try batch.add(t.job.prompt, options: o, steering: t.job.steering)
                     t.admitted = now
@@ -225,7 +227,6 @@ final class BatchScheduler: @unchecked Sendable {
     private func receive(_ step: TokenStep, _ t: Ticket) -> Bool {
         if t.isCancelled { return false }
         guard step.finish != .stop else { return true }  // the stop token is not part of the answer
-        t.tokens.append(step.token)
         if let k = t.job.topLogprobs {
             let lp = Self.logprob(step.logits, chosen: step.token, top: k)
             t.logprobs.append(lp)
@@ -233,43 +234,35 @@ final class BatchScheduler: @unchecked Sendable {
         }
         let stops = t.job.stop.filter { !$0.isEmpty }
         guard t.onDelta != nil || !stops.isEmpty else { return true }
-        let text = model.tokenizer!.decode(t.tokens, skipSpecialTokens: true)
-        if let cut = Self.firstStop(in: text, stops) {
-            t.stopText = String(text[..<cut])
+        if t.decoder == nil { t.decoder = StreamingDecoder(tokenizer: model.tokenizer!, skipSpecialTokens: true) }
+        t.text += t.decoder!.push(step.token)
+        if let cut = Self.firstStop(in: t.text, stops) {
+            t.stopText = String(t.text[..<cut])
             send(t, upTo: t.stopText!)
             return false
         }
-        if t.onDelta != nil && step.finish == nil {
-            // Hold back an incomplete character and any tail that could begin a stop string.
-            var safe = Substring(text)
-            if safe.hasSuffix("\u{FFFD}") { safe = safe.dropLast() }
-            let hold = stops.map { s in Self.overlap(safe, s) }.max() ?? 0
-            send(t, upTo: String(safe.dropLast(hold)))
+        if step.finish == nil {
+            // Hold back any tail that could begin a stop string.
+            let hold = stops.map { Self.overlap(Substring(t.text), $0) }.max() ?? 0
+            send(t, upTo: String(t.text.dropLast(hold)))
         }
         return true
     }
 
+    /// Sends the part of `text` (a beginning of the answer) not sent yet, with the pending logprobs.
     private func send(_ t: Ticket, upTo text: String) {
-        guard let onDelta = t.onDelta, text.hasPrefix(t.emitted) else { return }
-        let delta = String(text.dropFirst(t.emitted.count))
-        guard !delta.isEmpty else { return }
-        t.emitted = text
-        onDelta(delta, t.pendingLogprobs)
+        guard let onDelta = t.onDelta, text.utf8.count > t.emittedBytes else { return }
+        onDelta(String(decoding: text.utf8.dropFirst(t.emittedBytes), as: UTF8.self), t.pendingLogprobs)
+        t.emittedBytes = text.utf8.count
         t.pendingLogprobs = []
     }
 
     /// The finished answer (and, when streaming, its last delta).
     private func output(_ r: GenerationResult, _ t: Ticket) -> GenerationOutput {
         let text = t.stopText ?? r.text ?? model.tokenizer!.decode(r.tokens, skipSpecialTokens: true)
-        if t.onDelta != nil {
-            if text.count > t.emitted.count, text.hasPrefix(t.emitted) {
-                t.onDelta!(String(text.dropFirst(t.emitted.count)), t.pendingLogprobs)
-            } else if !t.pendingLogprobs.isEmpty {
-                t.onDelta!("", t.pendingLogprobs)
-            }
-            t.emitted = text
-            t.pendingLogprobs = []
-        }
+        // The whole answer's decode extends what was streamed (the decoder keeps them equal).
+        if text.utf8.starts(with: t.text.utf8.prefix(t.emittedBytes)) { send(t, upTo: text) }
+        if let onDelta = t.onDelta, !t.pendingLogprobs.isEmpty { onDelta("", t.pendingLogprobs) }
         let finish = t.stopText != nil || r.finishReason == .stop ? "stop" : "length"
         return GenerationOutput(tokens: r.tokens, text: text, finishReason: finish,
                                 logprobs: t.job.topLogprobs == nil ? nil : t.logprobs, batchSize: t.peakBatch,
@@ -282,7 +275,7 @@ final class BatchScheduler: @unchecked Sendable {
 
     /// The length of the longest end of `text` that is a proper beginning of `stop`.
     static func overlap(_ text: Substring, _ stop: String) -> Int {
-        var n = min(stop.count - 1, text.count)
+        var n = stop.count - 1
         while n > 0 {
             if text.hasSuffix(stop.prefix(n)) { return n }
             n -= 1
@@ -314,10 +307,4 @@ final class BatchScheduler: @unchecked Sendable {
         }
         return TokenLogprob(token: chosen, logprob: Double(row[chosen]) - lse, top: top)
     }
-}
-
-func argmax(_ row: ArraySlice<Float>) -> Int {
-    var best = row.startIndex
-    for i in row.indices where row[i] > row[best] { best = i }
-    return best - row.startIndex
 }

@@ -132,7 +132,11 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             tasks.insert(id, task)
             running.append(id)
             let tasks = self.tasks
-            Task { await task.value; tasks.remove(id) }
+            Task {
+                await task.value
+                tasks.remove(id)
+                channel.eventLoop.execute { self.running.removeAll { $0 == id } }
+            }
         }
     }
 

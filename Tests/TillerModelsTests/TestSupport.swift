@@ -93,6 +93,11 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
     return m
 }
 
+/// log softmax(row)[index] in fp64.
+func logSoftmax(_ row: ArraySlice<Float>, at index: Int) -> Double {
+    Double(row[row.startIndex + index]) - logSumExp(row)
+}
+
 func argmax(_ v: ArraySlice<Float>) -> Int {
     var best = v.startIndex
     for i in v.indices where v[i] > v[best] { best = i }

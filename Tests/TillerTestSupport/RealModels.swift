@@ -35,3 +35,10 @@ public final class SharedModels: @unchecked Sendable {
         }
     }
 }
+
+/// Index of the largest value (the first on ties, as torch.argmax).
+public func argmax(_ row: ArraySlice<Float>) -> Int {
+    var best = row.startIndex
+    for i in row.indices where row[i] > row[best] { best = i }
+    return best - row.startIndex
+}
