@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "TillerSteering", dependencies: ["TillerModels", "TillerFormats"], resources: [.copy("Resources")], swiftSettings: engineFlags),
         // Judges (OpenAI-compatible HTTP and local engine) and their SQLite cache.
         .target(name: "TillerEval", dependencies: [
-            "TillerModels", "TillerTokenizers", .product(name: "GRDB", package: "GRDB.swift"),
+            "TillerModels", "TillerTokenizers", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], resources: [.copy("Resources")], swiftSettings: cpuFlags),
         // `tiller serve`: OpenAI-compatible HTTP server with per-request steering.
         .target(name: "TillerServer", dependencies: [

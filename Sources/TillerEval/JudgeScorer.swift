@@ -68,6 +68,17 @@ public struct JudgeScorer: Sendable {
         return CoherenceResult(raw: raw, relevance: rel, score: score, offTopic: offTopic)
     }
 
+    /// Coherence without the relevance check: one judge call (small local judges).
+    public func coherenceOnly(question: String, answer: String) async throws -> CoherenceResult {
+        let raw = try await judge.judge(prompts.coherencePrompt(question: question, answer: answer)).score(minMass: minMass)
+        return CoherenceResult(raw: raw, relevance: JudgeScore(score: nil, mass: 0, distribution: [:]), score: raw.score, offTopic: false)
+    }
+
+    /// Coherence with or without the relevance cap.
+    public func coherence(question: String, answer: String, relevance: Bool) async throws -> CoherenceResult {
+        relevance ? try await coherence(question: question, answer: answer) : try await coherenceOnly(question: question, answer: answer)
+    }
+
     /// Scores items with at most `concurrency` in flight; results in input order. An item's
     /// failure is recorded in its result and does not stop the others.
     public func score(_ items: [JudgeItem], coherence: Bool = true, concurrency: Int = 8,

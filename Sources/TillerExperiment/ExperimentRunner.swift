@@ -23,6 +23,9 @@ public struct RunOptions: Sendable {
     /// Stop after scan, extraction and variants (run once before shards start, so every shard
     /// uses the same vector files).
     public var prepareOnly = false
+    /// Exit status policy: a judge that failed validation but scored tables (or vetted samples)
+    /// makes `run` report failure unless this is set.
+    public var allowInvalidJudge = false
     /// Print what each stage does.
     public var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
     public init() {}
@@ -38,6 +41,7 @@ public final class ExperimentRunner {
     let variants: [VariantSpec]
     let layers: [Int]
     private var judgeModels: [String: LanguageModel] = [:]
+    var teacherForcedCache: [String: TeacherForcedEvaluator] = [:]
 
     public static let databaseName = "results.sqlite"
 
@@ -64,19 +68,21 @@ public final class ExperimentRunner {
     /// Runs every stage that is not done yet.
     public func run() throws {
         let t0 = Date()
+        // Everything checkable from the files comes first, before any model work.
+        let traits = try spec.traits.map { try resolveTrait($0) }
         for modelArg in spec.models {
             let model = try stage("load \(modelArg)", record: false) { try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory)) }
+            try checkLayers(model)
             let scan = try scanStage(model)
             try normsStage(model, scan: scan)
-            for traitArg in spec.traits {
-                let trait = try Trait.resolve(FileManager.default.fileExists(atPath: Self.resolve(traitArg, in: baseDirectory))
-                                              ? Self.resolve(traitArg, in: baseDirectory) : traitArg)
-                guard trait.steeringQuestions.count >= spec.questionsPerTrait else {
-                    throw ExperimentError("trait \(trait.name) (\(trait.source)) has \(trait.steeringQuestions.count) steering questions, fewer than questions_per_trait \(spec.questionsPerTrait)")
+            for trait in traits {
+                let scorer = spec.judge == nil ? nil : try makeScorer(for: model)
+                if !options.prepareOnly || spec.extraction.vetting == .judge {
+                    try validationStage(model, trait: trait, scorer: scorer)
                 }
-                let run = try extractionStage(model, trait: trait)
+                let run = try extractionStage(model, trait: trait, scorer: scorer)
                 let vectors = try variantsStage(model, trait: trait, run: run, scan: scan)
-                if !options.prepareOnly { try sweepStage(model, trait: trait, vectors: vectors) }
+                if !options.prepareOnly { try sweepStage(model, trait: trait, vectors: vectors, scorer: scorer) }
             }
         }
         options.log(String(format: "all stages done in %.1fs", Date().timeIntervalSince(t0)))
@@ -132,13 +138,37 @@ public final class ExperimentRunner {
 
     // MARK: Layer norms
 
+    /// Sweep layers must exist in the model (checked right after loading, before the scan).
+    func checkLayers(_ model: LanguageModel) throws {
+        for l in layers where l >= model.layerCount {
+            throw ExperimentError("layers: \(l) is out of range for \(model.name) (\(model.layerCount) layers, 0…\(model.layerCount - 1))")
+        }
+    }
+
+    /// A shipped trait's name or a trait file (relative to the experiment file), with the data
+    /// the configured evaluators need.
+    func resolveTrait(_ arg: String) throws -> Trait {
+        let p = Self.resolve(arg, in: baseDirectory)
+        let trait = try Trait.resolve(FileManager.default.fileExists(atPath: p) ? p : arg)
+        if spec.generatesAnswers, trait.steeringQuestions.count < spec.questionsPerTrait {
+            throw ExperimentError("trait \(trait.name) (\(trait.source)) has \(trait.steeringQuestions.count) steering questions, fewer than questions_per_trait \(spec.questionsPerTrait)")
+        }
+        let needsReferences = spec.evaluators.contains(.logodds) || (spec.evaluators.contains(.ab) && spec.abItems == nil)
+            || spec.judge != nil
+        if needsReferences, trait.referenceAnswers.count < 4 {
+            throw ExperimentError("trait \(trait.name) (\(trait.source)) has \(trait.referenceAnswers.count) reference_answers; logodds, ab and judge validation need at least 4 (question, pos, neg)")
+        }
+        if spec.generatesAnswers && spec.questionsPerTrait < 4 {
+            FileHandle.standardError.write(Data("warning: questions_per_trait \(spec.questionsPerTrait): with fewer than 4 questions the held-out half cannot give a confidence interval\n".utf8))
+        }
+        return trait
+    }
+
     /// Mean ‖resid_post.L‖ over calibration tokens (the first token, the attention sink, left
     /// out), with and without the dims the scan flags massive at L. Relative coefficients are
     /// multiples of the latter.
     func normsStage(_ model: LanguageModel, scan: ScanResult) throws {
-        for l in layers where l >= model.layerCount {
-            throw ExperimentError("layers: \(l) is out of range for \(model.name) (\(model.layerCount) layers, 0…\(model.layerCount - 1))")
-        }
+        try checkLayers(model)
         let have = try store.layerNorms(model: model.name)
         if layers.allSatisfy({ have[$0] != nil }) { return }
         try stage("norms \(model.name)") {
@@ -189,6 +219,7 @@ public final class ExperimentRunner {
 
     func extractionSettings() throws -> ExtractionSettings {
         var s = ExtractionSettings()
+        s.form = spec.extraction.form
         s.positions = try PositionSet(spec.positions)
         s.maxNewTokens = spec.extraction.maxNewTokens
         s.temperature = spec.extraction.temperature
@@ -199,16 +230,24 @@ public final class ExperimentRunner {
         return s
     }
 
-    func extractionStage(_ model: LanguageModel, trait: Trait) throws -> ExtractionRun {
+    func extractionStage(_ model: LanguageModel, trait: Trait, scorer: JudgeScorer?) throws -> ExtractionRun {
         let dir = traitDirectory(model, trait)
         let settings = try extractionSettings()
-        let form = try ContrastiveExtraction.form(for: trait, model: model, requested: nil)
-        if let run = try? ExtractionRun.load(directory: dir), run.matches(model: model.name, trait: trait, form: form, settings: settings) {
+        let form = try ContrastiveExtraction.form(for: trait, model: model, requested: settings.form)
+        // Teacher-forced scenarios (the text itself carries the trait, nothing is generated)
+        // need no vetting; generated answers are vetted when the file asks for it.
+        let vet = spec.extraction.vetting == .judge && !(form == .scenarios && settings.positions == .lastPrompt)
+        if let run = try? ExtractionRun.load(directory: dir), run.matches(model: model.name, trait: trait, form: form, settings: settings),
+           (run.vetting != nil) == vet {
             options.log("extract \(model.name)/\(trait.name): cached (\(dir))")
+            if let v = run.vetting { options.log("extract \(model.name)/\(trait.name): \(v.summary)") }
             return run
         }
         return try stage("extract \(model.name)/\(trait.name)") {
-            let run = try ContrastiveExtraction.collect(model: model, trait: trait, settings: settings, showProgress: options.showProgress)
+            var run = try ContrastiveExtraction.collect(model: model, trait: trait, settings: settings, showProgress: options.showProgress)
+            if vet, let scorer {
+                run = try vetStage(run, trait: trait, scorer: scorer)
+            }
             try run.save(directory: dir)
             return run
         }
@@ -259,14 +298,14 @@ public final class ExperimentRunner {
 
     // MARK: Sweep
 
-    func sweepStage(_ model: LanguageModel, trait: Trait, vectors: [String: SteeringVectorFile]) throws {
+    func sweepStage(_ model: LanguageModel, trait: Trait, vectors: [String: SteeringVectorFile], scorer: JudgeScorer?) throws {
         let norms = try store.layerNorms(model: model.name)
         let norm: (Int) throws -> Double = { l in
             guard let n = norms[l] else { throw ExperimentError("no layer norm stored for \(model.name) L\(l)") }
             return n.excludingMassive
         }
-        let judge = try makeScorer(for: model)
-        let ctx = SweepContext(model: model, trait: trait, vectors: vectors, scorer: judge)
+        let ctx = SweepContext(model: model, trait: trait, vectors: vectors, scorer: spec.evaluators.contains(.judge) ? scorer : nil,
+                               teacherForced: try teacherForcedEvaluator(model, trait: trait))
         let label = "\(model.name)/\(trait.name)"
         if let search = spec.coefficients.search {
             // Round r evaluates every search's r-th coefficient together (one batch across searches).
@@ -305,7 +344,8 @@ public final class ExperimentRunner {
         let model: LanguageModel
         let trait: Trait
         let vectors: [String: SteeringVectorFile]
-        let scorer: JudgeScorer
+        let scorer: JudgeScorer?
+        let teacherForced: TeacherForcedEvaluator?
     }
 
     func meanCoherence(_ ids: [String]) throws -> [String: Double?] {
@@ -326,13 +366,15 @@ public final class ExperimentRunner {
             digests[c.id] = digest(try vector(ctx, c))
         }
         try store.insert(configurations: configs, digests: digests)
+        try metricsStage(configs, ctx: ctx, label: label, unitFilter: unitFilter)
+        guard spec.generatesAnswers else { return }
         let units = SweepPlanner.units(configs: configs, questions: spec.questionsPerTrait, samples: spec.samplesPerQuestion,
                                        batchSize: spec.batchSize).filter { unitFilter($0.index) }
         let done = try store.generationKeys()
         let todo = units.filter { u in !u.items.allSatisfy { done.contains($0.key) } }
         if !todo.isEmpty {
             guard let tok = model.tokenizer else { throw ExperimentError("model \(model.name) has no tokenizer") }
-            let prompts = try spec.questionsPerTrait.rangeMap { try promptTokens(tok, ctx.trait.steeringQuestions[$0]) }
+            let prompts = try spec.questionsPerTrait.rangeMap { try PromptFormat.prompt(tok, user: ctx.trait.steeringQuestions[$0]) }
             let total = todo.reduce(0) { $0 + $1.items.count }
             options.log("generate \(label): \(total) answers in \(todo.count) batches (\(units.count - todo.count) batches stored)")
             let bar = ProgressBar("generate \(label)", total: total, unit: "answers", enabled: options.showProgress)
@@ -365,7 +407,7 @@ public final class ExperimentRunner {
             }
             bar.finish()
         }
-        try judgeStage(configIds: Set(configs.map(\.id)), ctx: ctx, label: label)
+        if let scorer = ctx.scorer { try judgeStage(configIds: Set(configs.map(\.id)), ctx: ctx, scorer: scorer, label: label) }
     }
 
     func vector(_ ctx: SweepContext, _ c: Configuration) throws -> [Float] {
@@ -373,20 +415,11 @@ public final class ExperimentRunner {
         return try f.vector(layer: c.layer, hidden: ctx.model.hiddenSize)
     }
 
-    /// The steering prompt: the question as a user message in the chat template, or
-    /// "Question: …\nAnswer:" for a base model.
-    func promptTokens(_ tok: Tokenizer, _ question: String) throws -> [Int] {
-        if tok.chatTemplate != nil {
-            let text = try renderChat(tok, messages: [ChatMessage(role: "user", content: question)], addGenerationPrompt: true)
-            return tok.encode(text, addSpecialTokens: false)
-        }
-        return tok.encode("Question: \(question)\nAnswer:", addSpecialTokens: true)
-    }
-
     // MARK: Judging
 
     func makeScorer(for model: LanguageModel) throws -> JudgeScorer {
-        let spec = try JudgeSpec(parsing: self.spec.judge)
+        guard let text = self.spec.judge else { throw ExperimentError("no judge is configured") }
+        let spec = try JudgeSpec(parsing: text)
         var judge: any Judge
         switch spec.backend {
         case .openai:
@@ -410,7 +443,7 @@ public final class ExperimentRunner {
         return JudgeScorer(judge: judge, prompts: prompts, minMass: self.spec.judgeMinMass)
     }
 
-    func judgeStage(configIds: Set<String>, ctx: SweepContext, label: String) throws {
+    func judgeStage(configIds: Set<String>, ctx: SweepContext, scorer: JudgeScorer, label: String) throws {
         let todo = try store.unscoredGenerations().filter { configIds.contains($0.configId) }
         guard !todo.isEmpty else { return }
         // Identical answers to the same question (common: weak steering leaves the greedy answer
@@ -424,7 +457,6 @@ public final class ExperimentRunner {
         let relevance = spec.judgeRelevance
         options.log("judge \(label): \(todo.count) answers, \(groups.count) distinct (trait, coherence\(relevance ? ", relevance" : ""))")
         let bar = ProgressBar("judge \(label)", total: todo.count, unit: "answers", enabled: options.showProgress)
-        let scorer = ctx.scorer
         let store = self.store
         let failures = Counter()
         let trait = ctx.trait
@@ -441,15 +473,8 @@ public final class ExperimentRunner {
                             let g = members[0]
                             do {
                                 let t = try await scorer.traitScore(trait: trait.name, definition: trait.definition, question: g.prompt, answer: g.response)
-                                var coh: Double?, rel: Double?, off = false
-                                if relevance {
-                                    let c = try await scorer.coherence(question: g.prompt, answer: g.response)
-                                    coh = c.score; rel = c.relevance.score; off = c.offTopic
-                                } else {
-                                    // Coherence alone: one judge call fewer per answer (small local judges).
-                                    let p = scorer.prompts.coherencePrompt(question: g.prompt, answer: g.response)
-                                    coh = try await scorer.judge.judge(p).score(minMass: scorer.minMass).score
-                                }
+                                let c = try await scorer.coherence(question: g.prompt, answer: g.response, relevance: relevance)
+                                let coh = c.score, rel = relevance ? c.relevance.score : nil, off = c.offTopic
                                 let rows = members.map { m in
                                     ScoreRow(configId: m.configId, question: m.question, sample: m.sample, trait: stable(t.score),
                                              coherence: stable(coh), relevance: stable(rel), offTopic: off, error: nil)

@@ -1,4 +1,5 @@
 import Foundation
+import TillerEval
 import TillerSteering
 import Yams
 
@@ -119,10 +120,21 @@ public struct ExtractionPlan: Codable, Sendable, Equatable {
     public var maxNewTokens: Int = 32
     public var temperature: Double = 0.7
     public var batchSize: Int = 16
+    /// `instructions` or `scenarios`; nil: instructions for a chat model that the trait has them
+    /// for, else scenarios.
+    public var form: ExtractionForm?
+    /// `judge`: keep only the samples whose answers the (validated) judge scores as showing the
+    /// trait (positive: trait ≥ 50, negative: trait < 50, both coherence ≥ 50). `none`: keep all.
+    public var vetting: VettingMode = .none
+    /// Fewest surviving samples per polarity; fewer is an error naming the trait and counts.
+    public var minVetted: Int = 4
+
+    public enum VettingMode: String, Codable, Sendable, Equatable { case none, judge }
 
     enum CodingKeys: String, CodingKey {
-        case temperature
+        case temperature, form, vetting
         case maxPairs = "max_pairs", maxQuestions = "max_questions", maxNewTokens = "max_new_tokens", batchSize = "batch_size"
+        case minVetted = "min_vetted"
     }
     public init() {}
     public init(from d: Decoder) throws {
@@ -132,6 +144,33 @@ public struct ExtractionPlan: Codable, Sendable, Equatable {
         maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? 32
         temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? 0.7
         batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? 16
+        if let f = try c.decodeIfPresent(String.self, forKey: .form) {
+            guard let form = ExtractionForm(rawValue: f) else {
+                throw ExperimentError("extraction.form \"\(f)\" is unknown: use instructions or scenarios")
+            }
+            self.form = form
+        }
+        if let v = try c.decodeIfPresent(String.self, forKey: .vetting) {
+            guard let mode = VettingMode(rawValue: v) else { throw ExperimentError("extraction.vetting \"\(v)\" is unknown: use none or judge") }
+            vetting = mode
+        }
+        minVetted = try c.decodeIfPresent(Int.self, forKey: .minVetted) ?? 4
+    }
+}
+
+/// How the judge proves itself before its scores are used (see TillerEval's JudgeValidation).
+public struct JudgeValidationPlan: Codable, Sendable, Equatable {
+    /// Least trait and coherence AUC for the judge to pass.
+    public var minAUC: Double = 0.75
+    /// Reference answer pairs scored (each gives a positive, a negative, and four degenerate
+    /// versions of the positive for the coherence AUC).
+    public var items: Int = 12
+    enum CodingKeys: String, CodingKey { case minAUC = "min_auc", items }
+    public init() {}
+    public init(from d: Decoder) throws {
+        let c = try d.container(keyedBy: CodingKeys.self)
+        minAUC = try c.decodeIfPresent(Double.self, forKey: .minAUC) ?? 0.75
+        items = try c.decodeIfPresent(Int.self, forKey: .items) ?? 12
     }
 }
 
@@ -157,8 +196,27 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var positions: String
     public var layers: LayerList
     public var coefficients: CoefficientPlan
-    /// `local:MODEL` or `openai:MODEL`.
-    public var judge: String
+    /// `local:MODEL` or `openai:MODEL`; needed for the `judge` evaluator and judge vetting, and
+    /// validated whenever it is given.
+    public var judge: String?
+    /// What measures each configuration: `judge` (trait and coherence scores of generated
+    /// answers), `logodds` and `ab` (judge-free trait metrics, teacher-forced), `perplexity`
+    /// (capability on neutral text) and `degeneration` (repetition of generated answers).
+    public var evaluators: [EvaluatorKind]
+    public var judgeValidation: JudgeValidationPlan
+    /// Selection gates for the judge-free trait metrics: the steered model's perplexity on the
+    /// neutral texts at most this many times the unsteered model's (one to five values; findings
+    /// are recomputed at each).
+    public var maxPerplexityRatio: [Double]
+    /// Neutral texts scored per configuration by `perplexity`.
+    public var perplexityTexts: Int
+    /// Reference answer pairs scored per configuration by `logodds` and `ab` (the trait's first N).
+    public var referenceItems: Int?
+    /// A JSONL file of A/B items (question, answer_matching_behavior,
+    /// answer_not_matching_behavior) for `ab`; default: items built from the reference answers.
+    public var abItems: String?
+    /// Seed of the selection/held-out split of questions (default: `seed`).
+    public var splitSeed: UInt64?
     public var coherenceThresholds: [Double]
     /// Least probability mass on integer answers for a judge score to count (TillerEval's
     /// default 0.25; tiny local judges put only a few percent there).
@@ -183,16 +241,21 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var winner: String?
     /// Output folder, relative to the experiment file; default `runs/<name>` next to it.
     public var output: String?
+    /// Claims of the form "group A beats group B" tested in the findings, beside the built-in ones.
+    public var claims: [ClaimSpec]
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case name, models, traits, methods, cleaning, variants, positions, layers, coefficients, judge
         case judgeMinMass = "judge_min_mass", judgeRelevance = "judge_relevance", judgePrompts = "judge_prompts"
         case coherenceThresholds = "coherence_thresholds", questionsPerTrait = "questions_per_trait"
         case samplesPerQuestion = "samples_per_question", maxNewTokens = "max_new_tokens", temperature, seed
         case steerPositions = "steer_positions", batchSize = "batch_size", extraction, scan, winner, output
+        case evaluators, judgeValidation = "judge_validation", maxPerplexityRatio = "max_perplexity_ratio"
+        case perplexityTexts = "perplexity_texts", referenceItems = "reference_items", abItems = "ab_items", splitSeed = "split_seed"
+        case claims
     }
 
-    static let knownKeys: Set<String> = Set(CodingKeys.allKeys)
+    static let knownKeys: Set<String> = Set(CodingKeys.allCases.map(\.rawValue))
 
     public init(from d: Decoder) throws {
         let c = try d.container(keyedBy: CodingKeys.self)
@@ -205,7 +268,28 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         positions = try c.decodeIfPresent(String.self, forKey: .positions) ?? "response:5"
         layers = try c.decode(LayerList.self, forKey: .layers)
         coefficients = try c.decode(CoefficientPlan.self, forKey: .coefficients)
-        judge = try c.decode(String.self, forKey: .judge)
+        judge = try c.decodeIfPresent(String.self, forKey: .judge)
+        if let list = try Self.stringOrList(c, .evaluators) {
+            evaluators = try list.map { e in
+                guard let k = EvaluatorKind(rawValue: e) else {
+                    throw ExperimentError("evaluators: \"\(e)\" is unknown (use \(EvaluatorKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                return k
+            }
+        } else {
+            evaluators = [.judge]
+        }
+        judgeValidation = try c.decodeIfPresent(JudgeValidationPlan.self, forKey: .judgeValidation) ?? JudgeValidationPlan()
+        if let one = try? c.decode(Double.self, forKey: .maxPerplexityRatio) {
+            maxPerplexityRatio = [one]
+        } else {
+            maxPerplexityRatio = try c.decodeIfPresent([Double].self, forKey: .maxPerplexityRatio) ?? [1.5]
+        }
+        perplexityTexts = try c.decodeIfPresent(Int.self, forKey: .perplexityTexts) ?? 16
+        referenceItems = try c.decodeIfPresent(Int.self, forKey: .referenceItems)
+        abItems = try c.decodeIfPresent(String.self, forKey: .abItems)
+        splitSeed = try c.decodeIfPresent(UInt64.self, forKey: .splitSeed)
+        claims = try c.decodeIfPresent([ClaimSpec].self, forKey: .claims) ?? []
         if let one = try? c.decode(Double.self, forKey: .coherenceThresholds) {
             coherenceThresholds = [one]
         } else {
@@ -252,6 +336,11 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         return out
     }
 
+    /// The split's seed.
+    public var effectiveSplitSeed: UInt64 { splitSeed ?? seed }
+    /// Whether answers are generated (the judge and degeneration read them).
+    public var generatesAnswers: Bool { evaluators.contains(.judge) || evaluators.contains(.degeneration) }
+
     public var steeringPositions: SteeringPositionsName { SteeringPositionsName(rawValue: steerPositions) ?? .response }
 
     /// Settings that decide every stored answer and score. Resuming with different values would
@@ -260,10 +349,13 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         [
             "questions_per_trait": String(questionsPerTrait), "samples_per_question": String(samplesPerQuestion),
             "max_new_tokens": String(maxNewTokens), "temperature": String(temperature), "seed": String(seed),
-            "steer_positions": steerPositions, "judge": judge, "judge_min_mass": String(judgeMinMass),
+            "steer_positions": steerPositions, "judge": judge ?? "none", "judge_min_mass": String(judgeMinMass),
             "judge_relevance": String(judgeRelevance), "judge_prompts": judgePrompts ?? "default", "batch_size": String(batchSize),
             "positions": positions,
-            "extraction": "pairs=\(extraction.maxPairs.map(String.init) ?? "all"),questions=\(extraction.maxQuestions.map(String.init) ?? "all"),tokens=\(extraction.maxNewTokens),T=\(extraction.temperature)",
+            "extraction": "pairs=\(extraction.maxPairs.map(String.init) ?? "all"),questions=\(extraction.maxQuestions.map(String.init) ?? "all"),tokens=\(extraction.maxNewTokens),T=\(extraction.temperature)"
+                + (extraction.form.map { ",form=\($0.rawValue)" } ?? "") + (extraction.vetting == .none ? "" : ",vetting=\(extraction.vetting.rawValue)"),
+            "perplexity_texts": String(perplexityTexts), "reference_items": referenceItems.map(String.init) ?? "all",
+            "ab_items": abItems ?? "reference",
         ]
     }
 
@@ -340,6 +432,9 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         if layers.layers.isEmpty { try fail("layers: the list is empty") }
         if let bad = layers.layers.first(where: { $0 < 0 }) { try fail("layers: \(bad) is negative") }
         if Set(layers.layers).count != layers.layers.count { try fail("layers: \(layers.layers) has duplicates") }
+        if coefficients.search != nil && !evaluators.contains(.judge) {
+            try fail("coefficients.search brackets the judge's coherence cliff: it needs the judge evaluator (use a grid for judge-free evaluators)")
+        }
         if let s = coefficients.search {
             guard s.start > 0, s.start.isFinite else { try fail("coefficients.search.start must be > 0") }
             guard s.factor > 1 else { try fail("coefficients.search.factor must be > 1") }
@@ -352,10 +447,25 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
             }
             if Set(coefficients.values).count != coefficients.values.count { try fail("coefficients: \(coefficients.values) has duplicates") }
         }
-        do { _ = try JudgeSpecText.parse(judge) } catch { try fail("judge: \(error)") }
-        if coherenceThresholds.isEmpty || coherenceThresholds.count > 2 {
-            try fail("coherence_thresholds: give one or two thresholds (the seed used 68 and 70)")
+        if let judge { do { _ = try JudgeSpecText.parse(judge) } catch { try fail("judge: \(error)") } }
+        if evaluators.isEmpty { try fail("evaluators: give at least one of \(EvaluatorKind.allCases.map(\.rawValue).joined(separator: ", "))") }
+        if Set(evaluators).count != evaluators.count { try fail("evaluators: \(evaluators.map(\.rawValue)) has duplicates") }
+        if !evaluators.contains(where: \.measuresTrait) {
+            try fail("evaluators: none of \(evaluators.map(\.rawValue).joined(separator: ", ")) measures the trait; add judge, logodds or ab")
         }
+        if judge == nil && evaluators.contains(.judge) { try fail("evaluators: judge is listed but no judge is given (judge: local:MODEL or openai:MODEL)") }
+        if judge == nil && extraction.vetting == .judge { try fail("extraction.vetting: judge needs a judge (judge: local:MODEL or openai:MODEL)") }
+        if !(judgeValidation.minAUC > 0.5 && judgeValidation.minAUC <= 1) { try fail("judge_validation.min_auc must be in (0.5, 1]") }
+        if judgeValidation.items < 4 { try fail("judge_validation.items must be at least 4") }
+        if maxPerplexityRatio.isEmpty || maxPerplexityRatio.count > 5 { try fail("max_perplexity_ratio: give one to five ratios") }
+        if let bad = maxPerplexityRatio.first(where: { !($0 > 1) || !$0.isFinite }) { try fail("max_perplexity_ratio: \(bad) must be a ratio above 1") }
+        if perplexityTexts < 2 { try fail("perplexity_texts must be at least 2") }
+        if let n = referenceItems, n < 4 { try fail("reference_items must be at least 4 (half are held out)") }
+        if extraction.minVetted < 1 { try fail("extraction.min_vetted must be at least 1") }
+        if coherenceThresholds.isEmpty || coherenceThresholds.count > 5 {
+            try fail("coherence_thresholds: give one to five thresholds (findings are recomputed at each)")
+        }
+        for c in claims { try c.validate() }
         if let bad = coherenceThresholds.first(where: { !(0...100).contains($0) }) { try fail("coherence_thresholds: \(bad) is outside 0…100") }
         if !(judgeMinMass > 0 && judgeMinMass <= 1) { try fail("judge_min_mass must be in (0, 1]") }
         if questionsPerTrait < 1 { try fail("questions_per_trait must be at least 1") }
@@ -385,10 +495,3 @@ enum JudgeSpecText {
     }
 }
 
-extension ExperimentSpec.CodingKeys {
-    static var allKeys: [String] {
-        ["name", "models", "traits", "methods", "cleaning", "variants", "positions", "layers", "coefficients", "judge",
-         "coherence_thresholds", "judge_min_mass", "judge_relevance", "judge_prompts", "questions_per_trait", "samples_per_question", "max_new_tokens", "temperature", "seed",
-         "steer_positions", "batch_size", "extraction", "scan", "winner", "output"]
-    }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import TillerEval
 import TillerSteering
 
 // `tiller report`: the notepad's Phase 4 tables and results summary in Markdown, and one
@@ -21,10 +22,25 @@ public struct ExperimentReport {
     public func write(directory: String) throws -> (markdown: String, html: String) {
         let md = (directory as NSString).appendingPathComponent("report.md")
         let html = (directory as NSString).appendingPathComponent("report.html")
+        let json = (directory as NSString).appendingPathComponent("report.json")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try markdown().write(toFile: md, atomically: true, encoding: .utf8)
         try self.html().write(toFile: html, atomically: true, encoding: .utf8)
+        try reportJSON().write(to: URL(fileURLWithPath: json), options: .atomic)
         return (md, html)
+    }
+
+    /// Judge-based tables exist although the judge failed validation (or was never validated):
+    /// `tiller run` then exits non-zero unless `--allow-invalid-judge`.
+    public var judgeFailedButUsed: Bool {
+        selection.conditions.contains { c in c.evaluator(.judge).map { !($0.validated && $0.gateValidated) } ?? false }
+    }
+
+    /// The findings of every condition and trait evaluator.
+    public var findings: [Finding] {
+        selection.conditions.flatMap { c in
+            c.evaluators.flatMap { Findings.evaluate(c, $0, claims: spec.claims, seed: selection.splitSeed, resamples: selection.resamples) }
+        }
     }
 
     // MARK: Markdown
@@ -32,11 +48,14 @@ public struct ExperimentReport {
     public func markdown() throws -> String {
         var s = "# Experiment \(spec.name)\n\n"
         s += try setupMarkdown()
+        s += instrumentsMarkdown()
+        let all = findings
         for c in selection.conditions {
             s += "## \(c.model), \(c.trait)\n\n"
-            s += conditionMarkdown(c)
+            s += conditionMarkdown(c, findings: all.filter { $0.condition == c.label })
         }
         s += "## Results summary\n\n" + summaryTable()
+        s += findingsAcrossConditions(all)
         return s
     }
 
@@ -49,35 +68,96 @@ public struct ExperimentReport {
         } else {
             s += "- Coefficients (\(spec.coefficients.scale.rawValue)\(spec.coefficients.scale == .relative ? " to the layer's mean residual norm, massive dims excluded" : "")): \(spec.coefficients.values.map(fmt).joined(separator: ", "))\n"
         }
-        s += "- Judge: \(spec.judge); coherence thresholds: \(spec.coherenceThresholds.map(fmt).joined(separator: ", "))\n"
-        s += "- \(spec.questionsPerTrait) questions × \(spec.samplesPerQuestion) sample(s), ≤\(spec.maxNewTokens) new tokens, temperature \(fmt(spec.temperature)), seed \(spec.seed), steering at \(spec.steerPositions) positions\n"
-        s += "- Stored: \(try store.count("configurations")) configurations, \(try store.count("generations")) answers, \(try store.count("scores")) scored\n\n"
+        s += "- Evaluators: \(spec.evaluators.map(\.rawValue).joined(separator: ", ")); judge: \(spec.judge ?? "none")\n"
+        s += "- Gates: judge coherence ≥ \(spec.coherenceThresholds.map(fmt).joined(separator: ", "))"
+        s += spec.evaluators.contains(.perplexity) ? "; perplexity ratio ≤ \(spec.maxPerplexityRatio.map(fmt).joined(separator: ", "))\n" : "\n"
+        if spec.generatesAnswers {
+            s += "- Answers: \(spec.questionsPerTrait) questions × \(spec.samplesPerQuestion) sample(s), ≤\(spec.maxNewTokens) new tokens, temperature \(fmt(spec.temperature)), seed \(spec.seed), steering at \(spec.steerPositions) positions\n"
+        }
+        s += "- Selection: items split with seed \(selection.splitSeed) into a selection half (chooses each variant's layer and coefficient) and a held-out half (every Δ below, with a paired 95% bootstrap CI over held-out items, \(selection.resamples) resamples)\n"
+        s += "- Stored: \(try store.count("configurations")) configurations, \(try store.count("generations")) answers, \(try store.count("scores")) scored, \(try store.count("metrics")) metric values\n\n"
         return s
     }
 
-    func conditionMarkdown(_ c: ConditionResult) -> String {
+    public func instrumentsMarkdown() -> String {
+        let rows = selection.conditions.flatMap { c in c.validations.map { (c, $0) } }
+        var s = "## Instruments\n\n"
+        if rows.isEmpty {
+            return s + "**⚠ No instrument was validated: no number in this report is backed by evidence that its instrument works.**\n\n"
+        }
+        let failedJudge = rows.filter { $0.1.instrument == "judge" && !$0.1.passed }
+        if !failedJudge.isEmpty {
+            s += "**⚠ JUDGE FAILED VALIDATION** (\(spec.judge ?? "")): \(Set(failedJudge.map { "\($0.1.check) \($0.1.value.map { String(format: "%.2f", $0) } ?? "n/a")" }).sorted().joined(separator: ", ")), below \(fmt(spec.judgeValidation.minAUC)). Its trait and coherence scores cannot tell known cases apart: judge-based tables are labelled and are not evidence.\n\n"
+        }
+        for r in rows where r.1.instrument != "judge" && !r.1.passed {
+            s += "**⚠ \(r.1.instrument) failed validation** on \(r.0.label) (\(r.1.check) \(r.1.value.map { String(format: "%.2f", $0) } ?? "n/a")): its tables are labelled.\n\n"
+        }
+        s += "| Condition | Instrument | Check | Value | n | Pass ≥ | Result | Known cases |\n|---|---|---|---|---|---|---|---|\n"
+        for (c, v) in rows {
+            s += "| \(c.label) | \(v.instrument) | \(v.check) | \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") | \(v.n) | \(fmt(v.threshold)) | \(v.passed ? "passed" : "**FAILED**") | \(v.detail) |\n"
+        }
+        return s + "\n"
+    }
+
+    static func ci(_ c: ConfidenceInterval?) -> String {
+        guard let c else { return "–" }
+        return "\(signed(c.estimate)) [\(signed(c.low)), \(signed(c.high))]"
+    }
+
+    func status(_ e: EvaluatorResult) -> String {
+        if e.validations.isEmpty { return "⚠ NOT VALIDATED" }
+        if !e.validated { return e.evaluator == .judge ? "⚠ judge failed validation" : "⚠ FAILED VALIDATION" }
+        if !e.gateValidated { return "⚠ its coherence gate failed validation" }
+        return "validated"
+    }
+
+    func conditionMarkdown(_ c: ConditionResult, findings: [Finding]) -> String {
         var s = ""
         if let b = c.baseline {
-            s += "**Baseline:** trait=\(fmt1(b.trait)), coherence=\(fmt1(b.coherence)) (\(b.answers) answers)\n\n"
-        } else {
-            s += "**Baseline:** not scored yet (Δ below is against 0)\n\n"
+            s += "**Baseline (unsteered), judge:** trait=\(fmt1(b.trait)), coherence=\(fmt1(b.coherence)) (\(b.answers) answers)\n\n"
         }
-        for t in selection.thresholds {
-            s += "**Best per method family (coherence ≥ \(fmt(t))):**\n\n"
-            s += "| Method | Trait | Δ | Coef | Coef (×norm) | Layer | Coh |\n|---|---|---|---|---|---|---|\n"
-            for b in c.best[t] ?? [] {
-                let r = b.result
-                s += "| \(b.variant) | \(fmt1(r.trait)) | \(signed(b.delta)) | \(fmt(r.config.absoluteCoefficient)) | \(r.relativeCoefficient.map { fmt($0) } ?? "–") | L\(r.config.layer) | \(fmt1(r.coherence)) |\n"
+        for e in c.evaluators {
+            s += "### \(e.evaluator.rawValue): \(e.evaluator.unit) (\(status(e)))\n\n"
+            for v in e.validations + e.gateValidations {
+                s += "- \(v.instrument) \(v.check) = \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(v.n), pass ≥ \(fmt(v.threshold))): \(v.passed ? "passed" : "FAILED")\n"
             }
-            let missing = c.variants.filter { v in !(c.best[t] ?? []).contains { $0.variant == v } }
-            if !missing.isEmpty { s += "\nNo configuration reaches coherence \(fmt(t)): \(missing.joined(separator: ", "))\n" }
-            s += "\n"
+            s += "- \(e.items) items: selection \(e.selection.count) \(list(e.selection)), held-out \(e.heldout.count) \(list(e.heldout)); baseline held-out mean \(e.baselineHeldout.map { String(format: "%.2f", $0) } ?? "–")\n\n"
+            if e.heldout.count < 4 {
+                s += "**⚠ Only \(e.heldout.count) held-out items: the intervals below are too wide to decide anything.**\n\n"
+            }
+            for g in e.gates {
+                if g == .none {
+                    s += "**⚠ No coherence gate** (add the perplexity evaluator): selection may choose configurations that break the model.\n\n"
+                }
+                s += "**Best per variant (\(g); chosen on the selection half, Δ on the held-out half)\(e.validated && e.gateValidated ? "" : " — \(status(e)), not evidence"):**\n\n"
+                s += "| Variant | Δ held-out [95% CI] | n | Δ selection | Coef | Coef (×norm) | Layer | Gate value | vs uncleaned [95% CI] |\n|---|---|---|---|---|---|---|---|---|\n"
+                for b in e.best[g] ?? [] {
+                    let vs = b.vsUncleaned.map { "\(Self.ci($0))\(b.noSignificantDifference ? " no significant difference" : "")" } ?? "–"
+                    s += "| \(b.variant) | \(Self.ci(b.delta)) | \(b.delta.n) | \(signed(b.selectionDelta)) | \(fmt(b.config.absoluteCoefficient)) | \(b.relativeCoefficient.map { fmt($0) } ?? "–") | L\(b.config.layer) | \(b.gateValue.map { String(format: "%.2f", $0) } ?? "–") | \(vs) |\n"
+                }
+                let missing = c.variants.filter { v in !(e.best[g] ?? []).contains { $0.variant == v } }
+                if !missing.isEmpty { s += "\nNo configuration passes the gate (\(g)): \(missing.joined(separator: ", "))\n" }
+                s += "\n"
+            }
+            let mine = findings.filter { $0.evaluator == e.evaluator.rawValue }
+            if !mine.isEmpty {
+                s += "**Findings (\(e.evaluator.rawValue), paired on held-out items):**\n\n"
+                s += "| Claim | Gate | Verdict | Δ [95% CI] | n | A | B |\n|---|---|---|---|---|---|---|\n"
+                for f in mine {
+                    let d = f.delta.map { "\(signed($0)) [\(signed(f.ciLow!)), \(signed(f.ciHigh!))]" } ?? "–"
+                    s += "| \(f.claim) | \(f.threshold) | \(f.verdict.rawValue)\(f.thresholdSensitive ? " (threshold-sensitive)" : "") | \(d) | \(f.n) | \(f.sideA) | \(f.sideB)\(f.note.map { " (\($0))" } ?? "") |\n"
+                }
+                s += "\n"
+            }
         }
-        let t0 = selection.thresholds[0]
-        let groups = selection.groupAverages(threshold: t0, conditions: [c])
-        if !groups.isEmpty {
-            s += "**Cleaning comparisons (mean best Δ at coherence ≥ \(fmt(t0))):**\n\n| Group | mean Δ | variants |\n|---|---|---|\n"
-            for g in groups { s += "| \(g.name) | \(g.mean.map(signed) ?? "–") | \(g.variants.joined(separator: ", ")) |\n" }
+        if !c.perplexityRatio.isEmpty || !c.repetition.isEmpty {
+            let best = Set(c.evaluators.flatMap { e in e.best.values.flatMap { $0.map(\.config.id) } })
+            s += "**Cost of the selected configurations** (perplexity on neutral text ÷ unsteered; share of repeated word bigrams in answers):\n\n"
+            s += "| Configuration | Perplexity ratio | Repetition |\n|---|---|---|\n"
+            let base = c.results.first(where: { $0.config.isBaseline })?.config.id ?? "\(c.model)/\(c.trait)/baseline"
+            for id in [base] + best.sorted() {
+                s += "| \(id) | \(c.perplexityRatio[id].map { String(format: "%.3f", $0) } ?? "–") | \(c.repetition[id].map { String(format: "%.3f", $0) } ?? "–") |\n"
+            }
             s += "\n"
         }
         if let norms = try? store.layerNorms(model: c.model), !norms.isEmpty {
@@ -92,27 +172,111 @@ public struct ExperimentReport {
         return s
     }
 
+    func list(_ xs: [Int]) -> String { xs.count > 24 ? "[\(xs.prefix(24).map(String.init).joined(separator: ", ")), …]" : "[\(xs.map(String.init).joined(separator: ", "))]" }
+
     public func summaryTable() -> String {
-        let t0 = selection.thresholds[0]
         var s = ""
-        if let w = selection.winner { s += "**Winner: `\(w)`** (coherence ≥ \(fmt(t0)))\n\n" }
-        s += "| Condition | Winner Δ | Baseline Probe Δ | Benefit | Best variant (Δ) |\n|---|---|---|---|---|\n"
+        if let w = selection.winner { s += "**Winner: `\(w)`** (\(spec.winner == nil ? "best mean selection-half Δ" : "as the experiment file names it"); every Δ is held-out with its 95% CI)\n\n" }
+        s += "| Condition | Evaluator | Gate | Winner Δ [CI] | Baseline Probe Δ [CI] | Benefit [CI] | Best variant (held-out Δ [CI]) |\n|---|---|---|---|---|---|---|\n"
         for r in selection.summary {
-            s += "| \(r.condition) | \(r.winnerDelta.map(signed) ?? "–") | \(r.probeDelta.map(signed) ?? "–") | \(r.benefit.map(signed) ?? "–") | \(r.bestVariant.map { "\($0) (\(signed(r.bestDelta ?? 0)))" } ?? "–") |\n"
+            let ev = r.validated ? r.evaluator.rawValue : "\(r.evaluator.rawValue) ⚠ not validated"
+            let benefit = r.benefit.map { "\(Self.ci($0))\($0.excludesZero ? "" : " n.s.")" } ?? "–"
+            s += "| \(r.condition) | \(ev) | \(r.gate) | \(Self.ci(r.winner?.delta)) | \(Self.ci(r.probe?.delta)) | \(benefit) | \(r.best.map { "\($0.variant) (\(Self.ci($0.delta)))" } ?? "–") |\n"
         }
-        let groups = selection.groupAverages(threshold: t0)
-        if !groups.isEmpty, selection.conditions.count > 1 {
-            s += "\n**Across conditions (mean best Δ at coherence ≥ \(fmt(t0))):**\n\n| Group | mean Δ |\n|---|---|\n"
-            for g in groups { s += "| \(g.name) | \(g.mean.map(signed) ?? "–") |\n" }
+        return s + "\n"
+    }
+
+    /// Rows are the claims, columns the conditions (each evaluator), cells the verdict at the
+    /// first gate with Δ [CI].
+    func findingsAcrossConditions(_ all: [Finding]) -> String {
+        guard !all.isEmpty else { return "" }
+        var cols: [String] = []
+        for f in all { let k = "\(f.condition) (\(f.evaluator))"; if !cols.contains(k) { cols.append(k) } }
+        var claims: [String] = []
+        for f in all where !claims.contains(f.claim) { claims.append(f.claim) }
+        var s = "## Findings across conditions\n\nVerdict at the first gate (supported: CI above 0; contradicted: below 0; inconclusive: holds 0); † the verdict changes with the gate threshold.\n\n"
+        s += "| Claim | " + cols.joined(separator: " | ") + " |\n|---|" + cols.map { _ in "---|" }.joined() + "\n"
+        for cl in claims {
+            s += "| \(cl) |"
+            for col in cols {
+                let f = all.first { "\($0.condition) (\($0.evaluator))" == col && $0.claim == cl }
+                if let f {
+                    let d = f.delta.map { " \(signed($0)) [\(signed(f.ciLow!)), \(signed(f.ciHigh!))]" } ?? ""
+                    s += " \(f.verdict.rawValue)\(f.thresholdSensitive ? " †" : "")\(d) |"
+                } else { s += " – |" }
+            }
+            s += "\n"
         }
-        return s
+        return s + "\n"
+    }
+
+    // MARK: report.json
+
+    /// `tiller.report/1`: the held-out results, baselines, validations and findings as data.
+    public func reportJSON() throws -> Data {
+        func ci(_ c: ConfidenceInterval?) -> Any {
+            guard let c else { return NSNull() }
+            return ["delta": c.estimate, "ci_low": c.low, "ci_high": c.high, "n": c.n, "level": c.level] as [String: Any]
+        }
+        var conds: [[String: Any]] = []
+        for c in selection.conditions {
+            var evals: [[String: Any]] = []
+            for e in c.evaluators {
+                var best: [[String: Any]] = []
+                for g in e.gates {
+                    for b in e.best[g] ?? [] {
+                        var row: [String: Any] = [
+                            "gate": g.description, "variant": b.variant, "layer": b.config.layer, "coef": b.config.absoluteCoefficient,
+                            "coef_relative": b.relativeCoefficient ?? NSNull(), "delta": b.delta.estimate, "ci_low": b.delta.low,
+                            "ci_high": b.delta.high, "n": b.delta.n, "split": "heldout", "selection_delta": b.selectionDelta,
+                            "gate_value": b.gateValue ?? NSNull(), "no_significant_difference": b.noSignificantDifference,
+                        ]
+                        if let u = b.uncleaned { row["vs_uncleaned"] = ["variant": u, "diff": ci(b.vsUncleaned)] as [String: Any] }
+                        best.append(row)
+                    }
+                }
+                evals.append([
+                    "evaluator": e.evaluator.rawValue, "unit": e.evaluator.unit, "validated": e.validated && e.gateValidated,
+                    "items": e.items, "selection_items": e.selection, "heldout_items": e.heldout,
+                    "baseline_heldout_mean": e.baselineHeldout ?? NSNull(), "best": best,
+                ])
+            }
+            let jt = c.validations.first { $0.instrument == "judge" && $0.check == "trait_auc" }
+            let jc = c.validations.first { $0.instrument == "judge" && $0.check == "coherence_auc" }
+            var cond: [String: Any] = [
+                "model": c.model, "trait": c.trait, "evaluators": evals,
+                "baseline": ["judge_trait": c.baseline?.trait ?? NSNull(), "judge_coherence": c.baseline?.coherence ?? NSNull(),
+                             "answers": c.baseline?.answers ?? 0] as [String: Any],
+                "validations": c.validations.map { ["instrument": $0.instrument, "check": $0.check, "value": $0.value ?? NSNull(), "n": $0.n,
+                                                    "threshold": $0.threshold, "passed": $0.passed, "detail": $0.detail] as [String: Any] },
+            ]
+            cond["judge_validation"] = (jt == nil && jc == nil) ? NSNull() : [
+                "trait_auc": jt?.value ?? NSNull(), "coherence_auc": jc?.value ?? NSNull(),
+                "passed": (jt?.passed ?? false) && (jc?.passed ?? false),
+            ] as [String: Any]
+            conds.append(cond)
+        }
+        let summary: [[String: Any]] = selection.summary.map { r in
+            ["condition": r.condition, "evaluator": r.evaluator.rawValue, "validated": r.validated, "gate": r.gate.description,
+             "winner": r.winner.map { ["variant": $0.variant, "heldout": ci($0.delta)] as [String: Any] } ?? NSNull(),
+             "probe": r.probe.map { ci($0.delta) } ?? NSNull(), "benefit": ci(r.benefit),
+             "best": r.best.map { ["variant": $0.variant, "heldout": ci($0.delta)] as [String: Any] } ?? NSNull()]
+        }
+        let enc = JSONEncoder()
+        let fs = try JSONSerialization.jsonObject(with: try enc.encode(findings))
+        let root: [String: Any] = [
+            "schema": "tiller.report/1", "experiment": spec.name, "split_seed": selection.splitSeed, "resamples": selection.resamples,
+            "winner": selection.winner ?? NSNull(), "conditions": conds, "summary": summary, "findings": fs,
+        ]
+        return try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
     }
 
     // MARK: HTML
 
     public func html() throws -> String {
         var body = "<h1>Experiment \(esc(spec.name))</h1>\n"
-        body += markdownToHTML(try setupMarkdown())
+        body += markdownToHTML(try setupMarkdown()) + markdownToHTML(instrumentsMarkdown())
+        let all = findings
         var scans: Set<String> = []
         for c in selection.conditions {
             body += "<h2>\(esc(c.model)), \(esc(c.trait))</h2>\n"
@@ -120,12 +284,14 @@ public struct ExperimentReport {
                let scan = try? JSONDecoder().decode(ScanResult.self, from: Data(json.utf8)) {
                 body += "<h3>Massive dims</h3>\n<div class=\"plot\">\(scan.svg())</div>\n"
             }
-            body += markdownToHTML(conditionMarkdown(c))
-            body += "<h3>Trait (solid) and coherence (dashed) vs coefficient, per layer</h3>\n<div class=\"grid\">\n"
-            for v in c.variants { body += "<div class=\"plot\">\(variantPlot(c, variant: v))</div>\n" }
-            body += "</div>\n"
+            body += markdownToHTML(conditionMarkdown(c, findings: all.filter { $0.condition == c.label }))
+            if c.results.contains(where: { !$0.config.isBaseline }) {
+                body += "<h3>Judge trait (solid) and coherence (dashed) vs coefficient, per layer (all questions, descriptive)</h3>\n<div class=\"grid\">\n"
+                for v in c.variants { body += "<div class=\"plot\">\(variantPlot(c, variant: v))</div>\n" }
+                body += "</div>\n"
+            }
         }
-        body += "<h2>Results summary</h2>\n" + markdownToHTML(summaryTable())
+        body += "<h2>Results summary</h2>\n" + markdownToHTML(summaryTable()) + markdownToHTML(findingsAcrossConditions(all))
         body += try answerBrowser()
         return """
         <!DOCTYPE html>
@@ -166,7 +332,7 @@ public struct ExperimentReport {
         if let bt = c.baseline?.trait {
             s += "<line x1=\"\(l)\" x2=\"\(w - r)\" y1=\"\(Y(bt))\" y2=\"\(Y(bt))\" stroke=\"#aaa\"/>"
         }
-        let th = selection.thresholds[0]
+        let th = spec.coherenceThresholds[0]
         s += "<line x1=\"\(l)\" x2=\"\(w - r)\" y1=\"\(Y(th))\" y2=\"\(Y(th))\" stroke=\"#aaa\" stroke-dasharray=\"1,3\"/>"
         let layers = Array(Set(rs.map(\.config.layer))).sorted()
         for (i, layer) in layers.enumerated() {

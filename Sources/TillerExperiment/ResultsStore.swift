@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import TillerEval
 
 // The results database (`results.sqlite`, SQLite in WAL mode): experiments, configurations,
 // generations, judge scores, the vectors used, layer norms and the scan. The judge cache
@@ -78,7 +79,7 @@ public struct ScoreRow: Sendable, Equatable {
 
 public final class ResultsStore: @unchecked Sendable {
     /// Bumped with every migration; a database from a newer Tiller is refused.
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
     public static let format = "tiller.results"
     public let path: String
     public let db: DatabasePool
@@ -160,6 +161,19 @@ public final class ResultsStore: @unchecked Sendable {
                     name TEXT PRIMARY KEY, finished_at TEXT NOT NULL, seconds REAL NOT NULL, detail TEXT NOT NULL);
                 """)
             try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('format', ?), ('schema_version', '1')", arguments: [ResultsStore.format])
+        }
+        // v2: judge-free metrics per configuration and item, and instrument validations.
+        m.registerMigration("v2") { db in
+            try db.execute(sql: """
+                CREATE TABLE metrics (
+                    config_id TEXT NOT NULL, evaluator TEXT NOT NULL, item INTEGER NOT NULL, value REAL NOT NULL,
+                    PRIMARY KEY (config_id, evaluator, item));
+                CREATE TABLE validations (
+                    model TEXT NOT NULL, trait TEXT NOT NULL, instrument TEXT NOT NULL, check_name TEXT NOT NULL,
+                    value REAL, n INTEGER NOT NULL, threshold REAL NOT NULL, detail TEXT NOT NULL,
+                    PRIMARY KEY (model, trait, instrument, check_name));
+                UPDATE meta SET value = '2' WHERE key = 'schema_version';
+                """)
         }
         return m
     }
@@ -293,6 +307,58 @@ public final class ResultsStore: @unchecked Sendable {
         }
     }
 
+    // MARK: Judge-free metrics and validations
+
+    public struct MetricRow: Sendable, Equatable {
+        public var evaluator: String
+        public var configId: String
+        public var values: [Double]
+        public init(evaluator: String, configId: String, values: [Double]) {
+            self.evaluator = evaluator; self.configId = configId; self.values = values
+        }
+    }
+
+    /// One work unit's metric values, all or nothing (one transaction).
+    public func insert(metrics rows: [MetricRow]) throws {
+        try db.write { db in
+            for r in rows {
+                for (i, v) in r.values.enumerated() {
+                    try db.execute(sql: "INSERT OR IGNORE INTO metrics (config_id, evaluator, item, value) VALUES (?, ?, ?, ?)",
+                                   arguments: [r.configId, r.evaluator, i, v])
+                }
+            }
+        }
+    }
+
+    /// config id → item values (in item order) of one evaluator.
+    public func metrics(evaluator: String) throws -> [String: [Double]] {
+        try db.read { db in
+            var out: [String: [Double]] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT config_id, value FROM metrics WHERE evaluator = ? ORDER BY config_id, item", arguments: [evaluator]) {
+                out[r["config_id"], default: []].append(r["value"])
+            }
+            return out
+        }
+    }
+
+    public func record(validation v: InstrumentValidation, model: String, trait: String) throws {
+        try db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO validations (model, trait, instrument, check_name, value, n, threshold, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [model, trait, v.instrument, v.check, v.value, v.n, v.threshold, v.detail])
+        }
+    }
+
+    /// Validations of (model, trait); the judge's are stored under every trait it was checked on.
+    public func validations() throws -> [(model: String, trait: String, validation: InstrumentValidation)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM validations ORDER BY model, trait, instrument, check_name").map { r -> (model: String, trait: String, validation: InstrumentValidation) in
+                let v = InstrumentValidation(instrument: r["instrument"], check: r["check_name"], value: r["value"],
+                                             n: r["n"], threshold: r["threshold"], detail: r["detail"])
+                return (r["model"], r["trait"], v)
+            }
+        }
+    }
+
     // MARK: Vectors, norms, artifacts, stages
 
     /// Records the vectors a sweep uses; a vector that changed since it was first used is an error
@@ -375,7 +441,8 @@ public final class ResultsStore: @unchecked Sendable {
     // MARK: Merge
 
     /// Tables merged row by row (INSERT OR IGNORE): primary keys make the merge idempotent.
-    static let mergedTables = ["configurations", "generations", "scores", "vectors", "layer_norms", "artifacts", "judge_cache"]
+    static let mergedTables = ["configurations", "generations", "scores", "vectors", "layer_norms", "artifacts", "judge_cache",
+                               "metrics", "validations"]
 
     /// Adds another results database's rows. Both must hold the same experiment with the same
     /// generation settings; an answer stored in both with different text is an error (the shards

@@ -27,6 +27,16 @@ import TillerTokenizers
 // (batch-1 decode) and, for models whose fp32 size fits `CPUBackend.fp32CopyLimitBytes`, an fp32
 // twin serves many-row products (prefill, batched decode) through sgemm.
 
+/// One teacher-forced item: a prompt and the continuation whose tokens are scored.
+public struct TeacherForcedItem: Sendable, Equatable {
+    public var prompt: [Int]
+    public var continuation: [Int]
+    public init(prompt: [Int], continuation: [Int]) {
+        self.prompt = prompt
+        self.continuation = continuation
+    }
+}
+
 /// Which logits a forward pass returns.
 public enum LogitsMode: Sendable, Equatable {
     case none
@@ -152,11 +162,28 @@ public final class LanguageModel: @unchecked Sendable {
     func run(_ seqs: [SequenceInput], plan: HookPlan?, logits: LogitsMode, ws: Workspace, stopAfter: Int? = nil) -> [[Float]] {
         let V = vocabSize
         var out = [[Float]](repeating: [], count: seqs.count)
+        let want: (Int, Int) -> Bool
+        switch logits {
+        case .none: want = { _, _ in false }
+        case .all: want = { _, _ in true }
+        case .last: want = { s, p in p == seqs[s].tokens.count - 1 }
+        }
+        run(seqs, plan: plan, wants: want, ws: ws, stopAfter: stopAfter) { s, _, row in
+            out[s].append(contentsOf: UnsafeBufferPointer(start: row, count: V))
+        }
+        return out
+    }
+
+    /// The loop behind every forward: `wants(input, position)` picks the rows whose logits are
+    /// computed, and `onLogits(input, position, row)` sees each one (valid during the call only).
+    func run(_ seqs: [SequenceInput], plan: HookPlan?, wants: (Int, Int) -> Bool, ws: Workspace, stopAfter: Int? = nil,
+             onLogits: (Int, Int, UnsafePointer<Float>) -> Void) {
+        let V = vocabSize
         var progress = [Int](repeating: 0, count: seqs.count)
         var s = 0
         while s < seqs.count {
             var items: [Transformer.Item] = []
-            var wanted: [(row: Int, input: Int)] = []
+            var wanted: [(row: Int, input: Int, position: Int)] = []
             var budget = max(maxStepTokens, 1)
             var row = 0
             while s < seqs.count && budget > 0 {
@@ -164,25 +191,108 @@ public final class LanguageModel: @unchecked Sendable {
                 let take = min(seq.tokens.count - progress[s], budget)
                 items.append(Transformer.Item(cache: seq.cache, tokens: seq.tokens[progress[s] ..< progress[s] + take],
                                               promptLength: seq.promptLength, sequence: seq.sequence))
-                switch logits {
-                case .none: break
-                case .all: for j in 0..<take { wanted.append((row + j, s)) }
-                case .last: if progress[s] + take == seq.tokens.count { wanted.append((row + take - 1, s)) }
-                }
+                for j in 0..<take where wants(s, progress[s] + j) { wanted.append((row + j, s, progress[s] + j)) }
                 row += take
                 budget -= take
                 progress[s] += take
                 if progress[s] == seq.tokens.count { s += 1 }
             }
             transformer.step(items, plan: plan, logitRows: wanted.map(\.row), ws: ws, stopAfter: stopAfter)
-            for (i, w) in wanted.enumerated() {
-                out[w.input].append(contentsOf: UnsafeBufferPointer(start: ws.logits + i * V, count: V))
-            }
+            for (i, w) in wanted.enumerated() { onLogits(w.input, w.position, ws.logits + i * V) }
+        }
+    }
+
+    // MARK: Scoring
+
+    /// Teacher-forced continuations of one shared prompt, each with its own steering (one spec
+    /// or nil per continuation): per continuation, the log-probability of each of its tokens.
+    /// The prompt runs once, unsteered, and every continuation reads its keys/values in place, so
+    /// the steering must leave the prompt alone: only `.response` edits are accepted (they act at
+    /// positions ≥ the prompt's length, as in generation). Equal to `teacherForcedLogProbs` on
+    /// prompt + continuation up to fp32 rounding.
+    public func teacherForcedLogProbs(prompt: [Int], continuations: [[Int]], steering: [SteeringSpec?] = []) throws -> [[Double]] {
+        try validate(prompt, what: "prompt")
+        for (i, c) in continuations.enumerated() {
+            guard !c.isEmpty else { throw ModelError("continuation \(i) is empty") }
+            try validate(c, what: "continuation \(i)")
+        }
+        for s in steering { for e in s?.edits ?? [] where e.positions != .response {
+            throw ModelError("teacherForcedLogProbs(prompt:continuations:): steering at every position would change the shared prompt; use .response edits or the per-item form")
+        } }
+        let ws = Workspace(transformer)
+        let cache = transformer.makeCache(capacity: prompt.count)
+        let first = run([SequenceInput(cache: cache, tokens: prompt, promptLength: prompt.count, sequence: 0)],
+                        plan: nil, logits: .last, ws: ws)[0]
+        let firstLSE = logSumExp(first)
+        var out = continuations.map { c -> [Double] in
+            var row = [Double](repeating: 0, count: c.count)
+            row[0] = Double(first[c[0]]) - firstLSE
+            return row
+        }
+        // Continuation i feeds its tokens 0..<n-1 (each predicts the next) in a child cache.
+        var seqs: [SequenceInput] = [], owner: [Int] = [], specs: [SteeringSpec?] = []
+        for (i, c) in continuations.enumerated() where c.count > 1 {
+            seqs.append(SequenceInput(cache: cache.child(extra: c.count - 1), tokens: Array(c.dropLast()), promptLength: prompt.count,
+                                      sequence: seqs.count))
+            owner.append(i)
+            specs.append(i < steering.count ? steering[i] : nil)
+        }
+        guard !seqs.isEmpty else { return out }
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: seqs.count, steering: specs, capture: .none, callback: nil)
+        let V = vocabSize
+        run(seqs, plan: plan, wants: { _, _ in true }, ws: ws) { s, p, row in
+            let c = continuations[owner[s]]
+            out[owner[s]][p + 1] = Double(row[c[p + 1]]) - logSumExp(UnsafeBufferPointer(start: row, count: V))
         }
         return out
     }
 
-    // MARK: Scoring
+    /// Log-probabilities of candidate next tokens after each prompt (A/B letters), with each
+    /// prompt's steering applied. One ragged batch; logits only at each prompt's last position.
+    public func nextTokenLogProbs(_ prompts: [[Int]], candidates: [Int], steering: [SteeringSpec?] = []) throws -> [[Double]] {
+        var seqs: [SequenceInput] = []
+        for (i, p) in prompts.enumerated() {
+            try validate(p, what: "prompt \(i)")
+            seqs.append(SequenceInput(cache: transformer.makeCache(capacity: p.count), tokens: p, promptLength: p.count, sequence: i))
+        }
+        try validate(candidates, what: "candidates")
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: prompts.count, steering: steering,
+                                capture: .none, callback: nil)
+        var out = [[Double]](repeating: [], count: prompts.count)
+        let V = vocabSize
+        run(seqs, plan: plan, wants: { s, p in p == prompts[s].count - 1 }, ws: Workspace(transformer)) { s, _, row in
+            let lse = logSumExp(UnsafeBufferPointer(start: row, count: V))
+            out[s] = candidates.map { Double(row[$0]) - lse }
+        }
+        return out
+    }
+
+    /// Teacher-forced log-probabilities: per item, `log p(continuation[t] | prompt, continuation[..<t])`
+    /// for every continuation token (natural log, fp64 softmax), with each item's steering applied
+    /// (one spec or nil per item; `.response` edits act on the continuation's positions, exactly
+    /// as they act on generated tokens). Items run as one ragged batch; logits are computed only
+    /// for the rows that predict a continuation token. Judge-free evaluators (log-odds of
+    /// reference answers, A/B letters, perplexity) are built on this.
+    public func teacherForcedLogProbs(_ items: [TeacherForcedItem], steering: [SteeringSpec?] = []) throws -> [[Double]] {
+        var seqs: [SequenceInput] = []
+        for (i, it) in items.enumerated() {
+            try validate(it.prompt, what: "item \(i) prompt")
+            if !it.continuation.isEmpty { try validate(it.continuation, what: "item \(i) continuation") }
+            let tokens = it.prompt + it.continuation
+            seqs.append(SequenceInput(cache: transformer.makeCache(capacity: tokens.count), tokens: tokens,
+                                      promptLength: it.prompt.count, sequence: i))
+        }
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: items.count, steering: steering,
+                                capture: .none, callback: nil)
+        var out = items.map { [Double](repeating: 0, count: $0.continuation.count) }
+        let V = vocabSize
+        run(seqs, plan: plan, wants: { s, p in p >= items[s].prompt.count - 1 && p < seqs[s].tokens.count - 1 }, ws: Workspace(transformer)) { s, p, row in
+            let t = p - (items[s].prompt.count - 1)
+            let next = seqs[s].tokens[p + 1]
+            out[s][t] = Double(row[next]) - logSumExp(UnsafeBufferPointer(start: row, count: V))
+        }
+        return out
+    }
 
     /// Total log-probability of each continuation after `prompt` (natural log, fp64 softmax).
     /// The prompt's keys/values are computed once and read in place by every candidate (no
@@ -239,7 +349,7 @@ public final class LanguageModel: @unchecked Sendable {
 }
 
 /// log Σ exp(row) in fp64.
-func logSumExp(_ row: ArraySlice<Float>) -> Double {
+func logSumExp<C: Collection>(_ row: C) -> Double where C.Element == Float {
     var m = -Double.infinity
     for v in row { m = max(m, Double(v)) }
     var sum = 0.0

@@ -188,23 +188,27 @@ public struct VettingReport: Codable, Sendable, Equatable {
     }
 }
 
-/// Scores an answer 0–100 for the trait; nil when the judge gives no usable score.
-public typealias TraitScorer = @Sendable (_ question: String, _ answer: String) async throws -> Double?
+/// Scores an answer 0–100 for the trait and for coherence; nil where the judge gives no usable score.
+public typealias VettingScorer = @Sendable (_ question: String, _ answer: String) async throws -> (trait: Double?, coherence: Double?)
 
 extension ExtractionRun {
-    /// Keeps positive samples scoring ≥ threshold and negative ones scoring < threshold.
-    public func vetted(threshold: Double = 50, scorer: TraitScorer) async throws -> ExtractionRun {
+    /// Keeps the samples that show what their polarity claims (persona_vectors' rule): positive
+    /// samples scoring trait ≥ threshold, negative ones trait < threshold, both with coherence ≥
+    /// `minCoherence`. A sample without a trait score is dropped (and counted).
+    public func vetted(threshold: Double = 50, minCoherence: Double = 50, scorer: VettingScorer) async throws -> ExtractionRun {
         var keepPos: [Int] = [], keepNeg: [Int] = [], unscored = 0
         var pos = positiveSamples, neg = negativeSamples
         for i in pos.indices {
-            guard let s = try await scorer(pos[i].prompt, pos[i].response) else { unscored += 1; continue }
-            pos[i].score = s
-            if s >= threshold { keepPos.append(i) }
+            let s = try await scorer(pos[i].prompt, pos[i].response)
+            guard let t = s.trait else { unscored += 1; continue }
+            pos[i].score = t
+            if t >= threshold && (s.coherence ?? 0) >= minCoherence { keepPos.append(i) }
         }
         for i in neg.indices {
-            guard let s = try await scorer(neg[i].prompt, neg[i].response) else { unscored += 1; continue }
-            neg[i].score = s
-            if s < threshold { keepNeg.append(i) }
+            let s = try await scorer(neg[i].prompt, neg[i].response)
+            guard let t = s.trait else { unscored += 1; continue }
+            neg[i].score = t
+            if t < threshold && (s.coherence ?? 0) >= minCoherence { keepNeg.append(i) }
         }
         var out = self
         out.activations = activations.selecting(positive: keepPos, negative: keepNeg)

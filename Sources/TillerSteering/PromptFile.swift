@@ -32,6 +32,16 @@ public enum PromptFile {
         return texts
     }
 
+    /// The neutral texts shipped with Tiller (40 encyclopedia-style paragraphs with no trait
+    /// content): the `perplexity` evaluator's text set.
+    public static func shippedNeutral() throws -> [String] {
+        guard let url = Bundle.module.url(forResource: "neutral", withExtension: "jsonl", subdirectory: "Resources")
+                ?? Bundle.module.url(forResource: "neutral", withExtension: "jsonl") else {
+            throw ScanError("the shipped neutral text set (neutral.jsonl) is missing from the TillerSteering bundle")
+        }
+        return try load(path: url.path)
+    }
+
     /// The calibration set shipped with Tiller (61 varied texts: prose, dialogue, code, lists,
     /// numbers, other languages).
     public static func shippedCalibration() throws -> [String] {

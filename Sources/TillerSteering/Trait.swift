@@ -11,6 +11,21 @@ public struct ContrastPair: Codable, Sendable, Equatable {
     }
 }
 
+/// A question with a short answer that shows the trait (`pos`) and one that does not (`neg`):
+/// the known cases judge-free metrics score (log-odds, A/B) and the judge is validated on.
+/// Worded unlike the extraction data, so that a gain measures the trait, not the vector
+/// remembering its own training text.
+public struct ReferenceAnswer: Codable, Sendable, Equatable {
+    public var question: String
+    public var pos: String
+    public var neg: String
+    public init(question: String, pos: String, neg: String) {
+        self.question = question
+        self.pos = pos
+        self.neg = neg
+    }
+}
+
 /// How a trait's extraction data makes the model show the trait or its opposite.
 public enum ExtractionForm: String, Sendable, Codable, CaseIterable {
     /// Positive/negative system prompts × questions, answered by an instruct model.
@@ -39,6 +54,8 @@ public struct Trait: Sendable, Equatable {
     public var scenarios: [ContrastPair]
     /// Questions for evaluating steering; disjoint from the extraction data.
     public var steeringQuestions: [String]
+    /// Reference answer pairs (`reference_answers`); disjoint from the extraction data too.
+    public var referenceAnswers: [ReferenceAnswer] = []
     /// Where the trait was read from.
     public var source: String
 
@@ -127,7 +144,7 @@ public struct Trait: Sendable, Equatable {
     }
 
     static let tillerKeys: Set<String> = ["name", "definition", "eval_prompt", "instructions", "questions", "scenarios",
-                                          "steering_questions", "description"]
+                                          "steering_questions", "description", "reference_answers"]
     static let personaKeys: Set<String> = ["instruction", "questions", "eval_prompt"]
 
     /// Parses a decoded trait file and validates it.
@@ -165,6 +182,7 @@ public struct Trait: Sendable, Equatable {
                 throw TraitError("\(path): missing \"steering_questions\" (questions for evaluating steering, disjoint from the extraction data)")
             }
             t.steeringQuestions = try strings(sq, key: "steering_questions", path: path)
+            if let v = obj["reference_answers"] { t.referenceAnswers = try references(v, path: path) }
         }
         try t.validate(requireSteering: !persona)
         return t
@@ -175,6 +193,20 @@ public struct Trait: Sendable, Equatable {
         return try arr.enumerated().map { i, x in
             guard let s = x as? String else { throw TraitError("\(path): \(key)[\(i)] is not a string") }
             return s
+        }
+    }
+
+    static func references(_ v: Any, path: String) throws -> [ReferenceAnswer] {
+        guard let arr = v as? [Any] else { throw TraitError("\(path): \"reference_answers\" must be an array of {\"question\", \"pos\", \"neg\"} objects") }
+        return try arr.enumerated().map { i, x in
+            guard let o = x as? [String: Any] else { throw TraitError("\(path): reference_answers[\(i)] is not an object") }
+            if let extra = o.keys.sorted().first(where: { !["question", "pos", "neg"].contains($0) }) {
+                throw TraitError("\(path): reference_answers[\(i)] has unknown key \"\(extra)\" (expected question, pos, neg)")
+            }
+            guard let q = o["question"] as? String, let p = o["pos"] as? String, let n = o["neg"] as? String else {
+                throw TraitError("\(path): reference_answers[\(i)] needs string fields \"question\", \"pos\" and \"neg\"")
+            }
+            return ReferenceAnswer(question: q, pos: p, neg: n)
         }
     }
 
@@ -232,6 +264,19 @@ public struct Trait: Sendable, Equatable {
         // Steering is evaluated on questions the vector was not extracted from.
         let extraction = Set(questions.map(Trait.normalise))
         let scenarioText = scenarios.flatMap { [Trait.normalise($0.pos), Trait.normalise($0.neg)] }
+        var seenReference = Set<String>()
+        for (i, r) in referenceAnswers.enumerated() {
+            let k = Trait.normalise(r.question)
+            if k.isEmpty || Trait.normalise(r.pos).isEmpty || Trait.normalise(r.neg).isEmpty {
+                throw TraitError("\(path): reference_answers[\(i)] has an empty question, pos or neg")
+            }
+            if Trait.normalise(r.pos) == Trait.normalise(r.neg) { throw TraitError("\(path): reference_answers[\(i)] has identical pos and neg") }
+            if !seenReference.insert(k).inserted { throw TraitError("\(path): reference_answers[\(i)] repeats an earlier question: \"\(r.question)\"") }
+            if extraction.contains(k) { throw TraitError("\(path): reference_answers[\(i)] asks an extraction question: \"\(r.question)\"") }
+            if scenarioText.contains(where: { $0.contains(k) }) {
+                throw TraitError("\(path): reference_answers[\(i)] question appears in a scenario: \"\(r.question)\"")
+            }
+        }
         for (i, q) in steeringQuestions.enumerated() {
             let k = Trait.normalise(q)
             if extraction.contains(k) {

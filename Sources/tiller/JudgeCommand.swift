@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TillerModels
 import TillerEval
+import TillerSteering
 
 struct JudgeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,7 +14,10 @@ struct JudgeCommand: ParsableCommand {
         "coherence", "relevance" (null when the judge gave no number) or "error". \
         --judge openai:MODEL uses an OpenAI-compatible endpoint (--base-url or TILLER_JUDGE_BASE_URL / OPENAI_BASE_URL; \
         key from --api-key or TILLER_JUDGE_API_KEY / OPENAI_API_KEY; the key is never printed or stored). \
-        --judge local:MODEL runs the judge model with Tiller's engine.
+        --judge local:MODEL runs the judge model with Tiller's engine. \
+        --validate --trait T scores the trait's reference answers (trait AUC: trait-showing vs trait-free answers) \
+        and fluent vs degenerate versions of them (coherence AUC), prints both, and exits 3 when either is below \
+        --min-auc: a judge must pass before its scores mean anything.
         """)
 
     @Option(help: "openai:MODEL or local:MODEL.")
@@ -46,9 +50,21 @@ struct JudgeCommand: ParsableCommand {
     var timeout = 60.0
     @Option(help: "Retries on 429 / 5xx / network errors (openai).")
     var retries = 5
+    @Flag(name: .customLong("validate"), help: "Validate the judge on the trait's known cases (needs --trait: a shipped trait or a trait file).")
+    var validateJudge = false
+    @Option(name: .customLong("items"), help: "With --validate: reference answer pairs to score.")
+    var validationItems = 12
+    @Option(name: .customLong("min-auc"), help: "With --validate: least trait and coherence AUC to pass.")
+    var minAUC = 0.75
+    @Flag(name: .customLong("no-relevance"), help: "With --validate: coherence without the relevance cap (one judge call fewer).")
+    var noRelevance = false
 
     func validate() throws {
-        if input == nil && (question == nil || answer == nil) { throw ValidationError("give --question and --answer, or --input FILE") }
+        if validateJudge {
+            guard trait != nil else { throw ValidationError("--validate needs --trait (a shipped trait or a trait file)") }
+            guard validationItems >= 2 else { throw ValidationError("--items must be at least 2") }
+            guard minAUC > 0.5, minAUC <= 1 else { throw ValidationError("--min-auc must be in (0.5, 1]") }
+        } else if input == nil && (question == nil || answer == nil) { throw ValidationError("give --question and --answer, or --input FILE") }
         guard minMass > 0, minMass <= 1 else { throw ValidationError("--min-mass must be in (0, 1]") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
     }
@@ -83,6 +99,19 @@ struct JudgeCommand: ParsableCommand {
         if let cachePath { base = CachedJudge(base, cache: try JudgeCache(path: cachePath)) }
         let prompts = try promptsDirectory.map { try JudgePrompts.load(directory: $0) } ?? JudgePrompts.defaults()
         let scorer = JudgeScorer(judge: base, prompts: prompts, minMass: minMass)
+        if validateJudge {
+            let t = try Trait.resolve(trait!)
+            let checks = try await JudgeValidation.run(scorer: scorer, trait: t.name, definition: t.definition, references: t.referenceAnswers,
+                                                       items: validationItems, minAUC: minAUC, relevance: !noRelevance, seed: 0,
+                                                       concurrency: concurrency)
+            for v in checks {
+                print("\(v.check): \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(v.n), pass ≥ \(minAUC)) \(v.passed ? "passed" : "FAILED"): \(v.detail)")
+            }
+            let passed = checks.allSatisfy(\.passed)
+            print(passed ? "judge \(judge) passed validation on \(t.name)" : "judge \(judge) FAILED validation on \(t.name): its scores cannot tell known cases apart")
+            if !passed { throw ExitCode(3) }
+            return
+        }
 
         var items: [JudgeItem] = []
         if let input {

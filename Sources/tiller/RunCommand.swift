@@ -26,6 +26,8 @@ struct Run: ParsableCommand {
     var noProgress = false
     @Flag(name: .customLong("no-report"), help: "Skip writing the report.")
     var noReport = false
+    @Flag(name: .customLong("allow-invalid-judge"), help: "Exit 0 even when judge-based tables come from a judge that failed validation (the report still labels them).")
+    var allowInvalidJudge = false
 
     func run() throws {
         let spec = try ExperimentSpec.load(path: experiment)
@@ -34,6 +36,7 @@ struct Run: ParsableCommand {
         options.showProgress = !noProgress
         options.writeReport = !noReport
         options.prepareOnly = prepare
+        options.allowInvalidJudge = allowInvalidJudge
         let dir = (experiment as NSString).deletingLastPathComponent
         let runner = try ExperimentRunner(spec: spec, baseDirectory: dir.isEmpty ? "." : dir, outputDirectory: out, options: options)
         try runner.run()
@@ -41,10 +44,14 @@ struct Run: ParsableCommand {
             print("Prepared \(runner.outputDirectory): scan, activations and vectors. Start the sweep (or its shards) next.")
         } else if options.shard.isAll {
             let report = try ExperimentReport(store: runner.store)
-            print("\n" + report.summaryTable())
+            print("\n" + report.instrumentsMarkdown() + report.summaryTable())
             print("Results: \(runner.store.path)")
             if options.writeReport {
-                print("Report: \((runner.outputDirectory as NSString).appendingPathComponent("report.md")) and report.html")
+                print("Report: \((runner.outputDirectory as NSString).appendingPathComponent("report.md")), report.html and report.json")
+            }
+            if report.judgeFailedButUsed && !allowInvalidJudge {
+                FileHandle.standardError.write(Data("error: the judge \(spec.judge ?? "") failed validation (or was not validated), and judge-based tables were written from its scores. The report labels them; pass --allow-invalid-judge to accept that and exit 0.\n".utf8))
+                throw ExitCode(3)
             }
         } else {
             print("Shard \(options.shard) done: \(runner.store.path)")

@@ -95,13 +95,17 @@ final class ExtractionModelTests: XCTestCase {
                                 negativeSamples: [sample("neg", 0, "10"), sample("neg", 1, "50"), sample("neg", 2, "0")],
                                 dropped: 0, vetting: nil)
         // The scorer here reads the score from the answer text: a stand-in for the judge's closure.
-        let vetted = try await run.vetted { _, answer in Double(answer) }
+        let vetted = try await run.vetted { _, answer in (Double(answer), 60) }
         XCTAssertEqual(vetted.positiveSamples.map(\.response), ["80"])
         XCTAssertEqual(vetted.negativeSamples.map(\.response), ["10", "0"])
         XCTAssertEqual(vetted.activations.positive[0]?.values, [1, 0])
         XCTAssertEqual(vetted.activations.negative[0]?.values, [-1, 0, -3, 0])
         XCTAssertEqual(vetted.vetting, VettingReport(threshold: 50, positiveKept: 1, positiveTotal: 3, negativeKept: 2, negativeTotal: 3, unscored: 1))
         XCTAssertEqual(vetted.positiveSamples[0].score, 80)
+        // Incoherent answers go too, whatever their trait score (persona_vectors' coherence ≥ 50).
+        let strict = try await run.vetted { _, answer in (Double(answer), answer == "10" ? 30 : 60) }
+        XCTAssertEqual(strict.negativeSamples.map(\.response), ["0"])
+        XCTAssertEqual(strict.positiveSamples.map(\.response), ["80"])
     }
 
     func testPositionSets() throws {
