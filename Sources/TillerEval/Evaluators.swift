@@ -193,20 +193,19 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
             }
             return out
         }
-        var items: [TeacherForcedItem] = [], specs: [SteeringSpec?] = []
+        // Steering reaches the prompt: one group per (configuration, question), the two answers
+        // continuing that configuration's steered prompt.
+        var groups: [TeacherForcedGroup] = []
         for s in steering {
             let spec = Self.edit(s, positions: positions)
-            for i in prompts.indices {
-                items.append(TeacherForcedItem(prompt: prompts[i], continuation: posTokens[i]))
-                items.append(TeacherForcedItem(prompt: prompts[i], continuation: negTokens[i]))
-                specs += [spec, spec]
-            }
+            for i in prompts.indices { groups.append(TeacherForcedGroup(prompt: prompts[i], steering: spec, continuations: [posTokens[i], negTokens[i]])) }
         }
-        let lp = try chunked(items, specs) { try model.teacherForcedLogProbs($0, steering: $1) }
+        var lp: [[[Double]]] = []
+        for start in stride(from: 0, to: groups.count, by: max(chunk, 1)) {
+            lp += try model.teacherForcedLogProbs(groups: Array(groups[start..<min(start + chunk, groups.count)]))
+        }
         let n = prompts.count
-        return steering.indices.map { c in
-            (0..<n).map { i in lp[(c * n + i) * 2].reduce(0, +) - lp[(c * n + i) * 2 + 1].reduce(0, +) }
-        }
+        return steering.indices.map { c in (0..<n).map { i in lp[c * n + i][0].reduce(0, +) - lp[c * n + i][1].reduce(0, +) } }
     }
 
     /// Per configuration, per A/B item: 100 · p(trait letter) / (p(trait) + p(other)).
@@ -262,7 +261,9 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
     /// Whether log-odds sees a propensity shift that is known to be there: each reference
     /// question is asked after two earlier exchanges in which the assistant answered with the
     /// trait (primed positive) or without it (primed negative), taken from other reference items.
-    /// The AUC of primed-positive against primed-negative log-odds is the instrument's evidence.
+    /// The evidence is paired per question (questions differ far more from each other than
+    /// priming moves one): the share of questions whose log-odds are higher when primed
+    /// positive, ties counting half, which is the AUC of the paired differences against 0.
     public func primedPrompts(positive: Bool) throws -> [[Int]] {
         guard let tok = model.tokenizer else { return [] }
         let n = references.count
@@ -278,10 +279,15 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
     public func validateLogOdds(minAUC: Double) throws -> InstrumentValidation {
         let pos = try logOdds([nil], prompts: try primedPrompts(positive: true))[0]
         let neg = try logOdds([nil], prompts: try primedPrompts(positive: false))[0]
-        let auc = Statistics.auc(positive: pos, negative: neg) ?? 0.5
-        return InstrumentValidation(instrument: EvaluatorKind.logodds.rawValue, check: "primed_auc", value: auc, n: pos.count + neg.count,
+        return InstrumentValidation(instrument: EvaluatorKind.logodds.rawValue, check: "primed_auc", value: Self.pairedAUC(pos, neg), n: pos.count,
                                     threshold: minAUC,
-                                    detail: "log-odds after two trait-showing vs two trait-free earlier answers, \(pos.count) questions each")
+                                    detail: "paired per question: log-odds after two trait-showing vs two trait-free earlier answers (mean shift \(String(format: "%+.2f", zip(pos, neg).map { $0 - $1 }.reduce(0, +) / Double(max(pos.count, 1)))) nats)")
+    }
+
+    /// P(a_i > b_i) over pairs, ties half.
+    static func pairedAUC(_ a: [Double], _ b: [Double]) -> Double? {
+        let d = zip(a, b).map { $0 - $1 }
+        return Statistics.auc(positive: d, negative: [Double](repeating: 0, count: d.count))
     }
 
     /// The same priming check for A/B items built from the reference answers.
@@ -302,9 +308,9 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
             }
         }
         let pos = try ab([nil], prompts: try primed(true))[0], neg = try ab([nil], prompts: try primed(false))[0]
-        let auc = Statistics.auc(positive: pos, negative: neg) ?? 0.5
-        return InstrumentValidation(instrument: EvaluatorKind.ab.rawValue, check: "primed_auc", value: auc, n: pos.count + neg.count,
-                                    threshold: minAUC, detail: "P(trait letter) after two trait vs two non-trait earlier choices, \(pos.count) items each")
+        return InstrumentValidation(instrument: EvaluatorKind.ab.rawValue, check: "primed_auc", value: Self.pairedAUC(pos, neg), n: pos.count,
+                                    threshold: minAUC,
+                                    detail: "paired per item: P(trait letter) after two trait vs two non-trait earlier choices (mean shift \(String(format: "%+.1f", zip(pos, neg).map { $0 - $1 }.reduce(0, +) / Double(max(pos.count, 1)))) points)")
     }
 
     /// Whether perplexity sees damage that is known to be there: per neutral text, the NLL under

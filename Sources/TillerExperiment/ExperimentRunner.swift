@@ -507,19 +507,6 @@ final class Counter: @unchecked Sendable {
     func add(_ e: String) { lock.lock(); count += 1; if first == nil { first = e }; lock.unlock() }
 }
 
-/// Runs async work from synchronous code (the CLI and the pipeline are synchronous).
-final class BlockingBox<T>: @unchecked Sendable { var value: T? }
-
-func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
-    let box = BlockingBox<T>()
-    let sem = DispatchSemaphore(value: 0)
-    Task.detached {
-        box.value = await body()
-        sem.signal()
-    }
-    sem.wait()
-    return box.value!
-}
 
 extension Int {
     func rangeMap<T>(_ f: (Int) throws -> T) rethrows -> [T] { try (0..<self).map(f) }

@@ -37,6 +37,18 @@ public struct TeacherForcedItem: Sendable, Equatable {
     }
 }
 
+/// Continuations that share a prompt and one steering spec (teacher-forced scoring).
+public struct TeacherForcedGroup: Sendable, Equatable {
+    public var prompt: [Int]
+    public var steering: SteeringSpec?
+    public var continuations: [[Int]]
+    public init(prompt: [Int], steering: SteeringSpec?, continuations: [[Int]]) {
+        self.prompt = prompt
+        self.steering = steering
+        self.continuations = continuations
+    }
+}
+
 /// Which logits a forward pass returns.
 public enum LogitsMode: Sendable, Equatable {
     case none
@@ -211,38 +223,61 @@ public final class LanguageModel: @unchecked Sendable {
     /// positions ≥ the prompt's length, as in generation). Equal to `teacherForcedLogProbs` on
     /// prompt + continuation up to fp32 rounding.
     public func teacherForcedLogProbs(prompt: [Int], continuations: [[Int]], steering: [SteeringSpec?] = []) throws -> [[Double]] {
-        try validate(prompt, what: "prompt")
-        for (i, c) in continuations.enumerated() {
-            guard !c.isEmpty else { throw ModelError("continuation \(i) is empty") }
-            try validate(c, what: "continuation \(i)")
-        }
         for s in steering { for e in s?.edits ?? [] where e.positions != .response {
-            throw ModelError("teacherForcedLogProbs(prompt:continuations:): steering at every position would change the shared prompt; use .response edits or the per-item form")
+            throw ModelError("teacherForcedLogProbs(prompt:continuations:): steering at every position would change the shared prompt; use .response edits or groups")
         } }
+        let specs = continuations.indices.map { $0 < steering.count ? steering[$0] : nil }
+        return try sharedPromptLogProbs([(prompt, nil, continuations, specs)])[0]
+    }
+
+    /// Teacher-forced continuations in groups that share a prompt and a steering spec (applied to
+    /// the prompt and its continuations alike, `.all` or `.response`): each prompt runs once, its
+    /// continuations read its keys/values in place; all prompts run as one ragged batch, then all
+    /// continuations. Per group, per continuation, per token: the log-probability.
+    public func teacherForcedLogProbs(groups: [TeacherForcedGroup]) throws -> [[[Double]]] {
+        try sharedPromptLogProbs(groups.map { g in (g.prompt, g.steering, g.continuations, g.continuations.map { _ in g.steering }) })
+    }
+
+    func sharedPromptLogProbs(_ groups: [(prompt: [Int], steering: SteeringSpec?, continuations: [[Int]], specs: [SteeringSpec?])]) throws -> [[[Double]]] {
+        for (g, grp) in groups.enumerated() {
+            try validate(grp.prompt, what: "group \(g) prompt")
+            for (i, c) in grp.continuations.enumerated() {
+                guard !c.isEmpty else { throw ModelError("group \(g) continuation \(i) is empty") }
+                try validate(c, what: "group \(g) continuation \(i)")
+            }
+        }
         let ws = Workspace(transformer)
-        let cache = transformer.makeCache(capacity: prompt.count)
-        let first = run([SequenceInput(cache: cache, tokens: prompt, promptLength: prompt.count, sequence: 0)],
-                        plan: nil, logits: .last, ws: ws)[0]
-        let firstLSE = logSumExp(first)
-        var out = continuations.map { c -> [Double] in
-            var row = [Double](repeating: 0, count: c.count)
-            row[0] = Double(first[c[0]]) - firstLSE
-            return row
-        }
-        // Continuation i feeds its tokens 0..<n-1 (each predicts the next) in a child cache.
-        var seqs: [SequenceInput] = [], owner: [Int] = [], specs: [SteeringSpec?] = []
-        for (i, c) in continuations.enumerated() where c.count > 1 {
-            seqs.append(SequenceInput(cache: cache.child(extra: c.count - 1), tokens: Array(c.dropLast()), promptLength: prompt.count,
-                                      sequence: seqs.count))
-            owner.append(i)
-            specs.append(i < steering.count ? steering[i] : nil)
-        }
-        guard !seqs.isEmpty else { return out }
-        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: seqs.count, steering: specs, capture: .none, callback: nil)
         let V = vocabSize
-        run(seqs, plan: plan, wants: { _, _ in true }, ws: ws) { s, p, row in
-            let c = continuations[owner[s]]
-            out[owner[s]][p + 1] = Double(row[c[p + 1]]) - logSumExp(UnsafeBufferPointer(start: row, count: V))
+        var caches: [KVCache] = []
+        var seqs: [SequenceInput] = []
+        for (g, grp) in groups.enumerated() {
+            let cache = transformer.makeCache(capacity: grp.prompt.count)
+            caches.append(cache)
+            seqs.append(SequenceInput(cache: cache, tokens: grp.prompt, promptLength: grp.prompt.count, sequence: g))
+        }
+        var out = groups.map { grp in grp.continuations.map { [Double](repeating: 0, count: $0.count) } }
+        let promptPlan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: groups.count, steering: groups.map(\.steering),
+                                      capture: .none, callback: nil)
+        run(seqs, plan: promptPlan, wants: { s, p in p == groups[s].prompt.count - 1 }, ws: ws) { s, _, row in
+            let lse = logSumExp(UnsafeBufferPointer(start: row, count: V))
+            for (i, c) in groups[s].continuations.enumerated() { out[s][i][0] = Double(row[c[0]]) - lse }
+        }
+        // Continuation tokens 0..<n-1 (each predicts the next) in children of the prompt caches.
+        var children: [SequenceInput] = [], owner: [(group: Int, index: Int)] = [], specs: [SteeringSpec?] = []
+        for (g, grp) in groups.enumerated() {
+            for (i, c) in grp.continuations.enumerated() where c.count > 1 {
+                children.append(SequenceInput(cache: caches[g].child(extra: c.count - 1), tokens: Array(c.dropLast()),
+                                              promptLength: grp.prompt.count, sequence: children.count))
+                owner.append((g, i))
+                specs.append(grp.specs[i])
+            }
+        }
+        guard !children.isEmpty else { return out }
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: children.count, steering: specs, capture: .none, callback: nil)
+        run(children, plan: plan, wants: { _, _ in true }, ws: ws) { s, p, row in
+            let (g, i) = owner[s]
+            let c = groups[g].continuations[i]
+            out[g][i][p + 1] = Double(row[c[p + 1]]) - logSumExp(UnsafeBufferPointer(start: row, count: V))
         }
         return out
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TillerModels
 import TillerSteering
+import TillerEval
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,6 +45,12 @@ struct Extract: ParsableCommand {
     var methods = "probe,mean_diff"
     @Flag(help: "Generate again even when matching activations are stored.")
     var regenerate = false
+    @Option(help: "Vet samples with this judge (local:MODEL or openai:MODEL): it is validated on the trait's reference answers first, then positive samples need trait ≥ 50, negative ones < 50, both coherence ≥ 50.")
+    var vet: String?
+    @Option(name: .customLong("min-vetted"), help: "With --vet: fewest surviving samples per polarity.")
+    var minVetted = 4
+    @Flag(name: .customLong("allow-invalid-judge"), help: "With --vet: vet even with a judge that failed validation.")
+    var allowInvalidJudge = false
     @Option(name: .shortAndLong, help: "Output directory.")
     var out: String
 
@@ -94,13 +101,14 @@ struct Extract: ParsableCommand {
             }
         }
         let started = Date()
-        let run: ExtractionRun
+        var run: ExtractionRun
         if let stored { run = stored } else {
             run = try ContrastiveExtraction.collect(model: lm, trait: trait, settings: settings)
             try run.save(directory: out)
             note(String(format: "generated %d answers in %.1fs (%d dropped: nothing captured)", run.positiveSamples.count + run.negativeSamples.count + run.dropped,
                         Date().timeIntervalSince(started), run.dropped))
         }
+        if let vet, run.vetting == nil { run = try vetSamples(run, trait: trait, judge: vet, model: lm) }
         let specs = try parsedMethods().map { VariantSpec($0) }
         let vectors = try VariantExtractor().run(run.activations, specs: specs) { _, _ in [] }
         for ev in vectors {
@@ -114,6 +122,41 @@ struct Extract: ParsableCommand {
         print(report)
         note("wrote \(vectors.map { $0.spec.name + ".safetensors" }.joined(separator: ", ")), extract.md, samples.jsonl to \(out)")
     }
+
+    /// Validates the judge on the trait's known cases, then keeps the samples it scores as
+    /// showing what their polarity claims; the vetted run replaces the stored one.
+    func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, model: LanguageModel) throws -> ExtractionRun {
+        let spec = try JudgeSpec(parsing: judge)
+        let base: any Judge
+        switch spec.backend {
+        case .openai: base = OpenAIJudge(model: spec.model, options: try OpenAIJudgeOptions.fromEnvironment(baseURL: nil, apiKey: nil))
+        case .local: base = try LocalJudge(model: spec.model == model.name ? model : LanguageModel.load(spec.model), name: spec.model)
+        }
+        let scorer = JudgeScorer(judge: base, prompts: try JudgePrompts.defaults())
+        let r: Result<ExtractionRun, Error> = blocking {
+            do {
+                let checks = try await JudgeValidation.run(scorer: scorer, trait: trait.name, definition: trait.definition,
+                                                           references: trait.referenceAnswers, items: 12, minAUC: 0.75, relevance: false, seed: 0)
+                for c in checks { note("judge \(judge) \(c.check): \(c.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(c.n)) \(c.passed ? "passed" : "FAILED")") }
+                if !checks.allSatisfy(\.passed) && !allowInvalidJudge {
+                    throw CLIError("--vet: the judge \(judge) failed validation on \(trait.name); it cannot vet samples (use a better judge, or --allow-invalid-judge)")
+                }
+                return .success(try await run.vetted(scorer: { q, a in
+                    (try await scorer.traitScore(trait: trait.name, definition: trait.definition, question: q, answer: a).score,
+                     try await scorer.coherenceOnly(question: q, answer: a).score)
+                }))
+            } catch { return .failure(error) }
+        }
+        let vetted = try r.get()
+        let v = vetted.vetting!
+        note(v.summary)
+        guard v.positiveKept >= minVetted, v.negativeKept >= minVetted else {
+            throw CLIError("trait \(trait.name): vetting kept \(v.positiveKept)/\(v.positiveTotal) positive and \(v.negativeKept)/\(v.negativeTotal) negative samples, fewer than --min-vetted \(minVetted)")
+        }
+        try vetted.save(directory: out)
+        return vetted
+    }
+
 }
 
 /// extract.md: the run, probe accuracy and projection separation per layer, a few answers.

@@ -124,6 +124,20 @@ final class EvaluatorTests: XCTestCase {
             }
         }
         XCTAssertNotEqual(shared[0], shared[1], "steering changed nothing")
+        // Steering at every position: the grouped path (one steered prompt per configuration and
+        // question, both answers continuing it) equals whole sequences steered everywhere.
+        let tfAll = try TeacherForcedEvaluator(model: model, references: refs, positions: .all)
+        let grouped = try tfAll.logOdds(edits)
+        for (c, e) in edits.enumerated() {
+            for i in refs.indices {
+                let spec = e.map { SteeringSpec(edits: [$0]) }
+                let lp = try model.teacherForcedLogProbs([TeacherForcedItem(prompt: tf.referencePrompts[i], continuation: tf.posTokens[i]),
+                                                          TeacherForcedItem(prompt: tf.referencePrompts[i], continuation: tf.negTokens[i])],
+                                                         steering: [spec, spec])
+                XCTAssertEqual(grouped[c][i], lp[0].reduce(0, +) - lp[1].reduce(0, +), accuracy: 1e-3)
+            }
+        }
+        for i in refs.indices { XCTAssertEqual(grouped[0][i], shared[0][i], accuracy: 1e-3, "unsteered, both paths score the same tokens") }
         let ab = try tf.ab(edits)
         XCTAssertEqual(ab.count, 2)
         XCTAssertTrue(ab.allSatisfy { $0.count == refs.count && $0.allSatisfy { (0...100).contains($0) } })

@@ -19,6 +19,10 @@ final class RealRunTests: XCTestCase {
     judge: local:smollm2-135m-instruct
     judge_min_mass: 0.001
     judge_relevance: false
+    judge_validation: {items: 4}
+    evaluators: [judge, logodds, perplexity, degeneration]
+    reference_items: 8
+    perplexity_texts: 4
     coherence_thresholds: [30, 20]
     questions_per_trait: 2
     max_new_tokens: 10
@@ -65,7 +69,9 @@ final class RealRunTests: XCTestCase {
     func rows(_ s: ResultsStore) throws -> ([String], [String]) {
         let g = try s.generations().map { "\($0.configId)|\($0.question)|\($0.sample)|\($0.response)|\($0.tokens)|\($0.finish)|\($0.prompt)" }
         let sc = try s.scores().map { "\($0.configId)|\($0.question)|\($0.sample)|\(String(describing: $0.trait))|\(String(describing: $0.coherence))" }
-        return (g, sc)
+        let m = try ["logodds", "perplexity"].flatMap { e in try s.metrics(evaluator: e).sorted { $0.key < $1.key }.map { "\(e)|\($0.key)|\($0.value)" } }
+        let v = try s.validations().map { "\($0.model)|\($0.trait)|\($0.validation.instrument)|\($0.validation.check)|\(String(describing: $0.validation.value))" }
+        return (g, sc + m + v)
     }
 
     /// Copies scan, activations and vectors (not the database) so a second run skips those stages.
@@ -96,8 +102,15 @@ final class RealRunTests: XCTestCase {
         }
         let md = try String(contentsOfFile: Self.whole + "/report.md", encoding: .utf8)
         XCTAssertTrue(md.contains("## smollm2-135m-instruct, refusal"), md)
-        XCTAssertTrue(md.contains("**Baseline:** trait="), md)
-        XCTAssertTrue(md.contains("| Condition | Winner Δ | Baseline Probe Δ | Benefit |"), md)
+        XCTAssertTrue(md.contains("**Baseline (unsteered), judge:** trait="), md)
+        XCTAssertTrue(md.contains("| Condition | Evaluator | Gate | Winner Δ [CI] | Baseline Probe Δ [CI] | Benefit [CI] |"), md)
+        XCTAssertTrue(md.contains("## Instruments"), md)
+        XCTAssertTrue(md.contains("### logodds"), md)
+        // Every instrument was checked on known cases before use.
+        let checks = Set(try s.validations().map { "\($0.validation.instrument)/\($0.validation.check)" })
+        XCTAssertEqual(checks, ["judge/trait_auc", "judge/coherence_auc", "logodds/primed_auc", "perplexity/damage_auc", "degeneration/repetition_auc"])
+        // 5 configurations × (8 reference questions + 4 neutral texts).
+        XCTAssertEqual(try s.count("metrics"), 5 * (8 + 4))
         let html = try String(contentsOfFile: Self.whole + "/report.html", encoding: .utf8)
         XCTAssertTrue(html.contains("<svg"))
         XCTAssertTrue(html.contains(esc(base[0])))
@@ -156,7 +169,7 @@ final class RealRunTests: XCTestCase {
         func launch() throws -> Process {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: bin)
-            p.arguments = ["run", specPath, "--out", dir, "--no-progress", "--no-report"]
+            p.arguments = ["run", specPath, "--out", dir, "--no-progress", "--no-report", "--allow-invalid-judge"]
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()
