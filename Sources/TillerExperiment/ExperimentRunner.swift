@@ -70,6 +70,7 @@ public final class ExperimentRunner {
         let t0 = Date()
         // Everything checkable from the files comes first, before any model work.
         let traits = try spec.traits.map { try resolveTrait($0) }
+        if !options.prepareOnly || spec.extraction.vetting == .judge { try preflightJudge() }
         for modelArg in spec.models {
             let model = try stage("load \(modelArg)", record: false) { try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory)) }
             try checkLayers(model)
@@ -417,30 +418,34 @@ public final class ExperimentRunner {
 
     // MARK: Judging
 
-    func makeScorer(for model: LanguageModel) throws -> JudgeScorer {
+    func judgeFactory() throws -> JudgeFactory {
         guard let text = self.spec.judge else { throw ExperimentError("no judge is configured") }
-        let spec = try JudgeSpec(parsing: text)
-        var judge: any Judge
-        switch spec.backend {
-        case .openai:
-            judge = OpenAIJudge(model: spec.model, options: try OpenAIJudgeOptions.fromEnvironment(baseURL: nil, apiKey: nil))
-        case .local:
-            let lm: LanguageModel
-            if let m = judgeModels[spec.model] {
-                lm = m
-            } else if spec.model == model.name || Self.resolveModel(spec.model, in: baseDirectory) == model.name {
-                lm = model
-            } else {
-                lm = try LanguageModel.load(Self.resolveModel(spec.model, in: baseDirectory))
-            }
-            judgeModels[spec.model] = lm
-            judge = try LocalJudge(model: lm, name: spec.model)
-        }
-        // The judge cache lives in the results database.
-        judge = CachedJudge(judge, cache: try JudgeCache(writer: store.db))
         let prompts = try self.spec.judgePrompts.map { try JudgePrompts.load(directory: Self.resolve($0, in: baseDirectory)) }
-            ?? JudgePrompts.defaults()
-        return JudgeScorer(judge: judge, prompts: prompts, minMass: self.spec.judgeMinMass)
+        // The judge cache lives in the results database.
+        return try JudgeFactory(spec: try JudgeSpec(parsing: text), cache: try JudgeCache(writer: store.db), prompts: prompts,
+                                minMass: self.spec.judgeMinMass)
+    }
+
+    func makeScorer(for model: LanguageModel) throws -> JudgeScorer {
+        try judgeFactory().makeScorer { name in
+            if let m = judgeModels[name] { return m }
+            let m = name == model.name || Self.resolveModel(name, in: baseDirectory) == model.name
+                ? model : try LanguageModel.load(Self.resolveModel(name, in: baseDirectory))
+            judgeModels[name] = m
+            return m
+        }
+    }
+
+    /// An `openai:` judge answers one small request before any model work (a missing key or a
+    /// wrong URL fails now, not after the sweep has been generated).
+    func preflightJudge() throws {
+        guard let text = spec.judge, try JudgeSpec(parsing: text).backend == .openai else { return }
+        let judge = try judgeFactory().makeJudge()
+        let r: Result<Void, Error> = blocking {
+            do { try await judge.preflight(); return .success(()) } catch { return .failure(error) }
+        }
+        try r.get()
+        options.log("judge \(text): answered its first request")
     }
 
     func judgeStage(configIds: Set<String>, ctx: SweepContext, scorer: JudgeScorer, label: String) throws {

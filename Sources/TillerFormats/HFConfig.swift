@@ -181,9 +181,12 @@ extension ModelConfig {
         let maxPositions = try json.positive("max_position_embeddings", default: d.maxPositions, max: 1 << 30)
         // A wrapper's tie flag lives at the top level in v4 layouts.
         let tie = try json.bool("tie_word_embeddings") ?? outer?.bool("tie_word_embeddings") ?? d.tie
-        let activation = try json.string("hidden_activation") ?? json.string("hidden_act") ?? d.activation
-        guard activation == "silu" || activation == "gelu_pytorch_tanh" || activation == "gelu" else {
-            throw FileError(path: path, "\(json.context)hidden_act \"\(activation)\" is not supported (silu, gelu_pytorch_tanh)")
+        // Gemma 2/3's MLP reads `hidden_activation` (default gelu_pytorch_tanh) and ignores
+        // `hidden_act`; Llama and Qwen2 read `hidden_act`.
+        let gemma = arch == .gemma2 || arch == .gemma3
+        let activation = try (gemma ? json.string("hidden_activation") : json.string("hidden_act")) ?? d.activation
+        guard ModelConfig.supportedActivations.contains(activation) else {
+            throw FileError(path: path, "\(json.context)hidden_act \"\(activation)\" is not supported (\(ModelConfig.supportedActivations.joined(separator: ", ")))")
         }
         guard eps > 0 else { throw FileError(path: path, "\(json.context)rms_norm_eps must be positive") }
 

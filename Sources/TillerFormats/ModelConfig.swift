@@ -45,7 +45,9 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     public var maxPositionEmbeddings: Int
     public var tieWordEmbeddings: Bool
     public var attentionBias: Bool              // Qwen2: true (q/k/v biases)
-    public var hiddenActivation: String         // "silu" or "gelu_pytorch_tanh"
+    public var hiddenActivation: String         // one of supportedActivations
+    /// Gate activations the recipes run (transformers' ACT2FN names).
+    public static let supportedActivations = ["silu", "swish", "gelu_pytorch_tanh", "gelu_new", "gelu"]
 
     // Gemma 2 / 3
     public var queryPreAttnScalar: Double?

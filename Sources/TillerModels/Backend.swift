@@ -1,4 +1,5 @@
 import Foundation
+import TillerFormats
 import TillerTensor
 
 // The seam between the transformer recipe and where its arithmetic runs. `Transformer.swift`
@@ -39,9 +40,24 @@ public protocol Backend: AnyObject, Sendable {
     func attention(_ jobs: [AttentionJob], scratch: UnsafeMutablePointer<Float>)
 }
 
+/// The FFN's gate activation, as config.json's `hidden_act` / `hidden_activation` names it.
 public enum Activation: Sendable {
     case silu
+    /// GELU, tanh approximation (`gelu_pytorch_tanh`, `gelu_new`).
     case geluTanh
+    /// GELU, exact: x·Φ(x) (`gelu`).
+    case gelu
+
+    /// transformers' activation name → activation (the names ModelConfig.supportedActivations lists).
+    public init(configName: String) throws {
+        switch configName {
+        case "silu", "swish": self = .silu
+        case "gelu_pytorch_tanh", "gelu_new": self = .geluTanh
+        case "gelu": self = .gelu
+        default:
+            throw ModelError("hidden_act \"\(configName)\" is not supported (\(ModelConfig.supportedActivations.joined(separator: ", ")))")
+        }
+    }
 }
 
 /// One sequence's attention at one layer: `queries` new tokens whose absolute positions start at
@@ -138,6 +154,11 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                 let g = gate[i]
                 let t = Foundation.tanh(k0 * (g + 0.044715 * g * g * g))
                 gate[i] = 0.5 * g * (1 + t) * up[i]
+            }
+        case .gelu:
+            for i in 0..<count {
+                let g = Double(gate[i])
+                gate[i] = Float(0.5 * g * (1 + Foundation.erf(g / 2.0.squareRoot()))) * up[i]
             }
         }
     }

@@ -2,49 +2,50 @@ import Foundation
 import NIOHTTP1
 import TillerFormats
 import TillerModels
+import TillerSteering
 import TillerTokenizers
 
-/// Steering vector files the server knows, by name: safetensors with F32 tensors `layer.L`.
+/// Steering vector files the server knows, by name: anything `tiller generate --steer` reads
+/// (Tiller's safetensors with F32 tensors `layer.L`, or a llama.cpp control-vector GGUF), loaded
+/// through SteeringVectorFile and checked when added.
 public final class VectorStore: @unchecked Sendable {
-    private var paths: [String: String] = [:]
-    private var files: [String: SafetensorsFile] = [:]
+    private var files: [String: SteeringVectorFile] = [:]
     private let lock = NSLock()
+
+    /// File name endings `addDirectory` picks up.
+    public static let extensions = [".safetensors", ".gguf"]
 
     public init() {}
 
-    /// Registers `path` as `name` (checked now: a bad file fails at startup, not per request).
+    /// Registers `path` as `name` (read now: a bad file fails at startup, not per request).
     public func add(name: String, path: String) throws {
-        let f = try SafetensorsFile(path: path)
-        guard f.names.contains(where: { $0.hasPrefix("layer.") }) else {
-            throw ServerError.badRequest("vector file \(path) has no layer.L tensors", param: nil)
-        }
-        lock.withLock { paths[name] = path; files[name] = f }
+        let f = try SteeringVectorFile.load(path: path)
+        lock.withLock { files[name] = f }
     }
 
-    /// Every *.safetensors file of a directory, named by its file name without the extension.
+    /// Every vector file of a directory (*.safetensors, *.gguf), named by its file name without
+    /// the extension.
     public func addDirectory(_ dir: String) throws {
-        let items = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".safetensors") }.sorted()
+        let items = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
         for item in items {
-            try add(name: String(item.dropLast(".safetensors".count)), path: (dir as NSString).appendingPathComponent(item))
+            guard let ext = Self.extensions.first(where: { item.hasSuffix($0) }) else { continue }
+            try add(name: String(item.dropLast(ext.count)), path: (dir as NSString).appendingPathComponent(item))
         }
     }
 
-    public var names: [String] { lock.withLock { paths.keys.sorted() } }
+    public var names: [String] { lock.withLock { files.keys.sorted() } }
 
     func vector(_ name: String, layer: Int, hidden: Int) throws -> [Float] {
         guard let f = lock.withLock({ files[name] }) else {
             let known = names
             throw ServerError.badRequest("unknown steering vector \"\(name)\"; known: \(known.isEmpty ? "none (start serve with --vector NAME=PATH)" : known.joined(separator: ", "))", param: "steering")
         }
-        let t = "layer.\(layer)"
-        guard f.names.contains(t) else {
-            throw ServerError.badRequest("steering vector \"\(name)\" has no tensor for layer \(layer)", param: "steering")
+        guard f.vectors[layer] != nil else {
+            throw ServerError.badRequest("steering vector \"\(name)\" has no tensor for layer \(layer) (it has layers \(f.layers.map(String.init).joined(separator: ", ")))", param: "steering")
         }
-        let v = try f.floats(t)
-        guard v.count == hidden else {
-            throw ServerError.badRequest("steering vector \"\(name)\" layer \(layer) has \(v.count) elements; the model's hidden size is \(hidden)", param: "steering")
+        do { return try f.vector(layer: layer, hidden: hidden) } catch {
+            throw ServerError.badRequest("steering vector \"\(name)\": \(error)", param: "steering")
         }
-        return v
     }
 }
 

@@ -126,15 +126,12 @@ struct Extract: ParsableCommand {
     /// Validates the judge on the trait's known cases, then keeps the samples it scores as
     /// showing what their polarity claims; the vetted run replaces the stored one.
     func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, model: LanguageModel) throws -> ExtractionRun {
-        let spec = try JudgeSpec(parsing: judge)
-        let base: any Judge
-        switch spec.backend {
-        case .openai: base = OpenAIJudge(model: spec.model, options: try OpenAIJudgeOptions.fromEnvironment(baseURL: nil, apiKey: nil))
-        case .local: base = try LocalJudge(model: spec.model == model.name ? model : LanguageModel.load(spec.model), name: spec.model)
+        let scorer = try JudgeFactory(spec: try JudgeSpec(parsing: judge)).makeScorer { name in
+            name == model.name ? model : try LanguageModel.load(name)
         }
-        let scorer = JudgeScorer(judge: base, prompts: try JudgePrompts.defaults())
         let r: Result<ExtractionRun, Error> = blocking {
             do {
+                try await scorer.judge.preflight()
                 let checks = try await JudgeValidation.run(scorer: scorer, trait: trait.name, definition: trait.definition,
                                                            references: trait.referenceAnswers, items: 12, minAUC: 0.75, relevance: false, seed: 0)
                 for c in checks { note("judge \(judge) \(c.check): \(c.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(c.n)) \(c.passed ? "passed" : "FAILED")") }

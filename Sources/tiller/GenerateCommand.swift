@@ -22,7 +22,9 @@ struct Generate: ParsableCommand {
     var steer: String?
     @Option(help: "Layer whose resid_post the vector is added to (with --steer).")
     var layer: Int?
-    @Option(help: "Steering coefficient: adds coef × vector (with --steer).")
+    // `.unconditional`: `--coef -120` takes -120 as the value (negative steering is everyday use),
+    // not as an unknown flag.
+    @Option(parsing: .unconditional, help: "Steering coefficient: adds coef × vector (with --steer); negative steers away.")
     var coef: Float = 1
     @Option(help: "Where to steer: all | response.")
     var positions: SteeringPositions = .all

@@ -71,34 +71,27 @@ struct JudgeCommand: ParsableCommand {
 
     func run() throws {
         // The root command is synchronous; the judges are async.
-        let box = ResultBox()
-        let sem = DispatchSemaphore(value: 0)
-        Task {
-            do { try await self.score() } catch { box.error = error }
-            sem.signal()
+        let r: Result<Void, Error> = blocking {
+            do { try await self.score(); return .success(()) } catch { return .failure(error) }
         }
-        sem.wait()
-        if let e = box.error { throw e }
+        try r.get()
     }
 
-    final class ResultBox: @unchecked Sendable { var error: Error? }
-
     func score() async throws {
+        var openAI: OpenAIJudgeOptions?
         let spec = try JudgeSpec(parsing: judge)
-        var base: any Judge
-        switch spec.backend {
-        case .openai:
+        if spec.backend == .openai {
             var o = try OpenAIJudgeOptions.fromEnvironment(baseURL: baseURL, apiKey: apiKey)
             o.maxConcurrent = concurrency
             o.timeout = timeout
             o.maxRetries = retries
-            base = OpenAIJudge(model: spec.model, options: o)
-        case .local:
-            base = try LocalJudge(model: LanguageModel.load(spec.model), name: spec.model)
+            openAI = o
         }
-        if let cachePath { base = CachedJudge(base, cache: try JudgeCache(path: cachePath)) }
-        let prompts = try promptsDirectory.map { try JudgePrompts.load(directory: $0) } ?? JudgePrompts.defaults()
-        let scorer = JudgeScorer(judge: base, prompts: prompts, minMass: minMass)
+        let factory = try JudgeFactory(spec: spec, openAI: openAI, cache: try cachePath.map { try JudgeCache(path: $0) },
+                                       prompts: try promptsDirectory.map { try JudgePrompts.load(directory: $0) }, minMass: minMass)
+        let scorer = try factory.makeScorer()
+        // A missing key or a wrong URL fails here, in seconds, before any item is read.
+        try await scorer.judge.preflight()
         if validateJudge {
             let t = try Trait.resolve(trait!)
             let checks = try await JudgeValidation.run(scorer: scorer, trait: t.name, definition: t.definition, references: t.referenceAnswers,

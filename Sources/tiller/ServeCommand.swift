@@ -24,7 +24,7 @@ struct Serve: ParsableCommand {
     var port = 8080
     @Option(name: .customLong("vector"), help: "A steering vector file known to the server, as NAME=PATH (repeatable).")
     var vector: [String] = []
-    @Option(name: .customLong("vectors"), help: "A directory whose *.safetensors files are known by their file names.")
+    @Option(name: .customLong("vectors"), help: "A directory whose vector files (*.safetensors, llama.cpp control-vector *.gguf) are known by their file names.")
     var vectorsDirectory: String?
     @Option(name: .customLong("max-batch"), help: "Most requests generating at once (more wait in a queue).")
     var maxBatch = 32

@@ -38,6 +38,22 @@ final class EvaluatorTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(try PromptFile.shippedNeutral().count, 30)
     }
 
+    /// An `openai:` judge answers one small request before any long work; what to fix is named.
+    func testOpenAIPreflightNamesWhatToSet() async throws {
+        let noKey = OpenAIJudge(model: "gpt-4.1-mini", options: OpenAIJudgeOptions(baseURL: URL(string: "https://api.openai.com/v1")!, apiKey: nil))
+        do { try await noKey.preflight(); XCTFail("a missing key must fail") } catch {
+            XCTAssertTrue("\(error)".contains("OPENAI_API_KEY") && "\(error)".contains("TILLER_JUDGE_API_KEY"), "\(error)")
+        }
+        // Nothing listens on the discard port: the error says which URL to check.
+        let cached = CachedJudge(OpenAIJudge(model: "m", options: OpenAIJudgeOptions(baseURL: URL(string: "http://127.0.0.1:9/v1")!, apiKey: "k",
+                                                                                       timeout: 2, backoffBase: 0.05)),
+                                 cache: try JudgeCache(path: NSTemporaryDirectory() + "preflight-cache-\(getpid()).sqlite"))
+        do { try await cached.preflight(); XCTFail("an unreachable endpoint must fail") } catch {
+            XCTAssertTrue("\(error)".contains("failed its first request") && "\(error)".contains("TILLER_JUDGE_BASE_URL"), "\(error)")
+        }
+        try await ConstantJudge().preflight()  // judges without setup pass
+    }
+
     func testAJudgeThatAlwaysAnswersTheSameFailsValidation() async throws {
         let t = try refusal()
         let scorer = JudgeScorer(judge: ConstantJudge(), prompts: try JudgePrompts.defaults())

@@ -135,6 +135,39 @@ final class ShippedExperimentTests: XCTestCase {
         let demo = try ExperimentSpec.load(path: dir + "/demo.yaml")
         XCTAssertEqual(demo.models, ["smollm2-135m-instruct"])
         XCTAssertEqual(demo.traits, ["refusal"])
-        XCTAssertEqual(demo.layers.layers.count, 5)
+        XCTAssertEqual(demo.layers.layers.count, 2)
+        // The demo measures steering without a judge, and validates every instrument it uses.
+        XCTAssertEqual(Set(demo.evaluators), [.logodds, .perplexity, .degeneration])
+    }
+}
+
+/// What can fail from the file and the environment fails before any model work.
+final class RunnerPreflightTests: XCTestCase {
+    func testOpenAIJudgeWithoutAKeyFailsBeforeAnyWork() throws {
+        let dir = NSTemporaryDirectory() + "tiller-preflight-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let yaml = """
+        name: preflight
+        models: [smollm2-135m-instruct]
+        traits: [refusal]
+        methods: [probe]
+        layers: [12]
+        coefficients: {scale: relative, values: [0.5]}
+        judge: openai:gpt-4.1-mini
+        questions_per_trait: 4
+        """
+        try yaml.write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
+        let names = ["OPENAI_API_KEY", "TILLER_JUDGE_API_KEY", "TILLER_JUDGE_BASE_URL", "OPENAI_BASE_URL"]
+        let saved: [(String, String?)] = names.map { n in (n, ProcessInfo.processInfo.environment[n]) }
+        defer { for (k, v) in saved { if let v { setenv(k, v, 1) } else { unsetenv(k) } } }
+        for (k, _) in saved { unsetenv(k) }
+        var o = RunOptions()
+        o.showProgress = false
+        let t = Date()
+        let r = try ExperimentRunner(spec: try ExperimentSpec.load(path: dir + "/p.yaml"), baseDirectory: dir, outputDirectory: dir + "/out", options: o)
+        XCTAssertThrowsError(try r.run()) { XCTAssertTrue("\($0)".contains("OPENAI_API_KEY"), "\($0)") }
+        XCTAssertLessThan(Date().timeIntervalSince(t), 10)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out/smollm2-135m-instruct/scan.json"), "no scan ran")
     }
 }

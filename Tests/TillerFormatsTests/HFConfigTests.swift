@@ -147,6 +147,17 @@ final class HFConfigTests: XCTestCase {
         XCTAssertNil(q.bosTokenId)
     }
 
+    func testHiddenActivationIsReadPerArchitecture() throws {
+        let llama = try parse(#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "hidden_act": "gelu"}"#)
+        XCTAssertEqual(llama.hiddenActivation, "gelu")
+        // Gemma 2/3's MLP reads hidden_activation; a legacy hidden_act does not change it.
+        let gemma = try parse(#"{"model_type": "gemma2", "hidden_size": 64, "num_hidden_layers": 2, "hidden_act": "gelu"}"#)
+        XCTAssertEqual(gemma.hiddenActivation, "gelu_pytorch_tanh")
+        XCTAssertThrowsError(try parse(#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "hidden_act": "relu"}"#)) {
+            XCTAssertTrue("\($0)".contains("hidden_act \"relu\" is not supported"), "\($0)")
+        }
+    }
+
     func testLlama31V4RopeScaling() throws {
         let c = try parse("""
         {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,

@@ -11,6 +11,23 @@ final class TinyParityTests: XCTestCase {
     func testGemma2() throws { try checkTiny("tiny-gemma2") }
     func testGemma3() throws { try checkTiny("tiny-gemma3") }
 
+    /// Every config activation name a recipe accepts maps to a kernel, with transformers' values.
+    func testGateActivations() throws {
+        let be = CPUBackend()
+        func run(_ a: Activation, _ x: Float) -> Float {
+            var g = [x], u: [Float] = [1]
+            g.withUnsafeMutableBufferPointer { gp in u.withUnsafeBufferPointer { be.gatedActivation(gp.baseAddress!, $0.baseAddress!, count: 1, kind: a) } }
+            return g[0]
+        }
+        // torch.nn.functional.silu / gelu / gelu(approximate="tanh") at ±1.
+        XCTAssertEqual(run(try Activation(configName: "silu"), 1), 0.7310586, accuracy: 1e-6)
+        XCTAssertEqual(run(try Activation(configName: "gelu"), 1), 0.8413447, accuracy: 1e-6)
+        XCTAssertEqual(run(try Activation(configName: "gelu"), -1), -0.1586553, accuracy: 1e-6)
+        XCTAssertEqual(run(try Activation(configName: "gelu_pytorch_tanh"), 1), 0.8411920, accuracy: 1e-6)
+        for name in ModelConfig.supportedActivations { XCTAssertNoThrow(try Activation(configName: name), name) }
+        XCTAssertThrowsError(try Activation(configName: "relu"))
+    }
+
     func checkTiny(_ name: String) throws {
         let model = try loadTiny(name)
         let expected = try FixtureFile(Fixtures.path("\(name).expected.safetensors"))

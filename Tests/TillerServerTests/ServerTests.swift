@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import TillerFormats
 import TillerModels
+import TillerSteering
 import XCTest
 @testable import TillerServer
 
@@ -231,6 +232,25 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(content(ra.1), plain)
         XCTAssertEqual(content(rb.1), steered)
         XCTAssertEqual((ra.1["tiller"] as? [String: Any])?["batch_size"] as? Int, 2, "both requests shared one engine call")
+    }
+
+    /// `--vectors` and `--vector` read what `tiller generate --steer` reads: a llama.cpp control
+    /// vector GGUF serves the same direction as the safetensors it was exported from.
+    func testControlVectorGGUFServesTheSameVector() throws {
+        let st = try SteeringVectorFile.load(path: Self.vectorPath)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("serve-test-vectors-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try ControlVectorGGUF.export(st, to: dir + "/random_cv.gguf", modelHint: "llama")
+        try FileManager.default.copyItem(atPath: Self.vectorPath, toPath: dir + "/random_st.safetensors")
+        try "not a vector".write(toFile: dir + "/notes.txt", atomically: true, encoding: .utf8)
+        let store = VectorStore()
+        try store.addDirectory(dir)
+        XCTAssertEqual(store.names, ["random_cv", "random_st"])
+        XCTAssertEqual(try store.vector("random_cv", layer: 10, hidden: 576), try store.vector("random_st", layer: 10, hidden: 576))
+        XCTAssertThrowsError(try store.vector("random_cv", layer: 10, hidden: 64)) { XCTAssertTrue("\($0)".contains("hidden size is 64"), "\($0)") }
+        try Data("GGUF-truncated".utf8).write(to: URL(fileURLWithPath: dir + "/bad.gguf"))
+        XCTAssertThrowsError(try store.add(name: "bad", path: dir + "/bad.gguf")) { XCTAssertTrue("\($0)".contains("bad.gguf"), "\($0)") }
     }
 
     /// 32 concurrent requests: every answer equals the engine's own greedy answer; prints req/s

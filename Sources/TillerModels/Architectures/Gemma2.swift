@@ -14,7 +14,7 @@ enum Gemma2: ArchitectureRecipe {
         }
         return TransformerOptions(
             norm: .onePlusWeight, scaleEmbeddings: true, sandwichNorms: true,
-            activation: .geluTanh,
+            activation: try Activation(configName: c.hiddenActivation),
             attentionScale: 1 / Float(c.queryPreAttnScalar ?? Double(c.headDim)).squareRoot(),
             attentionSoftcap: c.attnLogitSoftcapping.map(Float.init),
             finalSoftcap: c.finalLogitSoftcapping.map(Float.init),
