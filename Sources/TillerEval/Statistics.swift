@@ -1,4 +1,5 @@
 import Foundation
+import TillerModels
 
 // The statistics Tiller's reports rest on: how well a judge's scores separate two sets of answers
 // (ROC AUC), how sure we are of a mean or of a difference between two steering methods (percentile
@@ -15,18 +16,13 @@ import Foundation
 /// not a `RandomNumberGenerator`: the standard library's range sampling would draw differently
 /// from the reference; all draws go through `nextInt(below:)`.
 public struct StatsRNG: Sendable {
-    private var state: UInt64
+    /// The sampler's own SplitMix64 (TillerModels), behind an interface without range sampling.
+    private var bits: SplitMix64
 
-    public init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { bits = SplitMix64(seed: seed) }
 
     /// The next 64 random bits.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { bits.next() }
 
     /// An integer in `0..<n` (n must be positive): `next() % n`.
     ///

@@ -71,6 +71,10 @@ public final class ExperimentRunner {
         // Everything checkable from the files comes first, before any model work.
         let traits = try spec.traits.map { try resolveTrait($0) }
         if !options.prepareOnly || spec.extraction.vetting == .judge { try preflightJudge() }
+        // Every model's layers are checked before any work on the first (loading maps the file).
+        if spec.models.count > 1 {
+            for m in spec.models { try checkLayers(try LanguageModel.load(Self.resolveModel(m, in: baseDirectory))) }
+        }
         for modelArg in spec.models {
             let model = try stage("load \(modelArg)", record: false) { try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory)) }
             try checkLayers(model)

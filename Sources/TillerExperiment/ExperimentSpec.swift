@@ -94,22 +94,14 @@ public struct LayerList: Codable, Sendable, Equatable {
     }
 
     static func parse(_ s: String) throws -> [Int] {
-        let parts = s.replacingOccurrences(of: " ", with: "").split(separator: ":")
-        let bounds = parts.first?.split(separator: "-") ?? []
-        guard parts.count <= 2, bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]) else {
-            throw ExperimentError("layers \"\(s)\" is not a range: write \"6-18\" or \"6-18:3\" (every 3rd layer)")
+        do { return try IntRange(parsing: s).values } catch let e as RangeFormatError {
+            throw ExperimentError("layers \"\(s)\": \(e)")
         }
-        var step = 1
-        if parts.count == 2 {
-            guard let st = Int(parts[1]) else { throw ExperimentError("layers \"\(s)\": step \"\(parts[1])\" is not an integer") }
-            step = st
-        }
-        return try range(a, b, step, text: s)
     }
     static func range(_ a: Int, _ b: Int, _ step: Int, text: String) throws -> [Int] {
-        guard step >= 1 else { throw ExperimentError("layers \(text): the step must be at least 1") }
-        guard a <= b else { throw ExperimentError("layers \(text): the range is empty (\(a) > \(b))") }
-        return Array(stride(from: a, through: b, by: step))
+        do { return try IntRange(lower: a, upper: b, step: step).values } catch let e as RangeFormatError {
+            throw ExperimentError("layers \(text): \(e)")
+        }
     }
 }
 
@@ -117,9 +109,11 @@ public struct LayerList: Codable, Sendable, Equatable {
 public struct ExtractionPlan: Codable, Sendable, Equatable {
     public var maxPairs: Int?
     public var maxQuestions: Int?
-    public var maxNewTokens: Int = 32
-    public var temperature: Double = 0.7
-    public var batchSize: Int = 16
+    public var maxNewTokens: Int = Self.defaults.maxNewTokens
+    public var temperature: Double = Self.defaults.temperature
+    public var batchSize: Int = Self.defaults.batchSize
+    /// Defaults shared with `tiller extract`.
+    static let defaults = ExtractionSettings()
     /// `instructions` or `scenarios`; nil: instructions for a chat model that the trait has them
     /// for, else scenarios.
     public var form: ExtractionForm?
@@ -141,9 +135,9 @@ public struct ExtractionPlan: Codable, Sendable, Equatable {
         let c = try d.container(keyedBy: CodingKeys.self)
         maxPairs = try c.decodeIfPresent(Int.self, forKey: .maxPairs)
         maxQuestions = try c.decodeIfPresent(Int.self, forKey: .maxQuestions)
-        maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? 32
-        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? 0.7
-        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? 16
+        maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? Self.defaults.maxNewTokens
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? Self.defaults.temperature
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? Self.defaults.batchSize
         if let f = try c.decodeIfPresent(String.self, forKey: .form) {
             guard let form = ExtractionForm(rawValue: f) else {
                 throw ExperimentError("extraction.form \"\(f)\" is unknown: use instructions or scenarios")
@@ -265,7 +259,7 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         methods = try Self.stringOrList(c, .methods) ?? []
         cleaning = try Self.stringOrList(c, .cleaning) ?? []
         variants = try Self.stringOrList(c, .variants) ?? []
-        positions = try c.decodeIfPresent(String.self, forKey: .positions) ?? "response:5"
+        positions = try c.decodeIfPresent(String.self, forKey: .positions) ?? ExtractionPlan.defaults.positions.description
         layers = try c.decode(LayerList.self, forKey: .layers)
         coefficients = try c.decode(CoefficientPlan.self, forKey: .coefficients)
         judge = try c.decodeIfPresent(String.self, forKey: .judge)

@@ -45,6 +45,8 @@ public enum PositionSet: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// How contrastive samples are generated and read: the one set of defaults that `tiller extract`
+/// and experiment files (`extraction:`) start from.
 public struct ExtractionSettings: Sendable, Equatable {
     /// nil: instructions when the model has a chat template and the trait has them, else scenarios.
     public var form: ExtractionForm?
@@ -53,7 +55,7 @@ public struct ExtractionSettings: Sendable, Equatable {
     public var temperature = 0.7
     public var topP = 1.0
     public var seed: UInt64 = 0
-    public var batchSize = 8
+    public var batchSize = 16
     /// Use only the first N instruction/scenario pairs, and the first N questions (small runs).
     public var maxPairs: Int?
     public var maxQuestions: Int?

@@ -24,19 +24,20 @@ struct Extract: ParsableCommand {
     @Option(name: .shortAndLong, help: "Trait: shipped name, trait JSON file or folder.")
     var trait: String
     @Option(help: "Positions read per answer: response:K (mean of the first K response tokens), response (mean of all), prompt:last.")
-    var positions = "response:5"
+    var positions = ExtractionSettings().positions.description
     @Option(help: "Extraction data: instructions or scenarios (default: instructions on a chat model, else scenarios).")
     var form: String?
+    // Defaults are ExtractionSettings' (the same as an experiment file's `extraction:`).
     @Option(name: .customLong("max-tokens"), help: "New tokens per answer.")
-    var maxTokens = 32
+    var maxTokens = ExtractionSettings().maxNewTokens
     @Option(help: "Sampling temperature (0 = greedy).")
-    var temperature = 0.7
+    var temperature = ExtractionSettings().temperature
     @Option(name: .customLong("top-p"), help: "Nucleus sampling mass.")
-    var topP = 1.0
+    var topP = ExtractionSettings().topP
     @Option(help: "Sampling seed.")
-    var seed: UInt64 = 0
+    var seed: UInt64 = ExtractionSettings().seed
     @Option(name: .customLong("batch-size"), help: "Answers generated together.")
-    var batchSize = 8
+    var batchSize = ExtractionSettings().batchSize
     @Option(help: "Use only the first N instruction or scenario pairs.")
     var pairs: Int?
     @Option(help: "Use only the first N questions (instructions form).")

@@ -61,8 +61,7 @@ struct Scan: ParsableCommand {
     }
 }
 
+/// "a-b" as a closed range (nil when the text is not one).
 func parseWindow(_ s: String) -> ClosedRange<Int>? {
-    let parts = s.split(separator: "-").compactMap { Int($0) }
-    guard parts.count == 2, parts[0] >= 0, parts[0] <= parts[1] else { return nil }
-    return parts[0]...parts[1]
+    (try? IntRange(parsing: s, allowStep: false))?.closed
 }

@@ -154,14 +154,49 @@ final class RealRunTests: XCTestCase {
         XCTAssertEqual(try selection(merged), try selection(whole))
     }
 
-    func testSIGKILLMidSweepThenResumeGivesTheSameRows() throws {
-        let whole = try wholeRun()
-        // The tiller binary sits next to the test bundle (SwiftPM builds it with the tests).
+    /// The tiller binary sits next to the test bundle (SwiftPM builds it with the tests).
+    func tillerBinary() throws -> String {
         let here = Bundle(for: Self.self).bundleURL
         let candidates = [here.appendingPathComponent("tiller").path, here.deletingLastPathComponent().appendingPathComponent("tiller").path]
         guard let bin = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            return XCTFail("the tiller binary is missing (looked at \(candidates.joined(separator: ", "))): the test runs it; `swift build` builds it")
+            XCTFail("the tiller binary is missing (looked at \(candidates.joined(separator: ", "))): the test runs it; `swift build` builds it")
+            throw StoreError("no tiller binary")
         }
+        return bin
+    }
+
+    /// Runs the tiller binary; returns (exit status, stdout, stderr).
+    func tiller(_ args: [String]) throws -> (Int32, String, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try tillerBinary())
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// Negative steering is everyday use: `--coef -8` is a value, not an unknown flag, and means
+    /// what `--coef=-8` means.
+    func testGenerateTakesANegativeCoefficient() throws {
+        _ = try wholeRun()
+        let vec = Self.whole + "/smollm2-135m-instruct/refusal/vectors/probe.safetensors"
+        let base = ["generate", "--model", "smollm2-135m-instruct", "--prompt", "The capital of France is", "--max-tokens", "6",
+                    "--steer", vec, "--layer", "12"]
+        let (s1, o1, e1) = try tiller(base + ["--coef", "-8"])
+        XCTAssertEqual(s1, 0, e1)
+        let (s2, o2, e2) = try tiller(base + ["--coef=-8"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertEqual(o1, o2)
+        XCTAssertFalse(o1.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+    }
+
+    func testSIGKILLMidSweepThenResumeGivesTheSameRows() throws {
+        let whole = try wholeRun()
+        let bin = try tillerBinary()
         let dir = Self.root + "/killed"
         try seedFolder(dir)
         let db = dir + "/results.sqlite"
