@@ -116,7 +116,7 @@ public struct ExtractionRun: Sendable {
         enc.outputFormatting = [.sortedKeys]
         var meta: [String: String] = [
             "format": "tiller.activations/1", "model": model, "architecture": architecture, "trait": trait,
-            "form": form.rawValue, "site": "resid_post", "dropped": String(dropped),
+            "form": form.rawValue, "site": HookPoint.Kind.residPost.rawValue, "dropped": String(dropped),
             "settings": String(decoding: try enc.encode(settings), as: UTF8.self),
             "samples_pos": String(decoding: try enc.encode(positiveSamples), as: UTF8.self),
             "samples_neg": String(decoding: try enc.encode(negativeSamples), as: UTF8.self),

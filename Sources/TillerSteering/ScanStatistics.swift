@@ -1,4 +1,5 @@
 import Foundation
+import TillerModels
 
 // Phase 1 of the seed: per-layer statistics of |activation| per residual dimension, streamed over
 // a calibration set, then the summaries the notepad reports (top dims with their ratios, the
@@ -231,7 +232,7 @@ public struct ScanResult: Codable, Sendable, Equatable {
     public var nLayers: Int
     public var hidden: Int
     public var tokensSeen: Int
-    public var site: String = "resid_post"
+    public var site: String = HookPoint.Kind.residPost.rawValue
     public var parameters: ScanParameters
     public var layers: [LayerScan]
     public var dominant: DominantDim?

@@ -1,4 +1,5 @@
 import Foundation
+import TillerModels
 import TillerFormats
 
 /// What a steering vector file says about its vectors (safetensors `__metadata__`, all strings).
@@ -11,7 +12,7 @@ public struct VectorMetadata: Sendable, Equatable {
     public var method: String?
     /// The variant name (`probe_preclean_la2`); equals `method` for baselines.
     public var variant: String?
-    public var site: String = "resid_post"
+    public var site: String = HookPoint.Kind.residPost.rawValue
     /// The position set activations were read at (`response:5`, `response`, `prompt:last`).
     public var positions: String?
     public var positiveSamples: Int?
@@ -48,7 +49,7 @@ public struct VectorMetadata: Sendable, Equatable {
 
     public init(strings m: [String: String], path: String) throws {
         model = m["model"]; trait = m["trait"]; method = m["method"]; variant = m["variant"]
-        site = m["site"] ?? "resid_post"
+        site = m["site"] ?? HookPoint.Kind.residPost.rawValue
         positions = m["positions"]
         if let s = m["n_pos"] { guard let n = Int(s) else { throw VectorFileError("\(path): metadata n_pos \"\(s)\" is not an integer") }; positiveSamples = n }
         if let s = m["n_neg"] { guard let n = Int(s) else { throw VectorFileError("\(path): metadata n_neg \"\(s)\" is not an integer") }; negativeSamples = n }

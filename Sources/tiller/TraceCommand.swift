@@ -29,7 +29,7 @@ struct Trace: ParsableCommand {
             guard let rows = captured[l] else { throw CLIError("internal: layer \(l) was not captured") }
             try writer.add("resid_post.\(l)", floats: rows, shape: [ids.count, lm.config.hiddenSize])
         }
-        writer.metadata = ["model": lm.name, "site": "resid_post", "layers": "\(layers.count)",
+        writer.metadata = ["model": lm.name, "site": HookPoint.Kind.residPost.rawValue, "layers": "\(layers.count)",
                            "hidden": "\(lm.config.hiddenSize)", "prompt": input.prompt, "tiller_version": Tiller.version]
         try writer.write(to: out)
         note("wrote \(out): \(ids.count) tokens × \(layers.count) layers × \(lm.config.hiddenSize)")
