@@ -246,6 +246,7 @@ public final class ExperimentRunner {
            (run.vetting != nil) == vet {
             options.log("extract \(model.name)/\(trait.name): cached (\(dir))")
             if let v = run.vetting { options.log("extract \(model.name)/\(trait.name): \(v.summary)") }
+            try recordExtraction(run, model: model, trait: trait)
             return run
         }
         return try stage("extract \(model.name)/\(trait.name)") {
@@ -254,8 +255,17 @@ public final class ExperimentRunner {
                 run = try vetStage(run, trait: trait, scorer: scorer)
             }
             try run.save(directory: dir)
+            try recordExtraction(run, model: model, trait: trait)
             return run
         }
+    }
+
+    /// What the vectors were extracted from (form, sample counts, vetting survivors), for the report.
+    func recordExtraction(_ run: ExtractionRun, model: LanguageModel, trait: Trait) throws {
+        let record = ExtractionRecord(form: run.form.rawValue, positions: try extractionSettings().positions.description,
+                                      positive: run.positiveSamples.count, negative: run.negativeSamples.count, vetting: run.vetting)
+        try store.setArtifact(model: model.name, trait: trait.name, kind: ExtractionRecord.kind,
+                              content: String(decoding: try JSONEncoder().encode(record), as: UTF8.self))
     }
 
     /// Vector files per variant (sweep layers); reused when present with the same layers and

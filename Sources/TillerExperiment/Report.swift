@@ -111,8 +111,23 @@ public struct ExperimentReport {
         return "validated"
     }
 
+    /// The stored extraction record of a condition (nil for databases written before it existed).
+    func extraction(_ c: ConditionResult) -> ExtractionRecord? {
+        guard let json = try? store.artifact(model: c.model, trait: c.trait, kind: ExtractionRecord.kind) else { return nil }
+        return try? JSONDecoder().decode(ExtractionRecord.self, from: Data(json.utf8))
+    }
+
     func conditionMarkdown(_ c: ConditionResult, findings: [Finding]) -> String {
         var s = ""
+        if let x = extraction(c) {
+            s += "**Extraction:** \(x.form) at \(x.positions), \(x.positive) positive / \(x.negative) negative samples"
+            if let v = x.vetting {
+                s += "; judge vetting kept \(v.positiveKept)/\(v.positiveTotal) positive and \(v.negativeKept)/\(v.negativeTotal) negative"
+            } else {
+                s += x.form == "scenarios" && x.positions == "prompt:last" ? " (teacher-forced scenarios: no vetting needed)" : " (not vetted)"
+            }
+            s += "\n\n"
+        }
         if let b = c.baseline {
             s += "**Baseline (unsteered), judge:** trait=\(fmt1(b.trait)), coherence=\(fmt1(b.coherence)) (\(b.answers) answers)\n\n"
         }
@@ -250,6 +265,11 @@ public struct ExperimentReport {
                 "validations": c.validations.map { ["instrument": $0.instrument, "check": $0.check, "value": $0.value ?? NSNull(), "n": $0.n,
                                                     "threshold": $0.threshold, "passed": $0.passed, "detail": $0.detail] as [String: Any] },
             ]
+            cond["extraction"] = extraction(c).map { x -> [String: Any] in
+                ["form": x.form, "positions": x.positions, "positive": x.positive, "negative": x.negative,
+                 "vetting": x.vetting.map { ["pos_kept": $0.positiveKept, "pos_total": $0.positiveTotal,
+                                             "neg_kept": $0.negativeKept, "neg_total": $0.negativeTotal] as [String: Any] } ?? NSNull()]
+            } ?? NSNull()
             cond["judge_validation"] = (jt == nil && jc == nil) ? NSNull() : [
                 "trait_auc": jt?.value ?? NSNull(), "coherence_auc": jc?.value ?? NSNull(),
                 "passed": (jt?.passed ?? false) && (jc?.passed ?? false),
@@ -448,4 +468,15 @@ func markdownToHTML(_ md: String) -> String {
     }
     close()
     return html
+}
+
+/// What a condition's vectors were extracted from: stored by the extraction stage, shown in the
+/// report beside the vetting survivors.
+public struct ExtractionRecord: Codable, Sendable, Equatable {
+    public static let kind = "extraction"
+    public var form: String
+    public var positions: String
+    public var positive: Int
+    public var negative: Int
+    public var vetting: VettingReport?
 }

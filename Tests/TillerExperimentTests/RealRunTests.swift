@@ -105,6 +105,8 @@ final class RealRunTests: XCTestCase {
         XCTAssertTrue(md.contains("**Baseline (unsteered), judge:** trait="), md)
         XCTAssertTrue(md.contains("| Condition | Evaluator | Gate | Winner Δ [CI] | Baseline Probe Δ [CI] | Benefit [CI] |"), md)
         XCTAssertTrue(md.contains("## Instruments"), md)
+        // What the vectors came from, with the sample counts (vetting survivors when vetted).
+        XCTAssertTrue(md.contains("**Extraction:** instructions at response:5, 2 positive / 2 negative samples (not vetted)"), md)
         XCTAssertTrue(md.contains("### logodds"), md)
         // Every instrument was checked on known cases before use.
         let checks = Set(try s.validations().map { "\($0.validation.instrument)/\($0.validation.check)" })
