@@ -107,7 +107,7 @@ extension ExperimentRunner {
             ab = try spec.abItems.map { try ABItem.load(path: Self.resolve($0, in: baseDirectory)) } ?? ABItem.fromReferences(refs, seed: spec.seed)
         }
         let neutral = spec.evaluators.contains(.perplexity) ? Array(try PromptFile.shippedNeutral().prefix(spec.perplexityTexts)) : []
-        let positions: SteeringPositions = spec.steeringPositions == .all ? .all : .response
+        let positions = spec.steerPositions
         let e = try TeacherForcedEvaluator(model: model, references: refs, abItems: ab, neutralTexts: neutral, positions: positions)
         teacherForcedCache[key] = e
         return e

@@ -393,7 +393,7 @@ public final class ExperimentRunner {
             let total = todo.reduce(0) { $0 + $1.items.count }
             options.log("generate \(label): \(total) answers in \(todo.count) batches (\(units.count - todo.count) batches stored)")
             let bar = ProgressBar("generate \(label)", total: total, unit: "answers", enabled: options.showProgress)
-            let positions: SteeringPositions = spec.steeringPositions == .all ? .all : .response
+            let positions = spec.steerPositions
             for u in todo {
                 let t = Date()
                 var rows: [GenerationRow] = []

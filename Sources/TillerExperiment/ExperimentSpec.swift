@@ -1,5 +1,6 @@
 import Foundation
 import TillerEval
+import TillerModels
 import TillerSteering
 import Yams
 
@@ -225,7 +226,8 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var temperature: Double
     public var seed: UInt64
     /// Where steering applies during evaluation: `response` (generated tokens) or `all`.
-    public var steerPositions: String
+    /// Where steering acts while answers are generated and teacher-forced (`steer_positions`).
+    public var steerPositions: SteeringPositions
     /// Sequences generated together (one steering spec each).
     public var batchSize: Int
     public var extraction: ExtractionPlan
@@ -297,7 +299,11 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? 64
         temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? 0
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 0
-        steerPositions = try c.decodeIfPresent(String.self, forKey: .steerPositions) ?? "response"
+        let positions = try c.decodeIfPresent(String.self, forKey: .steerPositions) ?? SteeringPositions.response.rawValue
+        guard let sp = SteeringPositions(rawValue: positions) else {
+            throw ExperimentError("steer_positions \"\(positions)\" is unknown: use response (generated tokens only) or all (prompt included)")
+        }
+        steerPositions = sp
         batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? 32
         extraction = try c.decodeIfPresent(ExtractionPlan.self, forKey: .extraction) ?? ExtractionPlan()
         scan = try c.decodeIfPresent(ScanPlan.self, forKey: .scan) ?? ScanPlan()
@@ -335,7 +341,6 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     /// Whether answers are generated (the judge and degeneration read them).
     public var generatesAnswers: Bool { evaluators.contains(.judge) || evaluators.contains(.degeneration) }
 
-    public var steeringPositions: SteeringPositionsName { SteeringPositionsName(rawValue: steerPositions) ?? .response }
 
     /// Settings that decide every stored answer and score. Resuming with different values would
     /// mix incomparable rows, so the store refuses it.
@@ -343,7 +348,7 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         [
             "questions_per_trait": String(questionsPerTrait), "samples_per_question": String(samplesPerQuestion),
             "max_new_tokens": String(maxNewTokens), "temperature": String(temperature), "seed": String(seed),
-            "steer_positions": steerPositions, "judge": judge ?? "none", "judge_min_mass": String(judgeMinMass),
+            "steer_positions": steerPositions.rawValue, "judge": judge ?? "none", "judge_min_mass": String(judgeMinMass),
             "judge_relevance": String(judgeRelevance), "judge_prompts": judgePrompts ?? "default", "batch_size": String(batchSize),
             "positions": positions,
             "extraction": "pairs=\(extraction.maxPairs.map(String.init) ?? "all"),questions=\(extraction.maxQuestions.map(String.init) ?? "all"),tokens=\(extraction.maxNewTokens),T=\(extraction.temperature)"
@@ -469,14 +474,11 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         }
         if maxNewTokens < 1 || maxNewTokens > 4096 { try fail("max_new_tokens must be in 1…4096") }
         if !(temperature >= 0) || !temperature.isFinite { try fail("temperature must be ≥ 0") }
-        if SteeringPositionsName(rawValue: steerPositions) == nil { try fail("steer_positions must be response or all") }
         if batchSize < 1 { try fail("batch_size must be at least 1") }
         if extraction.batchSize < 1 { try fail("extraction.batch_size must be at least 1") }
         if let w = winner, (try? VariantSpec(name: w)) == nil { try fail("winner: \"\(w)\" is not a variant name") }
     }
 }
-
-public enum SteeringPositionsName: String, Sendable { case response, all }
 
 /// `local:MODEL` / `openai:MODEL`, checked without loading anything.
 enum JudgeSpecText {

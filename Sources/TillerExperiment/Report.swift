@@ -72,7 +72,7 @@ public struct ExperimentReport {
         s += "- Gates: judge coherence ≥ \(spec.coherenceThresholds.map(fmt).joined(separator: ", "))"
         s += spec.evaluators.contains(.perplexity) ? "; perplexity ratio ≤ \(spec.maxPerplexityRatio.map(fmt).joined(separator: ", "))\n" : "\n"
         if spec.generatesAnswers {
-            s += "- Answers: \(spec.questionsPerTrait) questions × \(spec.samplesPerQuestion) sample(s), ≤\(spec.maxNewTokens) new tokens, temperature \(fmt(spec.temperature)), seed \(spec.seed), steering at \(spec.steerPositions) positions\n"
+            s += "- Answers: \(spec.questionsPerTrait) questions × \(spec.samplesPerQuestion) sample(s), ≤\(spec.maxNewTokens) new tokens, temperature \(fmt(spec.temperature)), seed \(spec.seed), steering at \(spec.steerPositions.rawValue) positions\n"
         }
         s += "- Selection: items split with seed \(selection.splitSeed) into a selection half (chooses each variant's layer and coefficient) and a held-out half (every Δ below, with a paired 95% bootstrap CI over held-out items, \(selection.resamples) resamples)\n"
         s += "- Stored: \(try store.count("configurations")) configurations, \(try store.count("generations")) answers, \(try store.count("scores")) scored, \(try store.count("metrics")) metric values\n\n"

@@ -71,6 +71,7 @@ final class ExperimentSpecTests: XCTestCase {
         assertError(minimal + "\nclaims: [{name: x, a: [probe], b: [probe_wash]}]", contains: "not a variant name")
         assertError(minimal + "\nsamples_per_question: 3", contains: "temperature is 0")
         assertError(minimal.replacingOccurrences(of: "layers: \"6-18:3\"", with: "layers: [1, 1]"), contains: "duplicates")
+        assertError(minimal + "\nsteer_positions: prompt", contains: "steer_positions \"prompt\" is unknown")
         assertError("name: [", contains: "not valid YAML")
         assertError(minimal.replacingOccurrences(of: "name: t", with: "name: a b"), contains: "name \"a b\"")
     }
