@@ -330,14 +330,8 @@ public enum ContrastiveExtraction {
         return jobs
     }
 
-    /// System prompt + question in the model's chat template; a base model gets plain text.
+    /// System prompt + question in the prompt format every evaluation uses (PromptFormat).
     static func encodeInstruction(_ tokenizer: Tokenizer, system: String, question: String) throws -> [Int] {
-        guard tokenizer.chatTemplate != nil else {
-            return tokenizer.encode("\(system)\n\nQuestion: \(question)\nAnswer:", addSpecialTokens: true)
-        }
-        let rendered = try renderChat(tokenizer, messages: [ChatMessage(role: "system", content: system),
-                                                            ChatMessage(role: "user", content: question)],
-                                      addGenerationPrompt: true)
-        return tokenizer.encode(rendered, addSpecialTokens: false)
+        try PromptFormat.prompt(tokenizer, system: system, user: question)
     }
 }

@@ -15,10 +15,8 @@ public enum MassiveActivationScan {
             FileHandle.standardError.write(Data("note: \(model.name) has no chat template (base model): scanning plain text\n".utf8))
         }
         let sequences: [[Int]] = try texts.map { text in
-            if chat, tokenizer.chatTemplate != nil {
-                let rendered = try renderChat(tokenizer, messages: [ChatMessage(role: "user", content: text)], addGenerationPrompt: true)
-                return tokenizer.encode(rendered, addSpecialTokens: false)
-            }
+            // Calibration texts are not questions: a base model reads them as they are.
+            if chat, tokenizer.chatTemplate != nil { return try PromptFormat.prompt(tokenizer, user: text) }
             return tokenizer.encode(text, addSpecialTokens: true)
         }
         let layers = model.config.numHiddenLayers

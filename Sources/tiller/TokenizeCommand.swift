@@ -55,22 +55,16 @@ func loadModelTokenizer(_ argument: String) throws -> Tokenizer {
     }
 }
 
-/// Prompt ids: plain text with the tokenizer's special tokens, or the chat template applied to
-/// [system?, user] with the generation prompt. A model without a template falls back to plain
-/// text, with a notice.
+/// Prompt ids: plain text with the tokenizer's special tokens, or (`--chat`) the prompt format
+/// that extraction and evaluation use (PromptFormat): the chat template applied to [system?, user]
+/// with the generation prompt, or on a base model the explicit "Question: …\nAnswer:" format.
 func encodePrompt(_ tokenizer: Tokenizer, text: String, chat: Bool, system: String?) throws -> [Int] {
     guard chat else {
         if system != nil { note("note: --system is only used with --chat; ignoring it") }
         return tokenizer.encode(text, addSpecialTokens: true)
     }
-    guard tokenizer.chatTemplate != nil else {
-        note("note: this model has no chat template (base model): using the plain text")
-        let joined = system.map { $0 + "\n\n" + text } ?? text
-        return tokenizer.encode(joined, addSpecialTokens: true)
+    if tokenizer.chatTemplate == nil {
+        note("note: this model has no chat template (base model): using the base-model format (Question: …\nAnswer:)")
     }
-    var messages: [ChatMessage] = []
-    if let s = system { messages.append(ChatMessage(role: "system", content: s)) }
-    messages.append(ChatMessage(role: "user", content: text))
-    let rendered = try renderChat(tokenizer, messages: messages, addGenerationPrompt: true)
-    return tokenizer.encode(rendered, addSpecialTokens: false)
+    return try PromptFormat.prompt(tokenizer, system: system, user: text)
 }
