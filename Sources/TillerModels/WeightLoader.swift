@@ -1,0 +1,62 @@
+import Foundation
+import TillerFormats
+import TillerTensor
+
+// MARK: - Weight loading with named errors
+
+struct WeightLoader {
+    let source: WeightSource
+    let model: String
+    let backend: Backend
+    let norm: NormStyle
+    let modelBytesFP32: Int
+
+    func raw(_ name: String, _ shape: [Int]) throws -> RawTensor {
+        guard let t = try source.tensor(name) else {
+            throw ModelError("\(model): missing tensor \(name) (expected shape \(shape))")
+        }
+        try check(name, t, shape)
+        return t
+    }
+
+    func check(_ name: String, _ t: RawTensor, _ shape: [Int]) throws {
+        guard t.shape == shape else {
+            throw ModelError("\(model): tensor \(name) has shape \(t.shape), expected \(shape)")
+        }
+    }
+
+    func matrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator {
+        try backend.matrix(raw(name, shape), modelBytesFP32: modelBytesFP32)
+    }
+
+    func optionalMatrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator? {
+        guard let t = try source.tensor(name) else { return nil }
+        try check(name, t, shape)
+        return try backend.matrix(t, modelBytesFP32: modelBytesFP32)
+    }
+
+    func vector(_ name: String, _ n: Int) throws -> [Float] {
+        try floats(raw(name, [n]))
+    }
+
+    func optionalVector(_ name: String, _ n: Int) throws -> [Float]? {
+        guard let t = try source.tensor(name) else { return nil }
+        try check(name, t, [n])
+        return try floats(t)
+    }
+
+    /// A norm weight as the multiplier the block applies (w, or 1 + w in fp32 for Gemma).
+    func norm(_ name: String, _ n: Int) throws -> [Float] {
+        let w = try vector(name, n)
+        switch norm {
+        case .weight: return w
+        case .onePlusWeight: return w.map { 1 + $0 }
+        }
+    }
+
+    private func floats(_ t: RawTensor) throws -> [Float] {
+        do { return try dequantize(t) } catch {
+            throw ModelError("\(model): tensor \(t.name): \(error)")
+        }
+    }
+}
