@@ -29,17 +29,17 @@ public struct JinjaTemplate: @unchecked Sendable {
     }
 
     func render(values: [String: JValue]) throws -> String {
-        let interpreter = Interpreter(globals: values)
+        let interpreter = JinjaInterpreter(globals: values)
         var out = ""
         _ = try interpreter.run(nodes, into: &out)
         return out
     }
 }
 
-private enum Flow { case normal, breakLoop, continueLoop }
+enum JinjaFlow { case normal, breakLoop, continueLoop }
 
-private final class Interpreter {
-    private var scopes: [[String: JValue]]
+final class JinjaInterpreter {
+    var scopes: [[String: JValue]]
 
     init(globals: [String: JValue]) {
         var builtins: [String: JValue] = [:]
@@ -75,7 +75,7 @@ private final class Interpreter {
 
     // MARK: statements
 
-    func run(_ nodes: [Node], into out: inout String) throws -> Flow {
+    func run(_ nodes: [Node], into out: inout String) throws -> JinjaFlow {
         for node in nodes {
             switch node {
             case .text(let s):
@@ -145,7 +145,7 @@ private final class Interpreter {
         return .normal
     }
 
-    private func runFor(_ targets: [String], _ iterableExpr: Expr, _ condition: Expr?, _ body: [Node],
+    func runFor(_ targets: [String], _ iterableExpr: Expr, _ condition: Expr?, _ body: [Node],
                         _ elseBody: [Node]?, into out: inout String) throws {
         var items = try eval(iterableExpr).iterate()
         if let condition {
@@ -186,7 +186,7 @@ private final class Interpreter {
         }
     }
 
-    private func bind(_ targets: [String], _ item: JValue) throws -> [String: JValue] {
+    func bind(_ targets: [String], _ item: JValue) throws -> [String: JValue] {
         if targets.count == 1 { return [targets[0]: item] }
         let parts = try item.iterate()
         guard parts.count == targets.count else {
@@ -195,7 +195,7 @@ private final class Interpreter {
         return Dictionary(uniqueKeysWithValues: zip(targets, parts))
     }
 
-    private func lookup(_ name: String) -> JValue {
+    func lookup(_ name: String) -> JValue {
         for scope in scopes.reversed() { if let v = scope[name] { return v } }
         return .undefined(name)
     }
@@ -256,7 +256,7 @@ private final class Interpreter {
         }
     }
 
-    private func binary(_ op: String, _ a: JValue, _ b: JValue) throws -> JValue {
+    func binary(_ op: String, _ a: JValue, _ b: JValue) throws -> JValue {
         func fail() -> JinjaError {
             if case .undefined(let n) = a { return JinjaError("'\(n)' is undefined") }
             if case .undefined(let n) = b { return JinjaError("'\(n)' is undefined") }
@@ -321,7 +321,7 @@ private final class Interpreter {
         }
     }
 
-    private func contains(_ container: JValue, _ item: JValue) throws -> Bool {
+    func contains(_ container: JValue, _ item: JValue) throws -> Bool {
         switch container {
         case .string(let s):
             guard case .string(let sub) = item else { throw JinjaError("'in <string>' requires string as left operand, not \(item.typeName)") }
@@ -337,7 +337,7 @@ private final class Interpreter {
 
     // MARK: attributes and items
 
-    private func attribute(_ base: JValue, _ name: String) throws -> JValue {
+    func attribute(_ base: JValue, _ name: String) throws -> JValue {
         switch base {
         case .undefined(let n): throw JinjaError("'\(n)' is undefined")
         case .namespace(let ns): return ns.attributes[name] ?? .undefined(name)
@@ -353,7 +353,7 @@ private final class Interpreter {
         }
     }
 
-    private func item(_ base: JValue, _ index: JValue) throws -> JValue {
+    func item(_ base: JValue, _ index: JValue) throws -> JValue {
         switch (base, index) {
         case (.undefined(let n), _): throw JinjaError("'\(n)' is undefined")
         case (.dict(let d), .string(let k)): return d[k] ?? .undefined(k)
@@ -371,7 +371,7 @@ private final class Interpreter {
         }
     }
 
-    private func slice(_ base: JValue, _ a: JValue?, _ b: JValue?, _ c: JValue?) throws -> JValue {
+    func slice(_ base: JValue, _ a: JValue?, _ b: JValue?, _ c: JValue?) throws -> JValue {
         func int(_ v: JValue?) throws -> Int? {
             switch v {
             case nil, .none?: return nil
@@ -402,7 +402,7 @@ private final class Interpreter {
         }
     }
 
-    private func dictMethod(_ d: JDict, _ name: String) -> JValue? {
+    func dictMethod(_ d: JDict, _ name: String) -> JValue? {
         switch name {
         case "items": return .callable("items") { _, _ in .list(d.pairs.map { .tuple([.string($0.0), $0.1]) }) }
         case "keys": return .callable("keys") { _, _ in .list(d.keys.map { .string($0) }) }
@@ -415,7 +415,7 @@ private final class Interpreter {
         }
     }
 
-    private func stringMethod(_ s: String, _ name: String) -> JValue? {
+    func stringMethod(_ s: String, _ name: String) -> JValue? {
         func charsArg(_ args: [JValue]) -> Set<Unicode.Scalar>? {
             if case .string(let c)? = args.first { return Set(c.unicodeScalars) }
             return nil
@@ -485,453 +485,4 @@ private final class Interpreter {
         default: return nil
         }
     }
-
-    // MARK: filters
-
-    private func applyFilter(_ name: String, _ v: JValue, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> JValue {
-        func arg(_ i: Int, _ key: String) -> JValue? {
-            if let kw = kwargs.first(where: { $0.0 == key }) { return kw.1 }
-            return i < args.count ? args[i] : nil
-        }
-        func attributeOf(_ item: JValue, _ path: String) throws -> JValue {
-            var cur = item
-            for part in path.split(separator: ".") {
-                if let i = Int(part) { cur = try self.item(cur, .int(i)) } else { cur = try self.item(cur, .string(String(part))) }
-            }
-            return cur
-        }
-        func sortKey(_ x: JValue, caseSensitive: Bool) -> JValue {
-            if !caseSensitive, case .string(let s) = x { return .string(s.lowercased()) }
-            return x
-        }
-        switch name {
-        case "trim":
-            var chars: Set<Unicode.Scalar>? = nil
-            if case .string(let c)? = arg(0, "chars") { chars = Set(c.unicodeScalars) }
-            return .string(pythonStrip(v.str, chars: chars, left: true, right: true))
-        case "upper": return .string(v.str.uppercased())
-        case "lower": return .string(v.str.lowercased())
-        case "title": return .string(pythonTitle(v.str))
-        case "capitalize": return .string(pythonCapitalize(v.str))
-        case "replace":
-            guard let old = arg(0, "old"), let new = arg(1, "new") else { throw JinjaError("replace needs old and new") }
-            var count = -1
-            if case .int(let c)? = arg(2, "count") { count = c }
-            return .string(pythonReplace(v.str, old.str, new.str, count: count))
-        case "length", "count":
-            switch v {
-            case .string(let s): return .int(s.unicodeScalars.count)
-            case .list(let a), .tuple(let a): return .int(a.count)
-            case .dict(let d): return .int(d.count)
-            case .undefined: return .int(0)
-            default: throw JinjaError("object of type '\(v.typeName)' has no len()")
-            }
-        case "join":
-            var items = try v.iterate()
-            if case .string(let attr)? = arg(1, "attribute") { items = try items.map { try attributeOf($0, attr) } }
-            return .string(items.map(\.str).joined(separator: arg(0, "d")?.str ?? ""))
-        case "first": return try v.iterate().first ?? .undefined("first")
-        case "last": return try v.iterate().last ?? .undefined("last")
-        case "reverse":
-            if case .string(let s) = v { return .string(String(String.UnicodeScalarView(s.unicodeScalars.reversed()))) }
-            return .list(try v.iterate().reversed())
-        case "list": return .list(try v.iterate())
-        case "sort":
-            let reverse = arg(0, "reverse")?.truthy ?? false
-            let caseSensitive = arg(1, "case_sensitive")?.truthy ?? false
-            let attr = arg(2, "attribute")?.str
-            let items = try v.iterate()
-            let keyed = try items.map { ($0, sortKey(attr == nil ? $0 : try attributeOf($0, attr!), caseSensitive: caseSensitive)) }
-            var sorted = try mergeSort(keyed) { try jinjaLess($0.1, $1.1) }
-            if reverse { sorted = try mergeSort(keyed) { try jinjaLess($1.1, $0.1) } }
-            return .list(sorted.map(\.0))
-        case "unique":
-            let caseSensitive = arg(0, "case_sensitive")?.truthy ?? false
-            var seen: [JValue] = []
-            var out: [JValue] = []
-            for item in try v.iterate() {
-                let key = sortKey(item, caseSensitive: caseSensitive)
-                if !seen.contains(where: { jinjaEqual($0, key) }) { seen.append(key); out.append(item) }
-            }
-            return .list(out)
-        case "min", "max":
-            let caseSensitive = arg(0, "case_sensitive")?.truthy ?? false
-            let items = try v.iterate()
-            guard var best = items.first else { return .undefined(name) }
-            for item in items.dropFirst() {
-                let better = name == "min"
-                    ? try jinjaLess(sortKey(item, caseSensitive: caseSensitive), sortKey(best, caseSensitive: caseSensitive))
-                    : try jinjaLess(sortKey(best, caseSensitive: caseSensitive), sortKey(item, caseSensitive: caseSensitive))
-                if better { best = item }
-            }
-            return best
-        case "sum":
-            var total = arg(1, "start") ?? .int(0)
-            for item in try v.iterate() {
-                let x = try arg(0, "attribute").map { try attributeOf(item, $0.str) } ?? item
-                total = try binary("+", total, x)
-            }
-            return total
-        case "string": return .string(v.str)
-        case "int":
-            let dflt = arg(0, "default") ?? .int(0)
-            switch v {
-            case .int: return v
-            case .bool(let b): return .int(b ? 1 : 0)
-            case .float(let d): return .int(Int(d))
-            case .string(let s):
-                let t = s.trimmingCharacters(in: .whitespaces)
-                if let i = Int(t) { return .int(i) }
-                if let d = Double(t) { return .int(Int(d)) }
-                return dflt
-            default: return dflt
-            }
-        case "float":
-            switch v {
-            case .int(let i): return .float(Double(i))
-            case .float: return v
-            case .string(let s): return Double(s.trimmingCharacters(in: .whitespaces)).map { .float($0) } ?? (arg(0, "default") ?? .float(0))
-            default: return arg(0, "default") ?? .float(0)
-            }
-        case "round":
-            guard let x = v.number else { throw JinjaError("round of a non-number") }
-            var precision = 0
-            if case .int(let p)? = arg(0, "precision") { precision = p }
-            let method = arg(1, "method")?.str ?? "common"
-            let scale = pow(10.0, Double(precision))
-            let rule: FloatingPointRoundingRule = method == "ceil" ? .up : method == "floor" ? .down : .toNearestOrAwayFromZero
-            return .float((x * scale).rounded(rule) / scale)
-        case "abs":
-            switch v {
-            case .int(let i): return .int(abs(i))
-            case .float(let d): return .float(abs(d))
-            default: throw JinjaError("bad operand type for abs(): '\(v.typeName)'")
-            }
-        case "default", "d":
-            let dflt = arg(0, "default_value") ?? .string("")
-            let boolean = arg(1, "boolean")?.truthy ?? false
-            if v.isUndefined || (boolean && !v.truthy) { return dflt }
-            return v
-        case "tojson":
-            var indent: Int? = nil
-            if case .int(let i)? = arg(0, "indent") { indent = i }
-            var separators: (String, String)? = nil
-            if case .tuple(let s)? = arg(2, "separators"), s.count == 2 { separators = (s[0].str, s[1].str) }
-            if case .list(let s)? = arg(2, "separators"), s.count == 2 { separators = (s[0].str, s[1].str) }
-            return .string(try pythonJSON(v, indent: indent, separators: separators))
-        case "items":
-            guard case .dict(let d) = v else {
-                if v.isUndefined { return .list([]) }
-                throw JinjaError("items filter on '\(v.typeName)'")
-            }
-            return .list(d.pairs.map { .tuple([.string($0.0), $0.1]) })
-        case "dictsort":
-            guard case .dict(let d) = v else { throw JinjaError("dictsort on '\(v.typeName)'") }
-            let caseSensitive = arg(0, "case_sensitive")?.truthy ?? false
-            let byValue = arg(1, "by")?.str == "value"
-            let reverse = arg(2, "reverse")?.truthy ?? false
-            var pairs = try mergeSort(d.pairs) { a, b in
-                try jinjaLess(sortKey(byValue ? a.1 : .string(a.0), caseSensitive: caseSensitive),
-                              sortKey(byValue ? b.1 : .string(b.0), caseSensitive: caseSensitive))
-            }
-            if reverse { pairs.reverse() }
-            return .list(pairs.map { .tuple([.string($0.0), $0.1]) })
-        case "selectattr", "rejectattr":
-            guard let attr = args.first?.str else { throw JinjaError("\(name) needs an attribute name") }
-            let testName = args.count > 1 ? args[1].str : nil
-            let testArgs = Array(args.dropFirst(2))
-            return .list(try v.iterate().filter { item in
-                let x = try attributeOf(item, attr)
-                let ok = try testName.map { try applyTest($0, x, testArgs) } ?? x.truthy
-                return name == "selectattr" ? ok : !ok
-            })
-        case "select", "reject":
-            let testName = args.first?.str
-            let testArgs = Array(args.dropFirst())
-            return .list(try v.iterate().filter { item in
-                let ok = try testName.map { try applyTest($0, item, testArgs) } ?? item.truthy
-                return name == "select" ? ok : !ok
-            })
-        case "map":
-            if let attr = kwargs.first(where: { $0.0 == "attribute" })?.1.str {
-                let dflt = kwargs.first(where: { $0.0 == "default" })?.1
-                return .list(try v.iterate().map { item in
-                    let x = try attributeOf(item, attr)
-                    return x.isUndefined ? (dflt ?? x) : x
-                })
-            }
-            guard let filterName = args.first?.str else { throw JinjaError("map needs a filter name or attribute=") }
-            let rest = Array(args.dropFirst())
-            return .list(try v.iterate().map { try applyFilter(filterName, $0, rest, []) })
-        case "indent":
-            var width = "    "
-            if case .int(let w)? = arg(0, "width") { width = String(repeating: " ", count: w) }
-            if case .string(let w)? = arg(0, "width") { width = w }
-            let first = arg(1, "first")?.truthy ?? false
-            let blank = arg(2, "blank")?.truthy ?? false
-            var lines = (v.str + "\n").split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-            lines.removeLast()
-            var out: String
-            if blank {
-                out = lines.joined(separator: "\n" + width)
-            } else {
-                out = lines.first ?? ""
-                if lines.count > 1 { out += "\n" + lines.dropFirst().map { $0.isEmpty ? $0 : width + $0 }.joined(separator: "\n") }
-            }
-            if first { out = width + out }
-            return .string(out)
-        case "batch":
-            guard case .int(let size)? = arg(0, "linecount"), size > 0 else { throw JinjaError("batch needs a positive size") }
-            let fill = arg(1, "fill_with")
-            var out: [JValue] = []
-            var current: [JValue] = []
-            for item in try v.iterate() {
-                current.append(item)
-                if current.count == size { out.append(.list(current)); current = [] }
-            }
-            if !current.isEmpty {
-                if let fill { while current.count < size { current.append(fill) } }
-                out.append(.list(current))
-            }
-            return .list(out)
-        case "format":
-            return .string(try pythonPercentFormat(v.str, args))
-        case "safe": return v
-        case "e", "escape", "forceescape":
-            var s = ""
-            for c in v.str {
-                switch c {
-                case "&": s += "&amp;"
-                case "<": s += "&lt;"
-                case ">": s += "&gt;"
-                case "\"": s += "&#34;"
-                case "'": s += "&#39;"
-                default: s.append(c)
-                }
-            }
-            return .string(s)
-        case "wordcount":
-            return .int(v.str.split(whereSeparator: { $0.isWhitespace }).count)
-        case "attr":
-            return try attribute(v, args.first?.str ?? "")
-        default:
-            throw JinjaError("No filter named '\(name)'.")
-        }
-    }
-
-    // MARK: tests
-
-    private func applyTest(_ name: String, _ v: JValue, _ args: [JValue]) throws -> Bool {
-        let other = args.first ?? .undefined("argument")
-        switch name {
-        case "defined": return !v.isUndefined
-        case "undefined": return v.isUndefined
-        case "none": if case .none = v { return true }; return false
-        case "string": if case .string = v { return true }; return false
-        case "number": switch v { case .int, .float: return true; default: return false }
-        case "integer": if case .int = v { return true }; return false
-        case "float": if case .float = v { return true }; return false
-        case "boolean": return v.isBool
-        case "true": if case .bool(true) = v { return true }; return false
-        case "false": if case .bool(false) = v { return true }; return false
-        case "iterable": switch v { case .list, .tuple, .dict, .string: return true; default: return false }
-        case "sequence": switch v { case .list, .tuple, .dict, .string: return true; default: return false }
-        case "mapping": if case .dict = v { return true }; return false
-        case "callable": if case .callable = v { return true }; return false
-        case "odd": if case .int(let i) = v { return i % 2 != 0 }; throw JinjaError("odd test on '\(v.typeName)'")
-        case "even": if case .int(let i) = v { return i % 2 == 0 }; throw JinjaError("even test on '\(v.typeName)'")
-        case "divisibleby":
-            guard case .int(let i) = v, case .int(let d) = other, d != 0 else { throw JinjaError("divisibleby needs integers") }
-            return i % d == 0
-        case "eq", "equalto", "==": return jinjaEqual(v, other)
-        case "ne", "!=": return !jinjaEqual(v, other)
-        case "lt", "lessthan", "<": return try jinjaLess(v, other)
-        case "le", "<=": return try !jinjaLess(other, v)
-        case "gt", "greaterthan", ">": return try jinjaLess(other, v)
-        case "ge", ">=": return try !jinjaLess(v, other)
-        case "in": return try contains(other, v)
-        case "sameas":
-            switch (v, other) {
-            case (.none, .none): return true
-            case (.bool(let a), .bool(let b)): return a == b
-            case (.namespace(let a), .namespace(let b)): return a === b
-            default: return false
-            }
-        case "lower": return v.str == v.str.lowercased()
-        case "upper": return v.str == v.str.uppercased()
-        default: throw JinjaError("No test named '\(name)'.")
-        }
-    }
-}
-
-extension JValue {
-    var isBool: Bool { if case .bool = self { return true } else { return false } }
-}
-
-private extension Array where Element == JValue {
-    func dropLastIfEmpty() -> [JValue] {
-        if case .string("")? = last { return Array(dropLast()) }
-        return self
-    }
-}
-
-/// A stable sort that lets the comparison throw (Python's sort is stable).
-private func mergeSort<T>(_ items: [T], _ less: (T, T) throws -> Bool) throws -> [T] {
-    if items.count < 2 { return items }
-    let mid = items.count / 2
-    let a = try mergeSort(Array(items[..<mid]), less)
-    let b = try mergeSort(Array(items[mid...]), less)
-    var out: [T] = []
-    out.reserveCapacity(items.count)
-    var i = 0, j = 0
-    while i < a.count && j < b.count {
-        if try less(b[j], a[i]) { out.append(b[j]); j += 1 } else { out.append(a[i]); i += 1 }
-    }
-    out += a[i...]
-    out += b[j...]
-    return out
-}
-
-private func pythonStrip(_ s: String, chars: Set<Unicode.Scalar>?, left: Bool, right: Bool) -> String {
-    var scalars = Substring(s).unicodeScalars[...]
-    func strip(_ c: Unicode.Scalar) -> Bool { chars.map { $0.contains(c) } ?? c.properties.isWhitespace }
-    if left { while let f = scalars.first, strip(f) { scalars.removeFirst() } }
-    if right { while let l = scalars.last, strip(l) { scalars.removeLast() } }
-    return String(String.UnicodeScalarView(scalars))
-}
-
-private func pythonTitle(_ s: String) -> String {
-    var out = ""
-    var previousCased = false
-    for c in s {
-        out += previousCased ? c.lowercased() : c.uppercased()
-        previousCased = c.isLetter
-    }
-    return out
-}
-
-private func pythonCapitalize(_ s: String) -> String {
-    guard let f = s.first else { return s }
-    return f.uppercased() + s.dropFirst().lowercased()
-}
-
-private func pythonReplace(_ s: String, _ old: String, _ new: String, count: Int) -> String {
-    if old.isEmpty { return s }
-    var result = ""
-    var rest = Substring(s)
-    var done = 0
-    while count < 0 || done < count, let r = scalarRange(of: old, in: rest) {
-        result += rest[..<r.lowerBound] + new
-        rest = rest[r.upperBound...]
-        done += 1
-    }
-    return result + rest
-}
-
-private func pythonSplit(_ s: String, sep: String?, maxSplit: Int, fromRight: Bool) -> [String] {
-    guard let sep else {
-        var words = s.split(whereSeparator: { $0.isWhitespace }).map(String.init)
-        if maxSplit >= 0 && words.count > maxSplit + 1 {
-            // Rare in templates: fall back to joining the tail with single spaces.
-            if fromRight {
-                let head = words[..<(words.count - maxSplit)].joined(separator: " ")
-                words = [head] + words[(words.count - maxSplit)...]
-            } else {
-                let tail = words[maxSplit...].joined(separator: " ")
-                words = Array(words[..<maxSplit]) + [tail]
-            }
-        }
-        return words
-    }
-    var parts = s.components(separatedBy: sep)
-    if maxSplit >= 0 && parts.count > maxSplit + 1 {
-        if fromRight {
-            let head = parts[..<(parts.count - maxSplit)].joined(separator: sep)
-            parts = [head] + parts[(parts.count - maxSplit)...]
-        } else {
-            let tail = parts[maxSplit...].joined(separator: sep)
-            parts = Array(parts[..<maxSplit]) + [tail]
-        }
-    }
-    return parts
-}
-
-/// Python's `fmt % args` for %s %r %d %i %f %x %%.
-private func pythonPercentFormat(_ fmt: String, _ args: [JValue]) throws -> String {
-    var out = ""
-    var it = args.makeIterator()
-    var chars = Array(fmt)[...]
-    while let c = chars.popFirst() {
-        guard c == "%" else { out.append(c); continue }
-        var spec = ""
-        while let d = chars.first, "0123456789.-+ #".contains(d) { spec.append(d); chars.removeFirst() }
-        guard let conv = chars.popFirst() else { throw JinjaError("incomplete format") }
-        if conv == "%" { out += "%"; continue }
-        guard let a = it.next() else { throw JinjaError("not enough arguments for format string") }
-        switch conv {
-        case "s": out += a.str
-        case "r": out += a.repr
-        case "d", "i":
-            guard let x = a.number else { throw JinjaError("%d format: a number is required, not \(a.typeName)") }
-            out += String(format: "%" + spec + "ld", Int(x))
-        case "f", "e", "g":
-            guard let x = a.number else { throw JinjaError("%\(conv) format: a number is required") }
-            out += String(format: "%" + spec + String(conv), x)
-        case "x":
-            guard case .int(let x) = a else { throw JinjaError("%x format: an integer is required") }
-            out += String(x, radix: 16)
-        default: throw JinjaError("unsupported format character '\(conv)'")
-        }
-    }
-    return out
-}
-
-/// Python's str.format with {} / {0} / {name} fields (no format specs).
-private func pythonBraceFormat(_ fmt: String, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> String {
-    var out = ""
-    var auto = 0
-    var chars = Array(fmt)[...]
-    while let c = chars.popFirst() {
-        if c == "{" {
-            if chars.first == "{" { chars.removeFirst(); out += "{"; continue }
-            var field = ""
-            while let d = chars.popFirst(), d != "}" { field.append(d) }
-            if field.isEmpty { guard auto < args.count else { throw JinjaError("format: not enough arguments") }; out += args[auto].str; auto += 1 }
-            else if let i = Int(field) { guard i < args.count else { throw JinjaError("format: index out of range") }; out += args[i].str }
-            else { out += kwargs.first(where: { $0.0 == field })?.1.str ?? "" }
-        } else if c == "}" && chars.first == "}" {
-            chars.removeFirst(); out += "}"
-        } else {
-            out.append(c)
-        }
-    }
-    return out
-}
-
-/// The local time formatted by C's strftime, as Python's datetime.now().strftime.
-func strftimeNow(_ format: String) -> String {
-    var t = time(nil)
-    var tmValue = tm()
-    localtime_r(&t, &tmValue)
-    var buffer = [Int8](repeating: 0, count: 256)
-    let n = strftime(&buffer, buffer.count, format, &tmValue)
-    return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}
-
-/// Where `needle` first occurs in `haystack`, compared code point by code point (as Python does).
-func scalarRange<S: StringProtocol>(of needle: String, in haystack: S) -> Range<S.Index>? {
-    let n = Array(needle.unicodeScalars)
-    guard let first = n.first else { return nil }
-    let scalars = haystack.unicodeScalars
-    var i = scalars.startIndex
-    while i != scalars.endIndex {
-        if scalars[i] == first {
-            var j = i
-            var k = 0
-            while k < n.count && j != scalars.endIndex && scalars[j] == n[k] { j = scalars.index(after: j); k += 1 }
-            if k == n.count { return i..<j }
-        }
-        i = scalars.index(after: i)
-    }
-    return nil
 }
