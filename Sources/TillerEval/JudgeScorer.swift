@@ -79,9 +79,11 @@ public struct JudgeScorer: Sendable {
         relevance ? try await coherence(question: question, answer: answer) : try await coherenceOnly(question: question, answer: answer)
     }
 
-    /// Scores items with at most `concurrency` in flight; results in input order. An item's
-    /// failure is recorded in its result and does not stop the others.
-    public func score(_ items: [JudgeItem], coherence: Bool = true, concurrency: Int = 8,
+    /// Scores items with at most `concurrency` in flight; results in input order, and each one
+    /// to `onResult` as it arrives (one at a time, so it may store it). An item's failure is
+    /// recorded in its result and does not stop the others. `relevance: false` asks coherence
+    /// without the relevance cap (one judge call fewer).
+    public func score(_ items: [JudgeItem], coherence: Bool = true, relevance: Bool = true, concurrency: Int = 8,
                       onResult: (@Sendable (Int, JudgeItemResult) -> Void)? = nil) async -> [JudgeItemResult] {
         var results = [JudgeItemResult?](repeating: nil, count: items.count)
         await withTaskGroup(of: (Int, JudgeItemResult).self) { group in
@@ -97,7 +99,7 @@ public struct JudgeScorer: Sendable {
                     catch { t = .failure(Self.judgeError(error)) }
                     var c: Result<CoherenceResult, JudgeError>?
                     if coherence {
-                        do { c = .success(try await self.coherence(question: item.question, answer: item.answer)) }
+                        do { c = .success(try await self.coherence(question: item.question, answer: item.answer, relevance: relevance)) }
                         catch { c = .failure(Self.judgeError(error)) }
                     }
                     return (i, JudgeItemResult(item: item, trait: t, coherence: c))

@@ -177,43 +177,10 @@ public final class ExperimentRunner {
         let have = try store.layerNorms(model: model.name)
         if layers.allSatisfy({ have[$0] != nil }) { return }
         try stage("norms \(model.name)") {
-            guard let tok = model.tokenizer else { throw ExperimentError("model \(model.name) has no tokenizer") }
-            let texts = Array(try PromptFile.shippedCalibration().prefix(16))
-            let seqs = texts.map { tok.encode($0, addSpecialTokens: true) }
-            let h = model.hiddenSize
-            var sum = [Int: Double](), sumExcl = [Int: Double](), count = [Int: Int]()
-            let massive = Dictionary(uniqueKeysWithValues: layers.map { ($0, Set(Self.massiveDims(scan, layer: $0))) })
-            for start in stride(from: 0, to: seqs.count, by: 8) {
-                let batch = Array(seqs[start..<min(start + 8, seqs.count)])
-                try model.forward(batch, capture: CaptureSpec(layers: layers, positions: .all), logits: .none) { layer, _, rows, n, positions in
-                    let ex = massive[layer] ?? []
-                    for r in 0..<n where positions[positions.startIndex + r] > 0 {
-                        var a = 0.0, b = 0.0
-                        for d in 0..<h {
-                            let x = Double(rows[r * h + d]); a += x * x
-                            if !ex.contains(d) { b += x * x }
-                        }
-                        sum[layer, default: 0] += a.squareRoot()
-                        sumExcl[layer, default: 0] += b.squareRoot()
-                        count[layer, default: 0] += 1
-                    }
-                }
-            }
-            for l in layers {
-                let n = Double(max(count[l] ?? 0, 1))
-                try store.setLayerNorm(model: model.name, layer: l, mean: (sum[l] ?? 0) / n, excludingMassive: (sumExcl[l] ?? 0) / n,
-                                       excluded: (massive[l] ?? []).sorted())
+            for (l, n) in try LayerNorms.measure(model: model, layers: layers, scan: scan) {
+                try store.setLayerNorm(model: model.name, layer: l, mean: n.mean, excludingMassive: n.excludingMassive, excluded: n.excluded)
             }
         }
-    }
-
-    /// Dims excluded from the norm: those the scan flags massive at the layer, else the top-1
-    /// dim when it is ≥ 10× the layer's median max (milder models flag none at the 100× cut).
-    static func massiveDims(_ scan: ScanResult, layer: Int) -> [Int] {
-        let flagged = scan.massiveDims(layer: layer)
-        if !flagged.isEmpty { return flagged }
-        guard layer < scan.layers.count, let top = scan.layers[layer].top.first, top.ratioMedian >= 10 else { return [] }
-        return [top.dim]
     }
 
     // MARK: Extraction and variants
@@ -478,34 +445,25 @@ public final class ExperimentRunner {
         let bar = ProgressBar("judge \(label)", total: todo.count, unit: "answers", enabled: options.showProgress)
         let store = self.store
         let failures = Counter()
-        let trait = ctx.trait
-        let lock = NSLock()
+        let items = groups.map { JudgeItem(trait: ctx.trait.name, definition: ctx.trait.definition, question: $0[0].prompt, answer: $0[0].response) }
+        let toStore = groups
         // Each answer's scores are stored as soon as they arrive, so a kill loses at most the
         // answers in flight. Judge errors store nothing: the next run asks again.
-        let chunk = 32
-        for start in stride(from: 0, to: groups.count, by: chunk) {
-            let batch = Array(groups[start..<min(start + chunk, groups.count)])
-            blocking {
-                await withTaskGroup(of: Void.self) { group in
-                    for members in batch {
-                        group.addTask {
-                            let g = members[0]
-                            do {
-                                let t = try await scorer.traitScore(trait: trait.name, definition: trait.definition, question: g.prompt, answer: g.response)
-                                let c = try await scorer.coherence(question: g.prompt, answer: g.response, relevance: relevance)
-                                let coh = c.score, rel = relevance ? c.relevance.score : nil, off = c.offTopic
-                                let rows = members.map { m in
-                                    ScoreRow(configId: m.configId, question: m.question, sample: m.sample, trait: stable(t.score),
-                                             coherence: stable(coh), relevance: stable(rel), offTopic: off, error: nil)
-                                }
-                                do { try store.insert(scores: rows) } catch { failures.add("storing scores: \(error)") }
-                            } catch {
-                                failures.add(String(describing: error))
-                            }
-                            lock.withLock { bar.advance(by: members.count) }
-                        }
+        _ = blocking {
+            await scorer.score(items, coherence: true, relevance: relevance, concurrency: 32) { i, r in
+                do {
+                    let t = try r.trait.get()
+                    guard let c = try r.coherence?.get() else { return }
+                    let rel = relevance ? c.relevance.score : nil
+                    let rows = toStore[i].map { m in
+                        ScoreRow(configId: m.configId, question: m.question, sample: m.sample, trait: stable(t.score),
+                                 coherence: stable(c.score), relevance: stable(rel), offTopic: c.offTopic, error: nil)
                     }
+                    do { try store.insert(scores: rows) } catch { failures.add("storing scores: \(error)") }
+                } catch {
+                    failures.add(String(describing: error))
                 }
+                bar.advance(by: toStore[i].count)
             }
         }
         bar.finish()
