@@ -116,7 +116,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
                         into y: UnsafeMutablePointer<Float>) {
         for r in 0..<rows {
             let xr = x + r * width, yr = y + r * width
-            let ms = sumOfSquares(xr, width) / Float(width)
+            let ms = sumOfSquares(xr, count: width) / Float(width)
             // transformers: x * torch.rsqrt(mean + eps), then times the (1+w) or w scale, all fp32.
             let inv = 1 / (ms + eps).squareRoot()
             for i in 0..<width { yr[i] = (xr[i] * inv) * scale[i] }
@@ -227,7 +227,7 @@ func attendHead(_ job: AttentionJob, head h: Int, scores: UnsafeMutablePointer<F
         var m = -Float.infinity
         for j in lo...p {
             let k = j < split ? kPre + j * kvDim : kOwn + (j - split) * kvDim
-            var s = dotProduct(q, k, d) * job.scale
+            var s = dotProduct(q, k, count: d) * job.scale
             if let cap = job.softcap { s = cap * Foundation.tanh(s / cap) }
             scores[j - lo] = s
             m = max(m, s)
@@ -243,46 +243,7 @@ func attendHead(_ job: AttentionJob, head h: Int, scores: UnsafeMutablePointer<F
         for i in 0..<d { out[i] = 0 }
         for j in lo...p {
             let v = j < split ? vPre + j * kvDim : vOwn + (j - split) * kvDim
-            axpy(scores[j - lo] * inv, v, out, d)
+            axpy(scores[j - lo] * inv, v, out, count: d)
         }
     }
-}
-
-// MARK: - fp32 vector helpers (SIMD, remainder handled)
-
-@inline(__always)
-func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
-    var i = 0
-    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
-    while i + 16 <= n {
-        acc0 += ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            * rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        acc1 += ra.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
-            * rb.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self)
-        i += 16
-    }
-    var s = (acc0 + acc1).sum()
-    while i < n { s += a[i] * b[i]; i += 1 }
-    return s
-}
-
-@inline(__always)
-func sumOfSquares(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
-    dotProduct(a, a, n)
-}
-
-/// y += alpha · x
-@inline(__always)
-func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-    var i = 0
-    let a = SIMD8<Float>(repeating: alpha)
-    let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
-    while i + 8 <= n {
-        let v = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            + a * rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        ry.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
-        i += 8
-    }
-    while i < n { y[i] += alpha * x[i]; i += 1 }
 }

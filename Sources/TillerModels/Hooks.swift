@@ -1,4 +1,5 @@
 import Foundation
+import TillerTensor
 
 // Hook points, capture and steering. One definition of "where" (HookPoint) and "which tokens"
 // (positions relative to the prompt) serves capture, steering and ablation alike.
@@ -253,10 +254,10 @@ final class HookPlan {
                     if e.responseOnly && p < promptLength { continue }
                     let xr = x + r * h
                     if e.ablate {
-                        let d = dotProduct(xr, v.baseAddress!, h)
-                        axpy(-d, v.baseAddress!, xr, h)
+                        let d = dotProduct(xr, v.baseAddress!, count: h)
+                        axpy(-d, v.baseAddress!, xr, count: h)
                     } else {
-                        axpy(e.coef, v.baseAddress!, xr, h)
+                        axpy(e.coef, v.baseAddress!, xr, count: h)
                     }
                 }
             }
@@ -281,7 +282,7 @@ final class HookPlan {
         if capturePositions == .meanResponse {
             if captured[seq]!.layers[layer] == nil { captured[seq]!.layers[layer] = [Float](repeating: 0, count: h) }
             captured[seq]!.layers[layer]!.withUnsafeMutableBufferPointer { acc in
-                for r in 0..<count { axpy(1, start + r * h, acc.baseAddress!, h) }
+                for r in 0..<count { axpy(1, start + r * h, acc.baseAddress!, count: h) }
             }
         } else {
             captured[seq]!.layers[layer, default: []].append(contentsOf: UnsafeBufferPointer(start: start, count: count * h))

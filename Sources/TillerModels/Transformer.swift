@@ -270,7 +270,7 @@ final class Transformer: @unchecked Sendable {
 
     private func addBias(_ b: [Float], _ y: UnsafeMutablePointer<Float>, rows: Int) {
         b.withUnsafeBufferPointer { bp in
-            for r in 0..<rows { axpy(1, bp.baseAddress!, y + r * b.count, b.count) }
+            for r in 0..<rows { axpy(1, bp.baseAddress!, y + r * b.count, count: b.count) }
         }
     }
 
