@@ -54,7 +54,7 @@ let package = Package(
         // Experiments (Phase 4 and the whole-experiment tables): experiment files, sweeps, results
         // database, selection and reports.
         .target(name: "TillerExperiment", dependencies: [
-            "TillerSteering", "TillerEval", "TillerModels", "TillerTokenizers",
+            "TillerSteering", "TillerEval", "TillerModels", "TillerTokenizers", "TillerFormats",
             .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Yams", package: "Yams"),
         ], swiftSettings: cpuFlags),
         .executableTarget(

@@ -9,6 +9,14 @@ public protocol Judge: Sendable {
     var model: String { get }
     /// The answer distribution for one prompt. Throws `JudgeError` for this item only.
     func judge(_ prompt: String) async throws -> JudgeAnswer
+    /// Checks, with one small request, that the judge can answer at all: called before any long
+    /// work so that a missing key or an unreachable endpoint fails in seconds, not after every
+    /// answer has been generated. Judges that need no setup pass (the default).
+    func preflight() async throws
+}
+
+extension Judge {
+    public func preflight() async throws {}
 }
 
 /// What a judge answered: probabilities of the integer answers 0…100 (only those with mass) and
@@ -84,6 +92,7 @@ public struct CachedJudge: Judge {
     }
     public var backend: String { inner.backend }
     public var model: String { inner.model }
+    public func preflight() async throws { try await inner.preflight() }
 
     public func judge(_ prompt: String) async throws -> JudgeAnswer {
         if let hit = try? cache.lookup(backend: backend, model: model, prompt: prompt) { return hit }

@@ -40,21 +40,12 @@ public struct JudgeFactory {
     }
 }
 
-extension Judge {
-    /// Checks, with one small request, that the judge can answer at all: called before any long
-    /// work so that a missing key or an unreachable endpoint fails in seconds, not after every
-    /// answer has been generated. Judges that need no setup pass.
-    public func preflight() async throws {
-        if let j = self as? OpenAIJudge { try await j.preflightRequest() }
-        if let c = self as? CachedJudge { try await c.inner.preflight() }
-    }
-}
-
 extension OpenAIJudge {
     /// Where the key comes from, for error messages.
     static let keyHelp = "set OPENAI_API_KEY or TILLER_JUDGE_API_KEY (or pass --api-key to `tiller judge`)"
 
-    func preflightRequest() async throws {
+    /// One small request; a missing key or a failing endpoint is a configuration error that says what to set.
+    public func preflight() async throws {
         // OpenAI's own endpoint always needs a key; a self-hosted one (vLLM, `tiller serve`) may not.
         if options.apiKey == nil && options.baseURL.host == "api.openai.com" {
             throw JudgeError.configuration("openai judge \(model): no API key for \(options.baseURL.absoluteString): \(Self.keyHelp)")

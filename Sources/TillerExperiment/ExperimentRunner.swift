@@ -1,5 +1,6 @@
 import Foundation
 import TillerEval
+import TillerFormats
 import TillerModels
 import TillerSteering
 import TillerTokenizers
@@ -71,13 +72,13 @@ public final class ExperimentRunner {
         // Everything checkable from the files comes first, before any model work.
         let traits = try spec.traits.map { try resolveTrait($0) }
         if !options.prepareOnly || spec.extraction.vetting == .judge { try preflightJudge() }
-        // Every model's layers are checked before any work on the first (loading maps the file).
-        if spec.models.count > 1 {
-            for m in spec.models { try checkLayers(try LanguageModel.load(Self.resolveModel(m, in: baseDirectory))) }
+        // Every model's layers are checked from its config before any work on the first.
+        for m in spec.models {
+            let config = try ModelCache.openWeightSource(ModelCache.resolve(Self.resolveModel(m, in: baseDirectory))).config
+            try checkLayers(count: config.numHiddenLayers, model: m)
         }
         for modelArg in spec.models {
             let model = try stage("load \(modelArg)", record: false) { try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory)) }
-            try checkLayers(model)
             let scan = try scanStage(model)
             try normsStage(model, scan: scan)
             for trait in traits {
@@ -143,10 +144,10 @@ public final class ExperimentRunner {
 
     // MARK: Layer norms
 
-    /// Sweep layers must exist in the model (checked right after loading, before the scan).
-    func checkLayers(_ model: LanguageModel) throws {
-        for l in layers where l >= model.layerCount {
-            throw ExperimentError("layers: \(l) is out of range for \(model.name) (\(model.layerCount) layers, 0…\(model.layerCount - 1))")
+    /// Sweep layers must exist in the model (checked from its config, before any work).
+    func checkLayers(count: Int, model: String) throws {
+        for l in layers where l >= count {
+            throw ExperimentError("layers: \(l) is out of range for \(model) (\(count) layers, 0…\(count - 1))")
         }
     }
 
@@ -173,7 +174,6 @@ public final class ExperimentRunner {
     /// out), with and without the dims the scan flags massive at L. Relative coefficients are
     /// multiples of the latter.
     func normsStage(_ model: LanguageModel, scan: ScanResult) throws {
-        try checkLayers(model)
         let have = try store.layerNorms(model: model.name)
         if layers.allSatisfy({ have[$0] != nil }) { return }
         try stage("norms \(model.name)") {
