@@ -2,7 +2,8 @@ import Foundation
 import TillerTensor
 
 // Where models live and how a command's model argument becomes files: a name from the cache
-// (`smollm2-135m-instruct`), a path to a `.gguf`, or a Hugging Face-format directory.
+// (`smollm2-135m-instruct`), a path to a `.gguf`, a Hugging Face-format directory, or a hub name
+// (`HuggingFaceTB/SmolLM2-135M-Instruct`) already in the Hugging Face cache.
 
 public enum ModelFiles: Sendable, Equatable {
     case gguf(path: String)
@@ -70,8 +71,9 @@ public enum ModelCache {
         known.first { $0.name == name.lowercased() }
     }
 
-    /// Turns a model argument into files. Order: an existing path wins over a cache name.
-    public static func resolve(_ argument: String) throws -> ModelFiles {
+    /// Turns a model argument into files. Order: an existing path, then a name from Tiller's cache,
+    /// then a Hugging Face hub name (`ORG/NAME[@revision]`) found in the hub cache (HubCache).
+    public static func resolve(_ argument: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ModelFiles {
         let fm = FileManager.default
         let expanded = (argument as NSString).expandingTildeInPath
         var isDir: ObjCBool = false
@@ -93,6 +95,13 @@ public enum ModelCache {
             }
             return .gguf(path: model.path)
         }
-        throw FileError(path: argument, "no such file or directory, and not a known model name (known: \(known.map(\.name).joined(separator: ", ")))")
+        if HubCache.looksLikeRepoName(argument) {
+            let hub: HubModel
+            do { hub = try HubCache.locate(argument, environment: environment) } catch let e as FileError {
+                throw FileError(path: e.path, "\(e.message); also tried the path \(expanded) and Tiller's cache names (\(known.map(\.name).joined(separator: ", ")))")
+            }
+            return try HubCache.modelFiles(hub)
+        }
+        throw FileError(path: argument, "no such file or directory (tried \(expanded)), not a known model name (known: \(known.map(\.name).joined(separator: ", "))), and not an ORG/NAME hub name to look up in \(HubCache.directory(environment: environment))")
     }
 }

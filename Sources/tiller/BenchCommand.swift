@@ -22,7 +22,7 @@ struct Bench: ParsableCommand {
 
     enum Workload: String, ExpressibleByArgument, CaseIterable { case capture, generate, decode, judge }
 
-    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    @Option(name: .shortAndLong, help: modelHelp)
     var model = "smollm2-135m-instruct"
     @Option(help: "Workloads to run (repeatable): capture, generate, decode, judge.")
     var workload: [Workload] = [.capture, .generate, .decode]

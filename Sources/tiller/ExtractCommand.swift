@@ -19,7 +19,7 @@ struct Extract: ParsableCommand {
         a trait JSON file (Tiller's or persona_vectors' form) or a trait folder.
         """)
 
-    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    @Option(name: .shortAndLong, help: modelHelp)
     var model: String
     @Option(name: .shortAndLong, help: "Trait: shipped name, trait JSON file or folder.")
     var trait: String

@@ -30,7 +30,7 @@ struct Models: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show installed models: architecture, parameters, layers, hidden size, quantization.")
+        static let configuration = CommandConfiguration(abstract: "Show installed models (Tiller's cache and the Hugging Face hub cache): architecture, parameters, layers, hidden size, quantization.")
 
         func run() throws {
             let dir = ModelCache.modelsDirectory
@@ -54,6 +54,44 @@ struct Models: ParsableCommand {
                 rows.append([m.name, "(not installed: tiller models fetch \(m.name))", "", "", "", "", ""])
             }
             printTable(rows)
+
+            // Models transformers already downloaded: usable as --model ORG/NAME[@revision].
+            let hub = HubCache.directory()
+            let entries = HubCache.list()
+            print("\nHugging Face hub cache: \(hub)\(entries.isEmpty ? " (no models)" : "")")
+            guard !entries.isEmpty else { return }
+            var hubRows: [[String]] = [["name", "architecture", "params", "layers", "hidden", "dtype", "size"]]
+            for e in entries {
+                guard let m = e.model else {
+                    hubRows.append([e.repo, "unusable: \(e.error ?? "no snapshot")", "", "", "", "", ""])
+                    continue
+                }
+                let name = m.revision == "main" ? e.repo : "\(e.repo)@\(m.commit.prefix(12))"
+                do {
+                    let files = try HubCache.modelFiles(m)
+                    switch files {
+                    case .hfDirectory(let dir):
+                        let source = try HFWeightSource(directory: dir)
+                        let c = source.config
+                        let infos = source.checkpoint.files.flatMap { $0.tensorInfos }
+                        var bytes: [String: Int] = [:]
+                        for t in infos { bytes[t.dtype.rawValue, default: 0] += t.end - t.begin }
+                        let dtype = bytes.sorted { $0.value > $1.value }.prefix(2).map(\.key).joined(separator: ", ")
+                        hubRows.append([name, c.architecture.rawValue, formatCount(infos.reduce(0) { $0 + $1.elementCount }),
+                                        "\(c.numHiddenLayers)", "\(c.hiddenSize)", dtype,
+                                        formatBytes(source.checkpoint.files.reduce(0) { $0 + fileSize(URL(fileURLWithPath: $1.path).resolvingSymlinksInPath().path) })])
+                    case .gguf(let path):
+                        let source = try GGUFWeightSource(path: path)
+                        let c = source.config
+                        let params = source.gguf.tensorInfos.reduce(0) { $0 + $1.ggmlDims.reduce(1, *) }
+                        hubRows.append([name, c.architecture.rawValue, formatCount(params), "\(c.numHiddenLayers)", "\(c.hiddenSize)",
+                                        quantizationSummary(source.gguf), formatBytes(fileSize(path))])
+                    }
+                } catch {
+                    hubRows.append([name, "unusable: \(error)", "", "", "", "", ""])
+                }
+            }
+            printTable(hubRows)
         }
     }
 }
@@ -148,7 +186,8 @@ func formatBytes(_ n: Int) -> String {
 }
 
 func formatCount(_ n: Int) -> String {
-    n >= 1_000_000_000 ? String(format: "%.2fB", Double(n) / 1e9) : String(format: "%.0fM", Double(n) / 1e6)
+    n >= 1_000_000_000 ? String(format: "%.2fB", Double(n) / 1e9)
+        : n >= 1_000_000 ? String(format: "%.0fM", Double(n) / 1e6) : String(format: "%.0fK", Double(n) / 1e3)
 }
 
 /// The dominant weight types by bytes, e.g. "Q4_1 (94%), Q8_0".

@@ -13,7 +13,7 @@ struct Scan: ParsableCommand {
         dims), plus a Markdown summary (scan.md) and an SVG plot (scan.svg) beside it.
         """)
 
-    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    @Option(name: .shortAndLong, help: modelHelp)
     var model: String
     @Option(help: "Texts: one per line, or JSONL with a \"text\" field (default: the shipped calibration set).")
     var prompts: String?

@@ -13,7 +13,7 @@ struct Tiller: ParsableCommand {
         The cache lives in $TILLER_HOME (default ~/.cache/tiller).
         """,
         version: version,
-        subcommands: [Models.self, Tokenize.self, Generate.self, Trace.self, Scan.self, Bench.self, Extract.self, Variants.self, Serve.self, JudgeCommand.self, Run.self, Report.self, Merge.self]
+        subcommands: [Models.self, Tokenize.self, Generate.self, Trace.self, Scan.self, Bench.self, Extract.self, Variants.self, Project.self, Serve.self, JudgeCommand.self, Run.self, Report.self, Merge.self]
     )
 }
 
@@ -27,3 +27,6 @@ struct CLIError: Error, CustomStringConvertible {
 func note(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
+
+/// The help of every --model option (ModelCache.resolve decides what it accepts).
+let modelHelp = ArgumentHelp("Model: cache name, .gguf path, Hugging Face directory, or hub name ORG/NAME[@revision] from the Hugging Face cache.")

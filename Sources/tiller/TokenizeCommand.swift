@@ -7,7 +7,7 @@ struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn text into the model's token ids (exactly as transformers does).")
 
-    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    @Option(name: .shortAndLong, help: modelHelp)
     var model: String
     @Option(name: .shortAndLong, help: "The text to tokenize.")
     var text: String
@@ -33,7 +33,7 @@ struct Tokenize: ParsableCommand {
 
 /// The options every prompt-taking command shares: model, prompt text, chat wrapping.
 struct PromptInput: ParsableArguments {
-    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    @Option(name: .shortAndLong, help: modelHelp)
     var model: String
     @Option(name: .shortAndLong, help: "The prompt.")
     var prompt: String
