@@ -154,6 +154,28 @@ public enum Statistics {
         return bootstrapCI(zip(a, b).map { $0 - $1 }, level: level, resamples: resamples, seed: seed)
     }
 
+    /// ROC AUC with a stratified percentile-bootstrap interval: each resample draws the positives
+    /// and the negatives separately with replacement (so both classes keep their sizes), one
+    /// `StatsRNG(seed:)` for the whole procedure, positives first within each resample. `estimate`
+    /// is `auc` on the data; `n` counts both classes. Nil when `auc` is nil or the parameters are
+    /// invalid as for `bootstrapCI`.
+    public static func aucBootstrapCI(positive: [Double], negative: [Double], level: Double = 0.95,
+                                      resamples: Int = defaultResamples, seed: UInt64) -> ConfidenceInterval? {
+        guard let estimate = auc(positive: positive, negative: negative), level > 0, level < 1, resamples >= 1 else { return nil }
+        var rng = StatsRNG(seed: seed)
+        var values = [Double](repeating: 0, count: resamples)
+        var p = positive, n = negative
+        for b in 0..<resamples {
+            for i in 0..<p.count { p[i] = positive[rng.nextInt(below: positive.count)] }
+            for i in 0..<n.count { n[i] = negative[rng.nextInt(below: negative.count)] }
+            values[b] = auc(positive: p, negative: n)!
+        }
+        values.sort()
+        let tail = (1 - level) / 2
+        return ConfidenceInterval(estimate: estimate, low: quantile(sorted: values, tail), high: quantile(sorted: values, 1 - tail),
+                                  n: positive.count + negative.count, level: level)
+    }
+
     /// A seeded division of items 0..<count into a selection half and a held-out half.
     ///
     /// Steering settings (layer, strength, …) are chosen on `selection` and the reported numbers are
