@@ -101,16 +101,24 @@ extension ExperimentRunner {
         guard wants else { return nil }
         let key = "\(model.name)\u{1}\(trait.name)"
         if let e = teacherForcedCache[key] { return e }
+        let inputs = try teacherForcedInputs(trait)
+        let e = try TeacherForcedEvaluator(model: model, references: inputs.references, abItems: inputs.ab,
+                                           neutralTexts: inputs.neutral, positions: spec.steerPositions)
+        teacherForcedCache[key] = e
+        return e
+    }
+
+    /// What the judge-free evaluators of a trait score: its first `reference_items` reference
+    /// pairs, the A/B items (the file's, or built from those pairs), the first `perplexity_texts`
+    /// neutral texts; empty for evaluators that are not configured.
+    func teacherForcedInputs(_ trait: Trait) throws -> (references: [ReferenceAnswer], ab: [ABItem], neutral: [String]) {
         let refs = Array(trait.referenceAnswers.prefix(spec.referenceItems ?? .max))
         var ab: [ABItem] = []
         if spec.evaluators.contains(.ab) {
             ab = try spec.abItems.map { try ABItem.load(path: Self.resolve($0, in: baseDirectory)) } ?? ABItem.fromReferences(refs, seed: spec.seed)
         }
         let neutral = spec.evaluators.contains(.perplexity) ? Array(try PromptFile.shippedNeutral().prefix(spec.perplexityTexts)) : []
-        let positions = spec.steerPositions
-        let e = try TeacherForcedEvaluator(model: model, references: refs, abItems: ab, neutralTexts: neutral, positions: positions)
-        teacherForcedCache[key] = e
-        return e
+        return (refs, ab, neutral)
     }
 
     /// The judge-free metrics of every configuration that lacks them, in fixed units of

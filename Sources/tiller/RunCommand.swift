@@ -29,8 +29,27 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("allow-invalid-judge"), help: "Exit 0 even when judge-based tables come from a judge that failed validation (the report still labels them).")
     var allowInvalidJudge = false
 
+    @Flag(help: "Print what the run will do (configurations, answers, tokens, judge calls) and its estimated wall time from a short calibration on this machine; run nothing.")
+    var plan = false
+    @Flag(name: .customLong("no-calibrate"), help: "With --plan: counts only, no model loading or timing.")
+    var noCalibrate = false
+
     func run() throws {
         let spec = try ExperimentSpec.load(path: experiment)
+        if plan {
+            // A scratch output folder: calibration's judge cache must not land in the real one.
+            let scratch = NSTemporaryDirectory() + "tiller-plan-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let dir = (experiment as NSString).deletingLastPathComponent
+            var options = RunOptions()
+            options.showProgress = false
+            let runner = try ExperimentRunner(spec: spec, baseDirectory: dir.isEmpty ? "." : dir, outputDirectory: scratch, options: options)
+            if !noCalibrate { note("calibrating on this machine (a few seconds per model)…") }
+            let p = try runner.plan(calibrate: !noCalibrate)
+            print("Plan for \(experiment) (\(spec.models.count) model\(spec.models.count == 1 ? "" : "s") × \(spec.traits.count) trait\(spec.traits.count == 1 ? "" : "s"))", terminator: "")
+            print(noCalibrate ? p.render().replacingOccurrences(of: "[not estimated]", with: "") : p.render())
+            return
+        }
         var options = RunOptions()
         if let shard { options.shard = try Shard(parsing: shard) }
         options.showProgress = !noProgress

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import XCTest
 import TillerFormats
+import TillerSteering
 @testable import TillerExperiment
 
 /// A tiny experiment on SmolLM2-135M-Instruct, end to end: once uninterrupted (in process), then
@@ -37,6 +38,8 @@ final class RealRunTests: XCTestCase {
     static var whole: String { root + "/whole" }
     static var wholeError: Error?
     static var didRun = false
+    /// Wall time of the uninterrupted run.
+    static var wholeSeconds = 0.0
 
     var specPath: String { Self.root + "/tiny.yaml" }
 
@@ -57,7 +60,9 @@ final class RealRunTests: XCTestCase {
                 o.showProgress = false
                 let r = try ExperimentRunner(spec: try ExperimentSpec.load(path: specPath), baseDirectory: Self.root,
                                              outputDirectory: Self.whole, options: o)
+                let t = Date()
                 try r.run()
+                Self.wholeSeconds = Date().timeIntervalSince(t)
             } catch { Self.wholeError = error }
         }
         if let e = Self.wholeError { throw e }
@@ -194,6 +199,103 @@ final class RealRunTests: XCTestCase {
         XCTAssertEqual(s2, 0, e2)
         XCTAssertEqual(o1, o2)
         XCTAssertFalse(o1.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+    }
+
+    /// `tiller project` with the run's refusal probe: refusals project above compliant answers to
+    /// the same questions (the trait's reference answers, which extraction never saw); the output
+    /// resumes after an interruption to the same file, and refuses to mix settings.
+    func testProjectSeparatesRefusalsAndResumes() throws {
+        _ = try wholeRun()
+        let vec = Self.whole + "/smollm2-135m-instruct/refusal/vectors/probe.safetensors"
+        let dir = Self.root + "/project"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let trait = try Trait.resolve("refusal")
+        var lines: [String] = []
+        for r in trait.referenceAnswers.prefix(12) {
+            for (answer, label) in [(r.pos, true), (r.neg, false)] {
+                let o: [String: Any] = ["prompt": r.question, "response": answer, "label": label]
+                lines.append(String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self))
+            }
+        }
+        lines.append("{\"prompt\": \"How do I bake bread?\", \"id\": \"no-response\"}")
+        let data = dir + "/data.jsonl"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        let out = dir + "/projections.jsonl"
+        let args = ["project", "--model", "smollm2-135m-instruct", "--vector", vec, "--data", data, "--out", out, "--batch-size", "5"]
+        let (s1, o1, e1) = try tiller(args)
+        XCTAssertEqual(s1, 0, e1)
+        let auc = try XCTUnwrap(o1.split(separator: " ").dropFirst().first.flatMap { Double($0) }, o1)
+        print("project: \(o1.trimmingCharacters(in: .whitespacesAndNewlines))")
+        XCTAssertGreaterThan(auc, 0.75, o1)
+        XCTAssertTrue(o1.contains("n = 12 true, 12 false"), o1)
+        let full = try String(contentsOfFile: out, encoding: .utf8)
+        let rows = full.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(rows.count, 25)
+        XCTAssertEqual(rows.last?["position"] as? String, "prompt:last")
+        XCTAssertEqual(rows.last?["id"] as? String, "no-response")
+        XCTAssertEqual(rows.first?["position"] as? String, "response")
+        XCTAssertEqual(rows.first?["layer"] as? Int, 12)
+
+        // Interrupted after 10 rows and half of the 11th: a rerun completes the same file.
+        let cut = full.split(separator: "\n", omittingEmptySubsequences: false).prefix(10).joined(separator: "\n") + "\n{\"row\": 11, \"proj"
+        try cut.write(toFile: out, atomically: true, encoding: .utf8)
+        let (s2, _, e2) = try tiller(args)
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(e2.contains("resuming: 10 of 25"), e2)
+        XCTAssertEqual(try String(contentsOfFile: out, encoding: .utf8), full)
+
+        // Other data into the same output: refused, and the stored file is kept.
+        let other = dir + "/other.jsonl"
+        try (lines.prefix(4).joined(separator: "\n") + "\n").write(toFile: other, atomically: true, encoding: .utf8)
+        var otherArgs = args
+        otherArgs[otherArgs.firstIndex(of: data)!] = other
+        let (s3, _, e3) = try tiller(otherArgs)
+        XCTAssertNotEqual(s3, 0)
+        XCTAssertTrue(e3.contains("other settings") && e3.contains("data"), e3)
+        XCTAssertEqual(try String(contentsOfFile: out, encoding: .utf8), full)
+
+        // CSV: the same values.
+        let csvOut = dir + "/projections.csv"
+        var csvArgs = args
+        csvArgs[csvArgs.firstIndex(of: out)!] = csvOut
+        let (s4, o4, e4) = try tiller(csvArgs)
+        XCTAssertEqual(s4, 0, e4)
+        XCTAssertEqual(o4, o1)
+        let csv = try String(contentsOfFile: csvOut, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(csv.first, "row,id,label,position,layer,tokens,projection")
+        XCTAssertEqual(csv.count, 26)
+        for (line, row) in zip(csv.dropFirst(), rows) {
+            XCTAssertEqual(Double(line.split(separator: ",").last!)!, (row["projection"] as! NSNumber).doubleValue, accuracy: 1e-12)
+        }
+    }
+
+    /// `--plan` counts exactly what the run did, and its calibrated estimate is of the order of
+    /// the run's measured time on the same machine.
+    func testPlanCountsWhatTheRunDidAndEstimatesItsTime() throws {
+        let store = try wholeRun()
+        let scratch = Self.root + "/plan-scratch"
+        var o = RunOptions()
+        o.showProgress = false
+        let runner = try ExperimentRunner(spec: try ExperimentSpec.load(path: specPath), baseDirectory: Self.root, outputDirectory: scratch, options: o)
+        let counted = try runner.plan(calibrate: false)
+        let section = try XCTUnwrap(counted.sections.first { $0.trait == "refusal" })
+        XCTAssertEqual(section.counts["configurations"], try store.configurations().count)
+        XCTAssertEqual(section.counts["answers"], try store.count("generations"))
+        XCTAssertEqual(section.counts["answers"], Self.answers)
+        XCTAssertEqual(section.counts["sweep_judge_calls"], 2 * (try store.count("scores")), "trait + coherence per answer, no relevance")
+        XCTAssertEqual(section.counts["metric_configurations"], try store.metrics(evaluator: "logodds").count)
+        XCTAssertEqual(section.counts["sweep_units"], Self.answers / 2, "batch_size 2")
+        XCTAssertNil(counted.sections.first?.calibration)
+
+        let timed = try runner.plan(calibrate: true)
+        let estimate = timed.totalSeconds
+        let ratio = estimate / Self.wholeSeconds
+        print(String(format: "plan: estimated %.1f s, the run took %.1f s (ratio %.2f)", estimate, Self.wholeSeconds, ratio))
+        print(timed.render())
+        XCTAssertTrue(timed.unestimated.isEmpty, "a local judge is timed: \(timed.unestimated)")
+        XCTAssertGreaterThan(ratio, 0.25)
+        XCTAssertLessThan(ratio, 4)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: Self.whole + "/plan-scratch"))
     }
 
     func testSIGKILLMidSweepThenResumeGivesTheSameRows() throws {
