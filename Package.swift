@@ -66,6 +66,9 @@ let package = Package(
             ],
             swiftSettings: cpuFlags
         ),
+        // The parsers' fuzz driver (tools/fuzz/run.sh; not run by CI).
+        .executableTarget(name: "tiller-fuzz", dependencies: ["TillerTensor", "TillerFormats", "TillerTokenizers", "TillerModels", "TillerSteering", "TillerExperiment"],
+                          path: "tools/fuzz", exclude: ["seeds", "make_seeds.py", "run.sh", "README.md"], swiftSettings: cpuFlags),
         // Test helpers shared by the test targets that load the real default models.
         .target(name: "TillerTestSupport", dependencies: ["TillerModels", "TillerFormats", "TillerTokenizers"],
                 path: "Tests/TillerTestSupport", swiftSettings: cpuFlags),
@@ -76,7 +79,7 @@ let package = Package(
         .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerEvalTests", dependencies: ["TillerEval", "TillerServer", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerExperimentTests", dependencies: [
-            "TillerExperiment", "TillerFormats", .product(name: "GRDB", package: "GRDB.swift"),
+            "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
         .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels", "TillerSteering", "TillerTestSupport"], swiftSettings: cpuFlags),
     ],

@@ -26,13 +26,20 @@ struct WeightLoader {
     }
 
     func matrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator {
-        try backend.matrix(raw(name, shape), modelBytesFP32: modelBytesFP32)
+        try backendMatrix(raw(name, shape))
+    }
+
+    /// The backend's operator for a tensor; its errors (an unsupported type) name the model file.
+    private func backendMatrix(_ t: RawTensor) throws -> MatrixOperator {
+        do { return try backend.matrix(t, modelBytesFP32: modelBytesFP32) } catch let e as UnsupportedTypeError {
+            throw ModelError("\(model): \(e)")
+        }
     }
 
     func optionalMatrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator? {
         guard let t = try source.tensor(name) else { return nil }
         try check(name, t, shape)
-        return try backend.matrix(t, modelBytesFP32: modelBytesFP32)
+        return try backendMatrix(t)
     }
 
     func vector(_ name: String, _ n: Int) throws -> [Float] {

@@ -53,6 +53,10 @@ final class BPEModel: @unchecked Sendable {
                       endOfWordSuffix: endOfWordSuffix, source: source)
     }
 
+    /// Largest token id accepted for a vocabulary (or added-token list) of `entries` entries:
+    /// real tokenizers number tokens densely, so anything past twice the count is corruption.
+    static func idLimit(entries: Int) -> Int { 2 * entries + 1024 }
+
     /// Merges as (left id, right id, merged id), in rank order.
     init(vocab: Vocabulary, mergeIds: [(left: Int, right: Int, merged: Int)], unkToken: String?, fuseUnk: Bool, byteFallback: Bool,
          ignoreMerges: Bool, continuingSubwordPrefix: String?, endOfWordSuffix: String?, source: String) throws {
@@ -60,6 +64,10 @@ final class BPEModel: @unchecked Sendable {
         var maxId = -1
         let vocabPairs = vocab.pairs
         for (_, id) in vocabPairs where id > maxId { maxId = id }
+        // Ids index a table: a stray huge id must be an error, not a terabyte allocation.
+        if maxId >= Self.idLimit(entries: vocabPairs.count), let (token, _) = vocabPairs.first(where: { $0.1 == maxId }) {
+            throw TokenizerError("\(source): token id \(maxId) for \(token.debugDescription) is far beyond the vocabulary's \(vocabPairs.count) entries (ids must be about 0..<\(vocabPairs.count))")
+        }
         var table = [String](repeating: "", count: maxId + 1)
         for (token, id) in vocabPairs {
             guard id >= 0 else { throw TokenizerError("\(source): negative token id \(id) for \(token.debugDescription)") }

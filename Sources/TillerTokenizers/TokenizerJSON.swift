@@ -28,6 +28,9 @@ public func loadBPETokenizer(directory: String) throws -> BPETokenizer {
         guard let id = entry["id"] as? Int, let content = entry["content"] as? String else {
             throw TokenizerError("\(tokenizerPath): an added_tokens entry lacks an id or content")
         }
+        guard id >= 0, id < BPEModel.idLimit(entries: model.idToToken.count + ((json["added_tokens"] as? [Any])?.count ?? 0)) else {
+            throw TokenizerError("\(tokenizerPath): added token \(content.debugDescription) has id \(id), outside the vocabulary's range (0..<\(model.idToToken.count) plus the added tokens)")
+        }
         added.append(AddedToken(content: content, id: id, special: entry["special"] as? Bool ?? false,
                                 lstrip: entry["lstrip"] as? Bool ?? false, rstrip: entry["rstrip"] as? Bool ?? false,
                                 singleWord: entry["single_word"] as? Bool ?? false,
