@@ -12,7 +12,7 @@ public struct CoherenceResult: Sendable, Equatable {
 }
 
 /// One answer to score for a trait.
-public struct JudgeItem: Sendable, Equatable, Codable {
+public struct JudgeItem: Sendable, Hashable, Codable {
     public var trait: String
     public var definition: String
     public var question: String
@@ -83,6 +83,28 @@ public struct JudgeScorer: Sendable {
     /// to `onResult` as it arrives (one at a time, so it may store it). An item's failure is
     /// recorded in its result and does not stop the others. `relevance: false` asks coherence
     /// without the relevance cap (one judge call fewer).
+    /// Indices of `items` grouped by identical item, in order of first appearance.
+    public static func distinctGroups(_ items: [JudgeItem]) -> [[Int]] {
+        var groups: [[Int]] = []
+        var index: [JudgeItem: Int] = [:]
+        for (i, item) in items.enumerated() {
+            if let g = index[item] { groups[g].append(i) } else { index[item] = groups.count; groups.append([i]) }
+        }
+        return groups
+    }
+
+    /// `score`, judging each distinct item once: `onResult` gets the indices of every copy of
+    /// the item with its result. Returns the number of distinct items judged.
+    @discardableResult
+    public func scoreDistinct(_ items: [JudgeItem], coherence: Bool = true, relevance: Bool = true, concurrency: Int = 8,
+                              onResult: @escaping @Sendable ([Int], JudgeItemResult) -> Void) async -> Int {
+        let groups = Self.distinctGroups(items)
+        _ = await score(groups.map { items[$0[0]] }, coherence: coherence, relevance: relevance, concurrency: concurrency) { g, r in
+            onResult(groups[g], r)
+        }
+        return groups.count
+    }
+
     public func score(_ items: [JudgeItem], coherence: Bool = true, relevance: Bool = true, concurrency: Int = 8,
                       onResult: (@Sendable (Int, JudgeItemResult) -> Void)? = nil) async -> [JudgeItemResult] {
         var results = [JudgeItemResult?](repeating: nil, count: items.count)

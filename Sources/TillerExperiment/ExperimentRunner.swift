@@ -41,7 +41,7 @@ public final class ExperimentRunner {
     public let store: ResultsStore
     let variants: [VariantSpec]
     let layers: [Int]
-    private var judgeModels: [String: LanguageModel] = [:]
+    var judgeModels: [String: LanguageModel] = [:]
     var teacherForcedCache: [String: TeacherForcedEvaluator] = [:]
 
     public static let databaseName = "results.sqlite"
@@ -356,7 +356,7 @@ public final class ExperimentRunner {
         let todo = units.filter { u in !u.items.allSatisfy { done.contains($0.key) } }
         if !todo.isEmpty {
             guard let tok = model.tokenizer else { throw ExperimentError("model \(model.name) has no tokenizer") }
-            let prompts = try spec.questionsPerTrait.rangeMap { try PromptFormat.prompt(tok, user: ctx.trait.steeringQuestions[$0]) }
+            let prompts = try (0..<spec.questionsPerTrait).map { try PromptFormat.prompt(tok, user: ctx.trait.steeringQuestions[$0]) }
             let total = todo.reduce(0) { $0 + $1.items.count }
             options.log("generate \(label): \(total) answers in \(todo.count) batches (\(units.count - todo.count) batches stored)")
             let bar = ProgressBar("generate \(label)", total: total, unit: "answers", enabled: options.showProgress)
@@ -396,105 +396,4 @@ public final class ExperimentRunner {
         guard let f = ctx.vectors[c.variant] else { throw ExperimentError("no vectors for variant \(c.variant)") }
         return try f.vector(layer: c.layer, hidden: ctx.model.hiddenSize)
     }
-
-    // MARK: Judging
-
-    func judgeFactory() throws -> JudgeFactory {
-        guard let text = self.spec.judge else { throw ExperimentError("no judge is configured") }
-        let prompts = try self.spec.judgePrompts.map { try JudgePrompts.load(directory: Self.resolve($0, in: baseDirectory)) }
-        // The judge cache lives in the results database.
-        return try JudgeFactory(spec: try JudgeSpec(parsing: text), cache: try JudgeCache(writer: store.db), prompts: prompts,
-                                minMass: self.spec.judgeMinMass)
-    }
-
-    func makeScorer(for model: LanguageModel) throws -> JudgeScorer {
-        try judgeFactory().makeScorer { name in
-            if let m = judgeModels[name] { return m }
-            let m = name == model.name || Self.resolveModel(name, in: baseDirectory) == model.name
-                ? model : try LanguageModel.load(Self.resolveModel(name, in: baseDirectory))
-            judgeModels[name] = m
-            return m
-        }
-    }
-
-    /// An `openai:` judge answers one small request before any model work (a missing key or a
-    /// wrong URL fails now, not after the sweep has been generated).
-    func preflightJudge() throws {
-        guard let text = spec.judge, try JudgeSpec(parsing: text).backend == .openai else { return }
-        let judge = try judgeFactory().makeJudge()
-        let r: Result<Void, Error> = blocking {
-            do { try await judge.preflight(); return .success(()) } catch { return .failure(error) }
-        }
-        try r.get()
-        options.log("judge \(text): answered its first request")
-    }
-
-    func judgeStage(configIds: Set<String>, ctx: SweepContext, scorer: JudgeScorer, label: String) throws {
-        let todo = try store.unscoredGenerations().filter { configIds.contains($0.configId) }
-        guard !todo.isEmpty else { return }
-        // Identical answers to the same question (common: weak steering leaves the greedy answer
-        // unchanged) are judged once; every copy gets the scores.
-        var groups: [[GenerationRow]] = []
-        var index: [String: Int] = [:]
-        for g in todo {
-            let k = g.prompt + "\u{1}" + g.response
-            if let i = index[k] { groups[i].append(g) } else { index[k] = groups.count; groups.append([g]) }
-        }
-        let relevance = spec.judgeRelevance
-        options.log("judge \(label): \(todo.count) answers, \(groups.count) distinct (trait, coherence\(relevance ? ", relevance" : ""))")
-        let bar = ProgressBar("judge \(label)", total: todo.count, unit: "answers", enabled: options.showProgress)
-        let store = self.store
-        let failures = Counter()
-        let items = groups.map { JudgeItem(trait: ctx.trait.name, definition: ctx.trait.definition, question: $0[0].prompt, answer: $0[0].response) }
-        let toStore = groups
-        // Each answer's scores are stored as soon as they arrive, so a kill loses at most the
-        // answers in flight. Judge errors store nothing: the next run asks again.
-        _ = blocking {
-            await scorer.score(items, coherence: true, relevance: relevance, concurrency: 32) { i, r in
-                do {
-                    let t = try r.trait.get()
-                    guard let c = try r.coherence?.get() else { return }
-                    let rel = relevance ? c.relevance.score : nil
-                    let rows = toStore[i].map { m in
-                        ScoreRow(configId: m.configId, question: m.question, sample: m.sample, trait: stable(t.score),
-                                 coherence: stable(c.score), relevance: stable(rel), offTopic: c.offTopic, error: nil)
-                    }
-                    do { try store.insert(scores: rows) } catch { failures.add("storing scores: \(error)") }
-                } catch {
-                    failures.add(String(describing: error))
-                }
-                bar.advance(by: toStore[i].count)
-            }
-        }
-        bar.finish()
-        if failures.count > 0 {
-            throw ExperimentError("judge: \(failures.count) answers could not be scored (first error: \(failures.first ?? "?")); run again to retry them")
-        }
-    }
-}
-
-/// Scores rounded to 1e-9: the judge sums its answer distribution in dictionary order, which
-/// varies between processes in the last bits; rounding makes reruns and shards store identical rows.
-func stable(_ x: Double?) -> Double? { x.map { ($0 * 1e9).rounded() / 1e9 } }
-
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var count = 0
-    private(set) var first: String?
-    func add(_ e: String) { lock.lock(); count += 1; if first == nil { first = e }; lock.unlock() }
-}
-
-
-extension Int {
-    func rangeMap<T>(_ f: (Int) throws -> T) rethrows -> [T] { try (0..<self).map(f) }
-}
-
-/// FNV-1a over the float bits: identifies a vector in the database.
-func digest(_ v: [Float]) -> String {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for x in v {
-        var b = x.bitPattern
-        for _ in 0..<4 { h = (h ^ UInt64(b & 0xff)) &* 0x100_0000_01b3; b >>= 8 }
-    }
-    return String(format: "%016llx", h)
 }

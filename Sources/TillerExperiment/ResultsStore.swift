@@ -1,4 +1,5 @@
 import Foundation
+import TillerTensor
 import GRDB
 import TillerEval
 
@@ -497,3 +498,14 @@ typealias Configuration_ = GRDB.Configuration
 func itemKey(_ config: String, _ question: Int, _ sample: Int) -> String { "\(config)|\(question)|\(sample)" }
 
 func now() -> String { ISO8601DateFormatter().string(from: Date()) }
+
+/// Scores rounded to 1e-9: the judge sums its answer distribution in dictionary order, which
+/// varies between processes in the last bits; rounding makes reruns and shards store identical rows.
+func stable(_ x: Double?) -> Double? { x.map { ($0 * 1e9).rounded() / 1e9 } }
+
+/// Identifies a vector in the database (FNV-1a over the float bits).
+func digest(_ v: [Float]) -> String {
+    var f = Fingerprint()
+    f.add(v)
+    return f.hex
+}

@@ -33,9 +33,12 @@ public struct HookPoint: Hashable, Sendable, CustomStringConvertible, Codable {
 
 /// Which tokens of a sequence a capture reads. "Prompt" tokens are positions < promptLength;
 /// everything after is "response" (generated tokens, or the continuation given to `forward`).
+/// That is the one meaning of "response" in Tiller: steering (`SteeringPositions.response`),
+/// capture and extraction position sets (`response`, `response:K`) all count from the prompt's end.
 public enum CapturePositions: Sendable, Equatable, Hashable {
     case all
     case prompt
+    /// Every response row.
     case response
     /// The first k response tokens.
     case firstResponse(Int)
@@ -102,7 +105,7 @@ public struct CapturedActivations: Sendable {
 public enum SteeringPositions: String, Sendable, Codable, Equatable {
     /// Every token, prompt included.
     case all
-    /// Only tokens at positions ≥ promptLength (generated tokens).
+    /// Only tokens at positions ≥ promptLength: generated tokens, or a teacher-forced continuation.
     case response
 }
 

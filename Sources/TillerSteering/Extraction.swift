@@ -8,11 +8,13 @@ import TillerTokenizers
 // selected positions). The result is stored so that the methods and variants can be rerun
 // without generating again.
 
-/// Which tokens of a sample become its activation row.
+/// Which tokens of a sample become its activation row: always one row, the mean over the
+/// selected positions. "Response" means here what it means for capture and steering
+/// (CapturePositions, SteeringPositions): the positions at and after the prompt's length.
 public enum PositionSet: Sendable, Equatable, CustomStringConvertible {
-    /// The mean over the first k response tokens (fewer if the answer is shorter).
-    case response(Int)
-    /// The mean over all response tokens.
+    /// `response:K`: the mean over the first K response tokens (fewer if the answer is shorter).
+    case firstResponse(Int)
+    /// `response`: the mean over all response tokens.
     case responseMean
     /// The last prompt token (nothing is generated).
     case lastPrompt
@@ -23,14 +25,14 @@ public enum PositionSet: Sendable, Equatable, CustomStringConvertible {
         case "response", "response:all", "response:mean": self = .responseMean
         case "prompt:last", "last-prompt": self = .lastPrompt
         default:
-            if s.hasPrefix("response:"), let k = Int(s.dropFirst(9)), k >= 1 { self = .response(k); return }
+            if s.hasPrefix("response:"), let k = Int(s.dropFirst(9)), k >= 1 { self = .firstResponse(k); return }
             throw ExtractionError("unknown position set '\(s)': use response:K (mean of the first K response tokens), response (mean over the whole response) or prompt:last")
         }
     }
 
     public var description: String {
         switch self {
-        case .response(let k): return "response:\(k)"
+        case .firstResponse(let k): return "response:\(k)"
         case .responseMean: return "response"
         case .lastPrompt: return "prompt:last"
         }
@@ -38,7 +40,7 @@ public enum PositionSet: Sendable, Equatable, CustomStringConvertible {
 
     public var capture: CapturePositions {
         switch self {
-        case .response(let k): return .firstResponse(k)
+        case .firstResponse(let k): return .firstResponse(k)
         case .responseMean: return .meanResponse
         case .lastPrompt: return .lastPrompt
         }
@@ -50,7 +52,7 @@ public enum PositionSet: Sendable, Equatable, CustomStringConvertible {
 public struct ExtractionSettings: Sendable, Equatable {
     /// nil: instructions when the model has a chat template and the trait has them, else scenarios.
     public var form: ExtractionForm?
-    public var positions: PositionSet = .response(5)
+    public var positions: PositionSet = .firstResponse(5)
     public var maxNewTokens = 32
     public var temperature = 0.7
     public var topP = 1.0

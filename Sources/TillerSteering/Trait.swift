@@ -1,4 +1,5 @@
 import Foundation
+import TillerTensor
 
 /// A positive/negative pair: two system prompts (instructions form) or two text prefixes
 /// (scenarios form).
@@ -291,17 +292,17 @@ public struct Trait: Sendable, Equatable {
     /// A stable fingerprint of the extraction data (FNV-1a 64), so stored activations are reused
     /// only for the data they came from.
     public var extractionDigest: String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        var h = Fingerprint()
         func feed(_ s: String) {
-            for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-            h = (h ^ 0xFF) &* 0x0000_0100_0000_01B3  // separator
+            h.add(bytes: s.utf8)
+            h.add(bytes: [0xFF])  // separator
         }
         for p in instructions { feed(p.pos); feed(p.neg) }
         feed("|questions|")
         questions.forEach(feed)
         feed("|scenarios|")
         for p in scenarios { feed(p.pos); feed(p.neg) }
-        return String(h, radix: 16)
+        return String(h.value, radix: 16)
     }
 
     static func normalise(_ s: String) -> String {

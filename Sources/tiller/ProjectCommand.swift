@@ -3,6 +3,7 @@ import Foundation
 import TillerEval
 import TillerModels
 import TillerSteering
+import TillerTensor
 import TillerTokenizers
 
 /// `tiller project`: the projection of each data row's activations on a trait vector, for
@@ -118,12 +119,12 @@ struct Project: ParsableCommand {
     }
 }
 
-/// FNV-1a 64 of a file's bytes and its size: enough to tell that a resumed run reads the same data.
+/// The fingerprint of a file's bytes and its size: enough to tell that a resumed run reads the same data.
 func fingerprint(_ path: String) throws -> String {
     guard let d = FileManager.default.contents(atPath: path) else { throw CLIError("\(path): cannot read") }
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for b in d { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-    return String(format: "%016llx-%d", h, d.count)
+    var f = Fingerprint()
+    f.add(bytes: d)
+    return "\(f.hex)-\(d.count)"
 }
 
 /// Where projections go: JSONL or CSV, appended row by row, with a settings sidecar

@@ -109,10 +109,10 @@ final class ExtractionModelTests: XCTestCase {
     }
 
     func testPositionSets() throws {
-        XCTAssertEqual(try PositionSet("response:5"), .response(5))
+        XCTAssertEqual(try PositionSet("response:5"), .firstResponse(5))
         XCTAssertEqual(try PositionSet("response"), .responseMean)
         XCTAssertEqual(try PositionSet("prompt:last"), .lastPrompt)
-        XCTAssertEqual(PositionSet.response(3).capture, .firstResponse(3))
+        XCTAssertEqual(PositionSet.firstResponse(3).capture, .firstResponse(3))
         for bad in ["response:0", "first", "response:x"] { XCTAssertThrowsError(try PositionSet(bad), bad) }
     }
 }
