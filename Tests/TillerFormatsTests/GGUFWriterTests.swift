@@ -224,9 +224,9 @@ final class GGUFWriterTests: XCTestCase {
             try w.write(to: path)
             do { _ = try GGUFWeightSource(path: path); return "no error" } catch { return "\(error)" }
         }
-        var phi = TinyGGUF(); phi.arch = "phi3"
-        let m1 = try message(phi)
-        XCTAssertTrue(m1.contains("e.gguf") && m1.contains("phi3") && m1.contains("gemma3"), m1)
+        var falcon = TinyGGUF(); falcon.arch = "falcon"
+        let m1 = try message(falcon)
+        XCTAssertTrue(m1.contains("e.gguf") && m1.contains("falcon") && m1.contains("gemma3"), m1)
         let m2 = try message(TinyGGUF()) { $0.set("llama.attention.head_count", .uint32(3)) }
         XCTAssertTrue(m2.contains("e.gguf") && m2.contains("head_count"), m2)
         let m3 = try message(TinyGGUF()) { $0.set("llama.feed_forward_length", .uint32(20)) }
