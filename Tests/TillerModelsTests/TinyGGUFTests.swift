@@ -17,6 +17,30 @@ final class TinyGGUFTests: XCTestCase {
     /// llama.cpp ignores Phi-3's window (its Phi SWA is disabled), and so does the GGUF loader.
     func testPhi3() throws { try checkGGUF("phi3", architecture: .phi3, windowDropped: true) }
 
+    /// Every architecture has a recipe, and the recipe's options follow its table of facts.
+    func testEveryArchitectureHasARecipe() throws {
+        for a in Architecture.allCases {
+            let recipe = try XCTUnwrap(architectureRegistry[a], a.rawValue)
+            let f = a.facts
+            let c = ModelConfig(architecture: a, hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 6,
+                                numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: 256, rmsNormEps: 1e-6,
+                                ropeTheta: 10_000, hiddenActivation: "silu", slidingWindow: 8)
+            let o = try recipe.options(for: c)
+            XCTAssertEqual(o.blockNorms, f.blockNorms, a.rawValue)
+            XCTAssertEqual(o.qkNorm, f.qkNorm, a.rawValue)
+            XCTAssertEqual(o.fusedProjections, f.fusedProjections, a.rawValue)
+            XCTAssertEqual(o.requireQKVBias, f.alwaysQKVBias, a.rawValue)
+            XCTAssertEqual(o.sliding, f.slidingLayers(c), a.rawValue)
+        }
+        // With no layer_types, Gemma 3 keeps one global layer in six and gives it the global RoPE table.
+        let g = try Gemma3.options(for: ModelConfig(architecture: .gemma3, hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 6,
+                                                    numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: 256,
+                                                    rmsNormEps: 1e-6, ropeTheta: 1_000_000, slidingWindow: 8,
+                                                    ropeLocalBaseFreq: 10_000))
+        XCTAssertEqual(g.sliding, [true, true, true, true, true, false])
+        XCTAssertNotEqual(g.ropeInvFreq[0], g.ropeInvFreq[5])
+    }
+
     func testSteeringFixtures() throws {
         for name in ["qwen3", "mistral", "phi3", "olmo2"] {
             try checkSteeringFixture(model: loadTiny("tiny-\(name)"), fixture: "tiny-\(name)")

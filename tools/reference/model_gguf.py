@@ -15,11 +15,22 @@ Each file follows llama.cpp's convert_hf_to_gguf.py for that architecture with `
 * Mistral's q/k rows permuted per head as LlamaModel.permute does; the others unpermuted (NEOX RoPE);
 * a stand-in vocabulary (256 tokens "<t0>"…) with the checkpoint's bos/eos/pad ids: the tests feed ids.
 
+Checked against llama.cpp's converter itself (the source vendored in the llama-cpp-python 0.3.36
+sdist): `python3 tools/reference/model_gguf.py --llama-cpp DIR` converts each tiny checkpoint with
+DIR/convert_hf_to_gguf.py --outtype f32 (its set_vocab replaced by the same stand-in vocabulary) and
+compares. Last run: every hyperparameter key and every tensor (name, type, shape, bytes) identical;
+only the descriptive general.name / size_label / type / quantization_version keys and the special
+token ids (which the converter reads from tokenizer files) differ.
+
 Where transformers can read the architecture back from GGUF (Mistral, Phi-3; not OLMo-2, and not a
 Qwen3 whose head_dim differs from hidden/heads, as transformers' GGUF loader ignores key_length),
 the script loads the file with transformers and checks that every weight equals the original.
 """
+import argparse
 import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -114,3 +125,62 @@ def check_with_transformers(name, model, path):
         assert k in got, f"{name}: transformers' GGUF load has no {k}"
         assert torch.equal(got[k].float(), v.float()), f"{name}: {k} differs after the GGUF round trip"
     print(f"  {name}: transformers reads the GGUF back to the same {len(want)} tensors")
+
+
+# Run inside a subprocess: llama.cpp's converter with the stand-in vocabulary.
+_CONVERT = """
+import sys
+sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/gguf-py")
+import convert_hf_to_gguf as c
+def stand_in_vocab(self):
+    n = self.hparams["vocab_size"]
+    self.gguf_writer.add_tokenizer_model("llama")
+    self.gguf_writer.add_token_list([f"<t{i}>" for i in range(n)])
+    self.gguf_writer.add_token_scores([0.0] * n)
+    self.gguf_writer.add_token_types([1] * n)
+get = c.get_model_class
+def patched(*a, **k):
+    cls = get(*a, **k)
+    cls.set_vocab = stand_in_vocab
+    return cls
+c.get_model_class = patched
+sys.argv = ["convert_hf_to_gguf.py", sys.argv[2], "--outtype", "f32", "--outfile", sys.argv[3]]
+c.main()
+"""
+
+
+def _read(path):
+    r = gguf.GGUFReader(path)
+    # Descriptive general.* keys and the vocabulary (stand-ins on both sides) are left out.
+    skip = ("GGUF.", "general.", "tokenizer.ggml.")
+    keep = ("general.architecture", "general.file_type")
+    keys = {k: f.contents() for k, f in r.fields.items() if k in keep or not k.startswith(skip)}
+    tensors = {t.name: (t.tensor_type.name, tuple(int(d) for d in t.shape), np.array(t.data)) for t in r.tensors}
+    return keys, tensors
+
+
+def compare_with_converter(llama_cpp, fixtures):
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in WRITERS:
+            ours = os.path.join(fixtures, f"tiny-{name}.gguf")
+            theirs = os.path.join(tmp, f"tiny-{name}.gguf")
+            subprocess.run([sys.executable, "-c", _CONVERT, llama_cpp, os.path.join(fixtures, f"tiny-{name}"), theirs],
+                           check=True, capture_output=True)
+            (ka, ta), (kb, tb) = _read(ours), _read(theirs)
+            keys = sorted(k for k in set(ka) | set(kb) if ka.get(k) != kb.get(k))
+            tensors = sorted(n for n in set(ta) | set(tb)
+                             if n not in ta or n not in tb or ta[n][:2] != tb[n][:2] or not np.array_equal(ta[n][2], tb[n][2]))
+            print(f"tiny-{name}.gguf vs convert_hf_to_gguf.py: {len(ka)} keys, {len(ta)} tensors; "
+                  f"differing keys {keys or 'none'}, differing tensors {tensors or 'none'}")
+            ok = ok and not keys and not tensors
+    return ok
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="Compare the tiny GGUF fixtures with llama.cpp's converter.")
+    ap.add_argument("--llama-cpp", required=True, help="a llama.cpp source tree (with convert_hf_to_gguf.py and gguf-py/)")
+    ap.add_argument("--fixtures", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                                        "Tests", "TillerModelsTests", "Fixtures"))
+    args = ap.parse_args()
+    sys.exit(0 if compare_with_converter(args.llama_cpp, args.fixtures) else 1)
