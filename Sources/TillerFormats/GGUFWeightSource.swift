@@ -301,9 +301,9 @@ extension ModelConfig {
         if facts.queryPreAttnScalar != nil {
             // llama.cpp: the 27B Gemmas scale queries by 1/sqrt(hidden/heads), all others by
             // 1/sqrt(head_dim) — the same values transformers' configs carry as query_pre_attn_scalar.
-            let is27B = (arch == .gemma2 && layers == 46) || (arch == .gemma3 && layers == 62)
+            let hiddenPerHead = layers == facts.ggufHiddenPerHeadScalarLayers
             queryScalar = try double("attention.query_pre_attn_scalar")
-                ?? Double(is27B ? hidden / heads : headDim)
+                ?? Double(hiddenPerHead ? hidden / heads : headDim)
         }
         if let caps = facts.softcapDefaults {
             attnCap = try double("attn_logit_softcapping") ?? caps.attention
