@@ -5,7 +5,7 @@ import TillerTensor
 // `ModelConfig` (matching what transformers' GGUF loader and llama.cpp derive), GGUF tensor names
 // become transformers parameter names, and the two rewrites llama.cpp's convert_hf_to_gguf.py
 // applies are undone so an architecture sees exactly the values transformers would:
-//   - Llama: rows of Q and K are interleaved per head (`permute` in LlamaModel) so that llama.cpp
+//   - Llama (and Mistral, written as llama): rows of Q and K are interleaved per head (`permute` in LlamaModel) so that llama.cpp
 //     can use GPT-J-style RoPE. We move the rows back; quant blocks never straddle rows, so this is
 //     a byte copy, no dequantisation.
 //   - Gemma 2/3: every `*norm.weight` is stored as 1 + w (transformers' GemmaRMSNorm multiplies by
@@ -55,19 +55,16 @@ public final class GGUFWeightSource: WeightSource, @unchecked Sendable {
         guard let g = ggufName[name] else { return nil }
         let t = try gguf.tensor(g)
         let stored = RawTensor(name: name, type: t.type, shape: t.shape, data: t.data, owner: t.owner)
-        switch config.architecture {
-        case .llama:
+        let facts = config.architecture.facts
+        if facts.ggufPermutesQK {
             if g.hasSuffix(".attn_q.weight") || g.hasSuffix(".attn_q.bias") {
                 return try unpermuteRows(stored, heads: config.numAttentionHeads)
             }
             if g.hasSuffix(".attn_k.weight") || g.hasSuffix(".attn_k.bias") {
                 return try unpermuteRows(stored, heads: config.numKeyValueHeads)
             }
-        case .gemma2, .gemma3:
-            if g.hasSuffix("norm.weight") { return try subtractOne(stored) }
-        case .qwen2:
-            break
         }
+        if facts.normAddsOne, g.hasSuffix("norm.weight") { return try subtractOne(stored) }
         return stored
     }
 
@@ -142,17 +139,20 @@ public enum GGUFNames {
         "output.weight": "lm_head.weight",
     ]
     private static func block(_ architecture: Architecture) -> [String: String] {
-        let gemma = architecture == .gemma2 || architecture == .gemma3
+        let facts = architecture.facts
         return [
             "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+            "attn_qkv": "self_attn.qkv_proj",
             "attn_output": "self_attn.o_proj",
             "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-            "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+            "ffn_gate": "mlp.gate_proj", "ffn_down": "mlp.down_proj",
+            // Phi-3's fused gate/up projection is llama.cpp's ffn_up.
+            "ffn_up": facts.fusedProjections ? "mlp.gate_up_proj" : "mlp.up_proj",
             "attn_norm": "input_layernorm",
             // llama.cpp calls the norm before the MLP `ffn_norm` in both families; transformers
             // calls it post_attention_layernorm in Llama/Qwen2 and pre_feedforward_layernorm in
             // Gemma 2/3, where post_attention_layernorm is the extra norm after attention.
-            "ffn_norm": gemma ? "pre_feedforward_layernorm" : "post_attention_layernorm",
+            "ffn_norm": facts.blockNorms == .sandwich ? "pre_feedforward_layernorm" : "post_attention_layernorm",
             "post_attention_norm": "post_attention_layernorm",
             "post_ffw_norm": "post_feedforward_layernorm",
         ]
@@ -176,7 +176,7 @@ public enum GGUFNames {
         let tail = rest[rest.index(after: dot)...]
         guard let lastDot = tail.lastIndex(of: ".") else { return nil }
         let module = String(tail[..<lastDot]), kind = String(tail[tail.index(after: lastDot)...])
-        for arch in [Architecture.llama, .gemma3] {
+        for arch in [Architecture.llama, .gemma3, .phi3] {
             if let g = block(arch).first(where: { $0.value == module }) { return "blk.\(layer).\(g.key).\(kind)" }
         }
         return nil
@@ -192,9 +192,10 @@ extension ModelConfig {
         guard let archName = gguf.architecture else {
             throw FileError(path: path, "missing general.architecture")
         }
-        guard let arch = Architecture(rawValue: archName) else {
-            throw FileError(path: path, "GGUF architecture \"\(archName)\" is not supported (supported: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))")
+        guard let facts = ArchitectureFacts.forGGUF(archName) else {
+            throw FileError(path: path, "GGUF architecture \"\(archName)\" is not supported (supported: \(ArchitectureFacts.supportedGGUFNames.joined(separator: ", ")))")
         }
+        let arch = facts.architecture
         let m = gguf.metadata
         func value(_ key: String) -> GGUFValue? { m["\(archName).\(key)"] }
         func int(_ key: String) throws -> Int? {
@@ -233,10 +234,8 @@ extension ModelConfig {
         if let embd = gguf.info("token_embd.weight"), embd.shape.count == 2 { vocab = embd.shape[0] }
         let vocabSize = try positive("vocab_size", vocab, max: 1 << 22)
 
-        let gemma = arch == .gemma2 || arch == .gemma3
-        let eps = try double("attention.layer_norm_rms_epsilon") ?? (gemma ? 1e-6 : 1e-5)
-        let defaultTheta: Double = arch == .gemma3 ? 1_000_000 : (arch == .qwen2 ? 1_000_000 : 10_000)
-        let theta = try double("rope.freq_base") ?? defaultTheta
+        let eps = try double("attention.layer_norm_rms_epsilon") ?? facts.gguf.eps
+        let theta = try double("rope.freq_base") ?? facts.gguf.theta
         guard eps > 0, theta > 0 else { throw FileError(path: path, "non-positive rms epsilon or rope base") }
 
         var scaling: RopeScaling?
@@ -249,25 +248,31 @@ extension ModelConfig {
             guard factor > 0 else { throw FileError(path: path, "\(archName).rope.scaling.factor = \(factor)") }
             scaling = RopeScaling(type: type, factor: factor)
         }
-        if arch == .llama, let freqs = gguf.info("rope_freqs.weight") {
+        if let freqs = gguf.info("rope_freqs.weight") {
             scaling = try llama3Scaling(gguf: gguf, info: freqs, theta: theta, headDim: headDim)
         }
+        // Phi-3's 128k models store LongRoPE factors, which rescale RoPE by context length.
+        for name in ["rope_factors_long.weight", "rope_factors_short.weight"] where gguf.info(name) != nil {
+            throw FileError(path: path, "tensor \(name): LongRoPE scaling is not supported")
+        }
+        if let partial = try int("rope.dimension_count"), partial != headDim {
+            throw FileError(path: path, "\(archName).rope.dimension_count (\(partial)) differs from the head size (\(headDim)): partial rotary embeddings are not supported")
+        }
 
-        let hasBias = gguf.info("blk.0.attn_q.bias") != nil
+        let hasBias = gguf.info("blk.0.attn_q.bias") != nil || gguf.info("blk.0.attn_qkv.bias") != nil
         let tie = gguf.info("output.weight") == nil
 
         var slidingWindow: Int?
         var layerTypes: [String] = []
-        var activation = "silu"
+        let activation = facts.gguf.activation
         var queryScalar: Double?
         var attnCap: Double?
         var finalCap: Double?
         var localBase: Double?
-        if gemma {
-            activation = "gelu_pytorch_tanh"
-            slidingWindow = try int("attention.sliding_window") ?? 4096
-            // transformers: Gemma 2 alternates sliding/full; Gemma 3 has one full layer in six.
-            var pattern = arch == .gemma2 ? 2 : 6
+        switch facts.sliding {
+        case .periodic(let period, _):
+            slidingWindow = try int("attention.sliding_window") ?? facts.hf.slidingWindow
+            var pattern = period
             var explicit: [Bool]?
             if let p = value("attention.sliding_window_pattern") {
                 if let n = p.int, p.array == nil {
@@ -280,27 +285,34 @@ extension ModelConfig {
                     explicit = a.map { $0.bool ?? false }
                 }
             }
-            layerTypes = (0..<layers).map { i in
-                let sliding = explicit?[i] ?? ((i + 1) % pattern != 0)
-                return sliding ? "sliding_attention" : "full_attention"
+            layerTypes = explicit.map { $0.map { $0 ? "sliding_attention" : "full_attention" } }
+                ?? SlidingRule.periodicLayerTypes(layers: layers, period: pattern)
+        case .none:
+            // convert_hf_to_gguf writes a window only for OLMo-3 (which shares the olmo2 name).
+            if let w = try int("attention.sliding_window"), w > 0 {
+                throw FileError(path: path, "\(archName).attention.sliding_window = \(w): sliding-window attention is not supported for this architecture")
             }
-            // llama.cpp: the 27B models scale queries by 1/sqrt(hidden/heads), all others by
-            // 1/sqrt(head_dim) — the same values transformers' configs carry as query_pre_attn_scalar.
-            let is27B = (arch == .gemma2 && layers == 46) || (arch == .gemma3 && layers == 62)
-            queryScalar = try double("attention.query_pre_attn_scalar")
-                ?? Double(is27B ? hidden / heads : headDim)
-            if arch == .gemma2 {
-                attnCap = try double("attn_logit_softcapping") ?? 50
-                finalCap = try double("final_logit_softcapping") ?? 30
-            } else {
-                attnCap = try double("attn_logit_softcapping")
-                finalCap = try double("final_logit_softcapping")
-                // llama.cpp hard-codes the local RoPE base of Gemma 3 (transformers' default too).
-                localBase = try double("rope.freq_base_swa") ?? 10_000
-            }
+        case .fromMaxWindowLayers, .everyLayer:
+            // Qwen2/Qwen3 GGUFs may carry attention.sliding_window, but the checkpoints they come
+            // from set use_sliding_window = false, so it is not applied (as in transformers).
+            // Phi-3 GGUFs carry one too, which llama.cpp ignores (its Phi SWA is disabled).
+            break
         }
-        // Qwen2 GGUFs may carry attention.sliding_window, but the checkpoints they come from set
-        // use_sliding_window = false, so it is not applied (as in transformers).
+        if facts.queryPreAttnScalar != nil {
+            // llama.cpp: the 27B Gemmas scale queries by 1/sqrt(hidden/heads), all others by
+            // 1/sqrt(head_dim) — the same values transformers' configs carry as query_pre_attn_scalar.
+            let hiddenPerHead = layers == facts.ggufHiddenPerHeadScalarLayers
+            queryScalar = try double("attention.query_pre_attn_scalar")
+                ?? Double(hiddenPerHead ? hidden / heads : headDim)
+        }
+        if let caps = facts.softcapDefaults {
+            attnCap = try double("attn_logit_softcapping") ?? caps.attention
+            finalCap = try double("final_logit_softcapping") ?? caps.final
+        }
+        if let base = facts.localRopeBase {
+            // llama.cpp hard-codes the local RoPE base of Gemma 3 (transformers' default too).
+            localBase = try double("rope.freq_base_swa") ?? base
+        }
 
         func token(_ key: String) -> Int? {
             guard let v = m["tokenizer.ggml.\(key)"]?.int, v >= 0, v < vocabSize else { return nil }
@@ -312,8 +324,8 @@ extension ModelConfig {
         }
         // Gemma's generation_config.json stops on <end_of_turn> as well as <eos>; GGUF only keeps
         // the latter, so find the turn marker in the vocabulary as llama.cpp does.
-        if gemma, let tokens = m["tokenizer.ggml.tokens"]?.array,
-           let i = tokens.firstIndex(of: .string("<end_of_turn>")), !eos.contains(i) {
+        if let marker = facts.ggufTurnEndToken, let tokens = m["tokenizer.ggml.tokens"]?.array,
+           let i = tokens.firstIndex(of: .string(marker)), !eos.contains(i) {
             eos.append(i)
         }
 
@@ -342,19 +354,10 @@ private func llama3Scaling(gguf: GGUFFile, info: GGUFTensorInfo, theta: Double, 
     guard let factor = stored.max(), factor >= 1 else {
         throw FileError(path: path, "tensor rope_freqs.weight: values below 1")
     }
-    let candidate = RopeScaling(type: "llama3", factor: factor, lowFreqFactor: 1, highFreqFactor: 4,
-                                originalMaxPositionEmbeddings: 8192)
-    let lowWavelen = 8192.0 / 1, highWavelen = 8192.0 / 4
+    let candidate = RopeScaling.llama3Release(factor: factor)
     for (i, s) in stored.enumerated() {
         let freq = 1 / pow(theta, Double(2 * i) / Double(headDim))
-        let wavelen = 2 * Double.pi / freq
-        let expected: Double
-        if wavelen < highWavelen { expected = 1 }
-        else if wavelen > lowWavelen { expected = factor }
-        else {
-            let smooth = (8192.0 / wavelen - 1) / (4 - 1)
-            expected = 1 / ((1 - smooth) / factor + smooth)
-        }
+        let expected = try freq / candidate.scaledInverseFrequency(freq)
         guard abs(expected - s) <= 1e-3 * expected else {
             throw FileError(path: path, "tensor rope_freqs.weight: entry \(i) = \(s) does not follow Llama 3 RoPE scaling (expected \(expected)); unsupported")
         }

@@ -1,7 +1,7 @@
 import Foundation
 import TillerTensor
 
-// Hugging Face config.json → ModelConfig, for the model types in `HFConfigRegistry`.
+// Hugging Face config.json → ModelConfig, for the model types in `ArchitectureFacts.all`.
 // Both transformers layouts are read: v4 (`rope_theta`, `rope_scaling`, Gemma 3's
 // `rope_local_base_freq` / `sliding_window_pattern`) and v5 (`rope_parameters`, per layer type for
 // Gemma 3). Keys a config leaves out take the defaults of transformers' config classes, because
@@ -84,51 +84,6 @@ struct JSONObject {
     }
 }
 
-/// What differs between the supported model types: the architecture and transformers' defaults.
-public struct HFModelType: Sendable {
-    public let modelType: String
-    public let architecture: Architecture
-    let defaults: HFDefaults
-}
-
-struct HFDefaults: Sendable {
-    var vocab: Int, hidden: Int, intermediate: Int, layers: Int, heads: Int
-    var kvHeads: Int?      // nil: same as heads
-    var headDim: Int?      // nil: hidden / heads
-    var maxPositions: Int
-    var eps: Double
-    var theta: Double
-    var tie: Bool
-    var activation: String
-    var bos: Int?, eos: [Int], pad: Int?
-}
-
-public enum HFConfigRegistry {
-    public static let modelTypes: [HFModelType] = [
-        HFModelType(modelType: "llama", architecture: .llama, defaults: HFDefaults(
-            vocab: 32000, hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: nil, headDim: nil,
-            maxPositions: 2048, eps: 1e-6, theta: 10_000, tie: false, activation: "silu", bos: 1, eos: [2], pad: nil)),
-        HFModelType(modelType: "qwen2", architecture: .qwen2, defaults: HFDefaults(
-            vocab: 151_936, hidden: 4096, intermediate: 22016, layers: 32, heads: 32, kvHeads: 32, headDim: nil,
-            maxPositions: 32768, eps: 1e-6, theta: 10_000, tie: false, activation: "silu", bos: nil, eos: [], pad: nil)),
-        HFModelType(modelType: "gemma2", architecture: .gemma2, defaults: HFDefaults(
-            vocab: 256_000, hidden: 2304, intermediate: 9216, layers: 26, heads: 8, kvHeads: 4, headDim: 256,
-            maxPositions: 8192, eps: 1e-6, theta: 10_000, tie: true, activation: "gelu_pytorch_tanh", bos: 2, eos: [1], pad: 0)),
-        HFModelType(modelType: "gemma3_text", architecture: .gemma3, defaults: HFDefaults(
-            vocab: 262_208, hidden: 2304, intermediate: 9216, layers: 26, heads: 8, kvHeads: 4, headDim: 256,
-            maxPositions: 131_072, eps: 1e-6, theta: 1_000_000, tie: true, activation: "gelu_pytorch_tanh", bos: 2, eos: [1], pad: 0)),
-    ]
-
-    /// Multimodal wrappers whose `text_config` holds the language model.
-    public static let wrapperTypes: [String: String] = ["gemma3": "gemma3_text"]
-
-    public static var supportedNames: [String] { modelTypes.map(\.modelType) + wrapperTypes.keys.sorted() }
-
-    public static func entry(_ modelType: String) -> HFModelType? {
-        modelTypes.first { $0.modelType == modelType }
-    }
-}
-
 extension ModelConfig {
     /// Reads a config.json (and, when it sits next to it, generation_config.json for the stop tokens).
     public init(hfConfigAt path: String) throws {
@@ -156,16 +111,16 @@ extension ModelConfig {
         }
         var modelType = outerType
         var outer: JSONObject?
-        if let inner = HFConfigRegistry.wrapperTypes[outerType] {
+        if let inner = ArchitectureFacts.textModelType(ofWrapper: outerType) {
             outer = json
             json = try json.object("text_config") ?? JSONObject(values: [:], path: path, context: "text_config.")
             modelType = try json.string("model_type") ?? inner
         }
-        guard let entry = HFConfigRegistry.entry(modelType) else {
-            throw FileError(path: path, "model_type \"\(modelType)\" is not supported (supported: \(HFConfigRegistry.supportedNames.joined(separator: ", ")))")
+        guard let facts = ArchitectureFacts.forModelType(modelType) else {
+            throw FileError(path: path, "model_type \"\(modelType)\" is not supported (supported: \(ArchitectureFacts.supportedModelTypes.joined(separator: ", ")))")
         }
-        let d = entry.defaults
-        let arch = entry.architecture
+        let d = facts.hf
+        let arch = facts.architecture
 
         let hidden = try json.positive("hidden_size", default: d.hidden)
         let layers = try json.positive("num_hidden_layers", default: d.layers, max: 4096)
@@ -181,21 +136,22 @@ extension ModelConfig {
         let maxPositions = try json.positive("max_position_embeddings", default: d.maxPositions, max: 1 << 30)
         // A wrapper's tie flag lives at the top level in v4 layouts.
         let tie = try json.bool("tie_word_embeddings") ?? outer?.bool("tie_word_embeddings") ?? d.tie
-        // Gemma 2/3's MLP reads `hidden_activation` (default gelu_pytorch_tanh) and ignores
-        // `hidden_act`; Llama and Qwen2 read `hidden_act`.
-        let gemma = arch == .gemma2 || arch == .gemma3
-        let activation = try (gemma ? json.string("hidden_activation") : json.string("hidden_act")) ?? d.activation
+        // Each MLP reads its own key: Gemma 2/3 `hidden_activation` (a legacy `hidden_act` is
+        // ignored), the others `hidden_act`.
+        let activation = try json.string(facts.activationKey) ?? d.activation
         guard ModelConfig.supportedActivations.contains(activation) else {
             throw FileError(path: path, "\(json.context)hidden_act \"\(activation)\" is not supported (\(ModelConfig.supportedActivations.joined(separator: ", ")))")
         }
         guard eps > 0 else { throw FileError(path: path, "\(json.context)rms_norm_eps must be positive") }
 
-        // RoPE: v5 `rope_parameters` (flat, or per layer type for Gemma 3), else v4 keys.
+        // RoPE: v5 `rope_parameters` (flat, or per layer type where the architecture has a local
+        // base), else v4 keys.
         var theta = d.theta
-        var localTheta: Double? = arch == .gemma3 ? 10_000 : nil
+        var localTheta: Double? = facts.localRopeBase
         var scaling: RopeScaling?
-        if let params = try json.object("rope_parameters") {
-            if arch == .gemma3, params.has("full_attention") || params.has("sliding_attention") {
+        let ropeParams = try json.object("rope_parameters")
+        if let params = ropeParams {
+            if localTheta != nil, params.has("full_attention") || params.has("sliding_attention") {
                 if let full = try params.object("full_attention") {
                     theta = try full.double("rope_theta") ?? theta
                     scaling = try parseRopeScaling(full)
@@ -214,25 +170,38 @@ extension ModelConfig {
             theta = try json.double("rope_theta") ?? theta
             if let s = try json.object("rope_scaling") { scaling = try parseRopeScaling(s) }
         }
-        if arch == .gemma3, let local = try json.double("rope_local_base_freq") { localTheta = local }
+        if localTheta != nil, let local = try json.double("rope_local_base_freq") { localTheta = local }
         guard theta > 0, localTheta.map({ $0 > 0 }) ?? true else {
             throw FileError(path: path, "\(json.context)rope_theta must be positive")
+        }
+        // Partial rotary embeddings (Phi-4-mini's 0.75) rotate only part of each head.
+        if let partial = try ropeParams?.double("partial_rotary_factor") ?? json.double("partial_rotary_factor"), partial != 1 {
+            throw FileError(path: path, "\(json.context)partial_rotary_factor \(partial) is not supported (only 1.0)")
         }
 
         var layerTypes = try json.strings("layer_types") ?? []
         var slidingWindow: Int?
-        var queryScalar: Double?
         var attnCap: Double?
         var finalCap: Double?
-        var attentionBias = try json.bool("attention_bias") ?? false
-        switch arch {
-        case .llama:
+        let attentionBias = try facts.alwaysQKVBias || (json.bool("attention_bias") ?? false)
+        let queryScalar = try facts.queryPreAttnScalar.map { try json.double("query_pre_attn_scalar") ?? $0 }
+        // An explicit null turns a cap off; a missing key means transformers' default.
+        if let caps = facts.softcapDefaults {
+            attnCap = try json.present("attn_logit_softcapping") ? json.double("attn_logit_softcapping") : caps.attention
+            finalCap = try json.present("final_logit_softcapping") ? json.double("final_logit_softcapping") : caps.final
+        }
+        // A missing sliding_window takes the class default; Mistral and Phi-3 read an explicit
+        // null as no window, the others as the default.
+        func window(nullMeansNone: Bool = false) throws -> Int? {
+            if nullMeansNone, json.present("sliding_window") { return try json.int("sliding_window") }
+            return try json.int("sliding_window") ?? d.slidingWindow
+        }
+        switch facts.sliding {
+        case .none:
             break
-        case .qwen2:
-            attentionBias = true // Qwen2Attention always has q/k/v biases
-            let useSliding = try json.bool("use_sliding_window") ?? false
-            if useSliding {
-                slidingWindow = try json.int("sliding_window") ?? 4096
+        case .fromMaxWindowLayers:
+            if try json.bool("use_sliding_window") ?? false {
+                slidingWindow = try window()
                 let maxWindowLayers = try json.int("max_window_layers") ?? 28
                 if layerTypes.isEmpty {
                     layerTypes = (0..<layers).map { $0 >= maxWindowLayers ? "sliding_attention" : "full_attention" }
@@ -240,24 +209,20 @@ extension ModelConfig {
             } else {
                 layerTypes = [] // transformers ignores sliding_window unless use_sliding_window
             }
-        case .gemma2, .gemma3:
-            slidingWindow = try json.int("sliding_window") ?? 4096
-            queryScalar = try json.double("query_pre_attn_scalar") ?? 256
-            if arch == .gemma2 {
-                // An explicit null turns capping off; a missing key means transformers' default.
-                attnCap = try json.present("attn_logit_softcapping") ? json.double("attn_logit_softcapping") : 50
-                finalCap = try json.present("final_logit_softcapping") ? json.double("final_logit_softcapping") : 30
-                if layerTypes.isEmpty {
-                    layerTypes = (0..<layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
-                }
-            } else {
-                attnCap = try json.double("attn_logit_softcapping")
-                finalCap = try json.double("final_logit_softcapping")
-                if layerTypes.isEmpty {
-                    let pattern = try json.int("sliding_window_pattern") ?? json.int("_sliding_window_pattern") ?? 6
+        case .everyLayer:
+            slidingWindow = try window(nullMeansNone: true)
+            if slidingWindow != nil, layerTypes.isEmpty {
+                layerTypes = Array(repeating: "sliding_attention", count: layers)
+            }
+        case .periodic(let period, let configurable):
+            slidingWindow = try window()
+            if layerTypes.isEmpty {
+                var pattern = period
+                if configurable {
+                    pattern = try json.int("sliding_window_pattern") ?? json.int("_sliding_window_pattern") ?? period
                     guard pattern > 0 else { throw FileError(path: path, "\(json.context)sliding_window_pattern must be positive") }
-                    layerTypes = (0..<layers).map { ($0 + 1) % pattern != 0 ? "sliding_attention" : "full_attention" }
                 }
+                layerTypes = SlidingRule.periodicLayerTypes(layers: layers, period: pattern)
             }
         }
         if !layerTypes.isEmpty {

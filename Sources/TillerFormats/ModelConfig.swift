@@ -3,11 +3,16 @@ import TillerTensor
 // The one model configuration every loader produces (HF config.json and GGUF `<arch>.*` keys)
 // and every architecture reads. Field names follow transformers' config keys.
 
+/// The supported architectures; what each one is lives in `ArchitectureFacts` and its recipe.
 public enum Architecture: String, Sendable, Codable, CaseIterable {
-    case llama      // Llama 2/3/3.1, SmolLM2, Mistral-style
+    case llama      // Llama 2/3/3.1, SmolLM2 (and Mistral GGUFs, which llama.cpp writes as llama)
     case qwen2
     case gemma2
     case gemma3     // text model (Gemma3ForCausalLM or the text part of Gemma3ForConditionalGeneration)
+    case qwen3
+    case mistral
+    case phi3
+    case olmo2
 }
 
 public struct RopeScaling: Sendable, Codable, Equatable {
@@ -44,7 +49,7 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     public var ropeScaling: RopeScaling?
     public var maxPositionEmbeddings: Int
     public var tieWordEmbeddings: Bool
-    public var attentionBias: Bool              // Qwen2: true (q/k/v biases)
+    public var attentionBias: Bool              // q/k/v biases (always for Qwen2)
     public var hiddenActivation: String         // one of supportedActivations
     /// Gate activations the recipes run (transformers' ACT2FN names).
     public static let supportedActivations = ["silu", "swish", "gelu_pytorch_tanh", "gelu_new", "gelu"]

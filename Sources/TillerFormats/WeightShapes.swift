@@ -18,8 +18,11 @@ extension ModelConfig {
         case "self_attn.o_proj.weight": return [hiddenSize, q]
         case "self_attn.q_proj.bias": return [q]
         case "self_attn.k_proj.bias", "self_attn.v_proj.bias": return [kv]
-        case "self_attn.q_norm.weight", "self_attn.k_norm.weight": return [headDim]
+        case "self_attn.qkv_proj.weight": return [q + 2 * kv, hiddenSize]
+        case "self_attn.q_norm.weight": return architecture.facts.qkNorm == .whole ? [q] : [headDim]
+        case "self_attn.k_norm.weight": return architecture.facts.qkNorm == .whole ? [kv] : [headDim]
         case "mlp.gate_proj.weight", "mlp.up_proj.weight": return [intermediateSize, hiddenSize]
+        case "mlp.gate_up_proj.weight": return [2 * intermediateSize, hiddenSize]
         case "mlp.down_proj.weight": return [hiddenSize, intermediateSize]
         case "input_layernorm.weight", "post_attention_layernorm.weight",
              "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight":

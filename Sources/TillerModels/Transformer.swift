@@ -13,20 +13,21 @@ import TillerTensor
 // MARK: - Weights
 
 final class LayerWeights {
-    let inputNorm: [Float]
+    /// nil in post-norm blocks (OLMo-2).
+    let inputNorm: [Float]?
     let q, k, v, o: MatrixOperator
     let qBias, kBias, vBias, oBias: [Float]?
     let qNorm, kNorm: [Float]?
     let postAttentionNorm: [Float]?
-    let preFFNorm: [Float]
+    let preFFNorm: [Float]?
     let postFFNorm: [Float]?
     let gate, up, down: MatrixOperator
     let sliding: Bool
     let rope: Int   // index into TransformerWeights.ropeTables
 
-    init(inputNorm: [Float], q: MatrixOperator, k: MatrixOperator, v: MatrixOperator, o: MatrixOperator,
+    init(inputNorm: [Float]?, q: MatrixOperator, k: MatrixOperator, v: MatrixOperator, o: MatrixOperator,
          qBias: [Float]?, kBias: [Float]?, vBias: [Float]?, oBias: [Float]?, qNorm: [Float]?, kNorm: [Float]?,
-         postAttentionNorm: [Float]?, preFFNorm: [Float], postFFNorm: [Float]?,
+         postAttentionNorm: [Float]?, preFFNorm: [Float]?, postFFNorm: [Float]?,
          gate: MatrixOperator, up: MatrixOperator, down: MatrixOperator, sliding: Bool, rope: Int) {
         self.inputNorm = inputNorm; self.q = q; self.k = k; self.v = v; self.o = o
         self.qBias = qBias; self.kBias = kBias; self.vBias = vBias; self.oBias = oBias
@@ -105,23 +106,36 @@ final class Transformer: @unchecked Sendable {
                 if required { return try loader.vector(p + n, size) }
                 return try loader.optionalVector(p + n, size)
             }
+            // Phi-3 stores q/k/v and gate/up as one tensor each: row views of it.
+            let q, k, v, gate, up: MatrixOperator
+            if opt.fusedProjections {
+                let qkv = try loader.rowBlocks(p + "self_attn.qkv_proj.weight", rows: [qd, kd, kd], columns: H)
+                (q, k, v) = (qkv[0], qkv[1], qkv[2])
+                let gu = try loader.rowBlocks(p + "mlp.gate_up_proj.weight", rows: [I, I], columns: H)
+                (gate, up) = (gu[0], gu[1])
+            } else {
+                q = try loader.matrix(p + "self_attn.q_proj.weight", [qd, H])
+                k = try loader.matrix(p + "self_attn.k_proj.weight", [kd, H])
+                v = try loader.matrix(p + "self_attn.v_proj.weight", [kd, H])
+                gate = try loader.matrix(p + "mlp.gate_proj.weight", [I, H])
+                up = try loader.matrix(p + "mlp.up_proj.weight", [I, H])
+            }
+            let qNormWidth = opt.qkNorm == .whole ? qd : headDim, kNormWidth = opt.qkNorm == .whole ? kd : headDim
+            let qkNorm = opt.qkNorm != .none
             ls.append(LayerWeights(
-                inputNorm: try loader.norm(p + "input_layernorm.weight", H),
-                q: try loader.matrix(p + "self_attn.q_proj.weight", [qd, H]),
-                k: try loader.matrix(p + "self_attn.k_proj.weight", [kd, H]),
-                v: try loader.matrix(p + "self_attn.v_proj.weight", [kd, H]),
+                inputNorm: opt.preNorms ? try loader.norm(p + "input_layernorm.weight", H) : nil,
+                q: q, k: k, v: v,
                 o: try loader.matrix(p + "self_attn.o_proj.weight", [H, qd]),
                 qBias: try bias("self_attn.q_proj.bias", qd, required: opt.requireQKVBias || c.attentionBias),
                 kBias: try bias("self_attn.k_proj.bias", kd, required: opt.requireQKVBias || c.attentionBias),
                 vBias: try bias("self_attn.v_proj.bias", kd, required: opt.requireQKVBias || c.attentionBias),
                 oBias: try bias("self_attn.o_proj.bias", H, required: false),
-                qNorm: opt.qkNorm ? try loader.norm(p + "self_attn.q_norm.weight", headDim) : nil,
-                kNorm: opt.qkNorm ? try loader.norm(p + "self_attn.k_norm.weight", headDim) : nil,
-                postAttentionNorm: opt.sandwichNorms ? try loader.norm(p + "post_attention_layernorm.weight", H) : nil,
-                preFFNorm: try loader.norm(p + opt.preFFNormName + ".weight", H),
-                postFFNorm: opt.sandwichNorms ? try loader.norm(p + "post_feedforward_layernorm.weight", H) : nil,
-                gate: try loader.matrix(p + "mlp.gate_proj.weight", [I, H]),
-                up: try loader.matrix(p + "mlp.up_proj.weight", [I, H]),
+                qNorm: qkNorm ? try loader.norm(p + "self_attn.q_norm.weight", qNormWidth) : nil,
+                kNorm: qkNorm ? try loader.norm(p + "self_attn.k_norm.weight", kNormWidth) : nil,
+                postAttentionNorm: opt.postNorms ? try loader.norm(p + "post_attention_layernorm.weight", H) : nil,
+                preFFNorm: opt.preNorms ? try loader.norm(p + opt.preFFNormName + ".weight", H) : nil,
+                postFFNorm: opt.postNorms ? try loader.norm(p + "post_feedforward_layernorm.weight", H) : nil,
+                gate: gate, up: up,
                 down: try loader.matrix(p + "mlp.down_proj.weight", [H, I]),
                 sliding: opt.sliding[l], rope: rope))
         }
@@ -193,17 +207,24 @@ final class Transformer: @unchecked Sendable {
         let eps = Float(config.rmsNormEps)
 
         for (l, L) in layers.enumerated() {
-            // Attention.
-            normScale(L.inputNorm) { be.rmsNorm(ws.x, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-            L.q.apply(ws.h, rows: N, into: ws.q)
-            L.k.apply(ws.h, rows: N, into: ws.k)
-            L.v.apply(ws.h, rows: N, into: ws.v)
+            // Attention (post-norm blocks read the residual stream itself).
+            var attnIn = UnsafePointer(ws.x)
+            if let n = L.inputNorm {
+                normScale(n) { be.rmsNorm(ws.x, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
+                attnIn = UnsafePointer(ws.h)
+            }
+            L.q.apply(attnIn, rows: N, into: ws.q)
+            L.k.apply(attnIn, rows: N, into: ws.k)
+            L.v.apply(attnIn, rows: N, into: ws.v)
             if let b = L.qBias { addBias(b, ws.q, rows: N) }
             if let b = L.kBias { addBias(b, ws.k, rows: N) }
             if let b = L.vBias { addBias(b, ws.v, rows: N) }
             if let qn = L.qNorm, let kn = L.kNorm {
-                normScale(qn) { be.rmsNorm(ws.q, rows: N * heads, width: headDim, scale: $0, eps: eps, into: ws.q) }
-                normScale(kn) { be.rmsNorm(ws.k, rows: N * kvHeads, width: headDim, scale: $0, eps: eps, into: ws.k) }
+                // Per head: rows of head_dim; whole: one row of heads·head_dim per token.
+                let (qRows, qWidth) = options.qkNorm == .whole ? (N, qd) : (N * heads, headDim)
+                let (kRows, kWidth) = options.qkNorm == .whole ? (N, kd) : (N * kvHeads, headDim)
+                normScale(qn) { be.rmsNorm(ws.q, rows: qRows, width: qWidth, scale: $0, eps: eps, into: ws.q) }
+                normScale(kn) { be.rmsNorm(ws.k, rows: kRows, width: kWidth, scale: $0, eps: eps, into: ws.k) }
             }
             be.rope(ws.q, rows: N, heads: heads, headDim: headDim, cos: ws.cos[L.rope], sin: ws.sin[L.rope])
             be.rope(ws.k, rows: N, heads: kvHeads, headDim: headDim, cos: ws.cos[L.rope], sin: ws.sin[L.rope])
@@ -232,9 +253,13 @@ final class Transformer: @unchecked Sendable {
             be.add(ws.h, into: ws.x, count: N * H)
 
             // Feed-forward.
-            normScale(L.preFFNorm) { be.rmsNorm(ws.x, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-            L.gate.apply(ws.h, rows: N, into: ws.gate)
-            L.up.apply(ws.h, rows: N, into: ws.up)
+            var ffIn = UnsafePointer(ws.x)
+            if let n = L.preFFNorm {
+                normScale(n) { be.rmsNorm(ws.x, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
+                ffIn = UnsafePointer(ws.h)
+            }
+            L.gate.apply(ffIn, rows: N, into: ws.gate)
+            L.up.apply(ffIn, rows: N, into: ws.up)
             be.gatedActivation(ws.gate, ws.up, count: N * I, kind: options.activation)
             L.down.apply(ws.gate, rows: N, into: ws.h)
             if let pn = L.postFFNorm {

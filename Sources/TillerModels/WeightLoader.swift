@@ -42,6 +42,21 @@ struct WeightLoader {
         return try backendMatrix(t)
     }
 
+    /// A fused tensor of `rows.reduce(0, +)` × `columns` as one matrix per block of rows, each a
+    /// view of the stored bytes (quant blocks never straddle rows).
+    func rowBlocks(_ name: String, rows: [Int], columns: Int) throws -> [MatrixOperator] {
+        let t = try raw(name, [rows.reduce(0, +), columns])
+        let rowBytes = t.data.count / t.shape[0]
+        var start = 0
+        return try rows.map { n in
+            defer { start += n }
+            let bytes = UnsafeRawBufferPointer(rebasing: t.data[(start * rowBytes)..<((start + n) * rowBytes)])
+            let part = RawTensor(name: "\(name)[rows \(start)..<\(start + n)]", type: t.type, shape: [n, columns],
+                                 data: bytes, owner: t.owner)
+            return try backend.matrix(part, modelBytesFP32: modelBytesFP32)
+        }
+    }
+
     func vector(_ name: String, _ n: Int) throws -> [Float] {
         try floats(raw(name, [n]))
     }

@@ -142,5 +142,40 @@ final class GGUFWeightSourceTests: XCTestCase {
         XCTAssertNil(GGUFNames.transformersName("blk.x.attn_q.weight", architecture: .llama))
         XCTAssertEqual(GGUFNames.ggufName("model.layers.3.mlp.down_proj.weight"), "blk.3.ffn_down.weight")
         XCTAssertEqual(GGUFNames.ggufName("model.norm.weight"), "output_norm.weight")
+        // Phi-3's fused projections; OLMo-2's post-norms.
+        XCTAssertEqual(GGUFNames.transformersName("blk.1.attn_qkv.weight", architecture: .phi3), "model.layers.1.self_attn.qkv_proj.weight")
+        XCTAssertEqual(GGUFNames.transformersName("blk.1.ffn_up.weight", architecture: .phi3), "model.layers.1.mlp.gate_up_proj.weight")
+        XCTAssertEqual(GGUFNames.transformersName("blk.1.ffn_up.weight", architecture: .qwen3), "model.layers.1.mlp.up_proj.weight")
+        XCTAssertEqual(GGUFNames.transformersName("blk.1.post_attention_norm.weight", architecture: .olmo2),
+                       "model.layers.1.post_attention_layernorm.weight")
+        XCTAssertEqual(GGUFNames.ggufName("model.layers.2.mlp.gate_up_proj.weight"), "blk.2.ffn_up.weight")
+        XCTAssertEqual(GGUFNames.ggufName("model.layers.2.self_attn.qkv_proj.weight"), "blk.2.attn_qkv.weight")
+    }
+
+    /// One table entry per architecture, with distinct model_type and GGUF names.
+    func testArchitectureFactsCoverEveryArchitecture() {
+        XCTAssertEqual(ArchitectureFacts.all.map(\.architecture), Architecture.allCases)
+        for a in Architecture.allCases { XCTAssertEqual(a.facts.architecture, a) }
+        let types = ArchitectureFacts.all.flatMap { $0.modelTypes + $0.wrapperModelTypes }
+        XCTAssertEqual(Set(types).count, types.count)
+        XCTAssertEqual(Set(ArchitectureFacts.supportedGGUFNames).count, ArchitectureFacts.supportedGGUFNames.count)
+        XCTAssertEqual(ArchitectureFacts.forGGUF("llama")?.architecture, .llama) // Mistral GGUFs too
+        XCTAssertNil(Architecture.mistral.facts.ggufName)
+        XCTAssertEqual(ArchitectureFacts.textModelType(ofWrapper: "gemma3"), "gemma3_text")
+        XCTAssertEqual(SlidingRule.periodicLayerTypes(layers: 3, period: 2), ["sliding_attention", "full_attention", "sliding_attention"])
+    }
+
+    /// The one Llama 3 RoPE formula: the three wavelength bands of transformers' _compute_llama3_parameters.
+    func testLlama3ScaledInverseFrequency() throws {
+        let s = RopeScaling.llama3Release(factor: 8)
+        let high = 2 * Double.pi / 100, low = 2 * Double.pi / 10_000, mid = 2 * Double.pi / 4096
+        XCTAssertEqual(try s.scaledInverseFrequency(high), high)       // wavelength 100 < 8192/4
+        XCTAssertEqual(try s.scaledInverseFrequency(low), low / 8)     // wavelength 10000 > 8192
+        let smooth = (8192.0 / 4096 - 1) / 3
+        XCTAssertEqual(try s.scaledInverseFrequency(mid), (1 - smooth) * mid / 8 + smooth * mid, accuracy: 1e-15)
+        XCTAssertThrowsError(try RopeScaling(type: "llama3", factor: 8).scaledInverseFrequency(1.0))
+        XCTAssertThrowsError(try RopeScaling(type: "yarn", factor: 8).scaledInverseFrequency(1.0)) {
+            XCTAssertTrue("\($0)".contains("yarn"), "\($0)")
+        }
     }
 }

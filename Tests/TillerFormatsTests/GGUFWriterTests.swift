@@ -224,9 +224,18 @@ final class GGUFWriterTests: XCTestCase {
             try w.write(to: path)
             do { _ = try GGUFWeightSource(path: path); return "no error" } catch { return "\(error)" }
         }
+        var falcon = TinyGGUF(); falcon.arch = "falcon"
+        let m1 = try message(falcon)
+        XCTAssertTrue(m1.contains("e.gguf") && m1.contains("falcon") && m1.contains("gemma3"), m1)
+        XCTAssertTrue(m1.contains("supported: llama, qwen2, gemma2, gemma3, qwen3, phi3, olmo2"), m1)
         var phi = TinyGGUF(); phi.arch = "phi3"
-        let m1 = try message(phi)
-        XCTAssertTrue(m1.contains("e.gguf") && m1.contains("phi3") && m1.contains("gemma3"), m1)
+        let m6 = try message(phi) { try $0.addTensor(name: "rope_factors_long.weight", floats: [1, 1], shape: [2]) }
+        XCTAssertTrue(m6.contains("rope_factors_long.weight") && m6.contains("LongRoPE"), m6)
+        var olmo = TinyGGUF(); olmo.arch = "olmo2"
+        let m7 = try message(olmo) { $0.set("olmo2.attention.sliding_window", .uint32(4096)) }
+        XCTAssertTrue(m7.contains("olmo2.attention.sliding_window"), m7)
+        let m8 = try message(TinyGGUF()) { $0.set("llama.rope.dimension_count", .uint32(2)) }
+        XCTAssertTrue(m8.contains("rope.dimension_count") && m8.contains("partial rotary"), m8)
         let m2 = try message(TinyGGUF()) { $0.set("llama.attention.head_count", .uint32(3)) }
         XCTAssertTrue(m2.contains("e.gguf") && m2.contains("head_count"), m2)
         let m3 = try message(TinyGGUF()) { $0.set("llama.feed_forward_length", .uint32(20)) }

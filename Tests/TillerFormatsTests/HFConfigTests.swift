@@ -63,7 +63,9 @@ final class HFConfigTests: XCTestCase {
         let base = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("TillerModelsTests/Fixtures")
         let expected: [(String, Architecture)] = [("tiny-llama31", .llama), ("tiny-qwen2", .qwen2),
-                                                  ("tiny-gemma2", .gemma2), ("tiny-gemma3", .gemma3)]
+                                                  ("tiny-gemma2", .gemma2), ("tiny-gemma3", .gemma3),
+                                                  ("tiny-qwen3", .qwen3), ("tiny-mistral", .mistral),
+                                                  ("tiny-phi3", .phi3), ("tiny-olmo2", .olmo2)]
         for (dir, arch) in expected {
             let source = try HFWeightSource(directory: base.appendingPathComponent(dir).path)
             XCTAssertEqual(source.config.architecture, arch, dir)
@@ -87,6 +89,23 @@ final class HFConfigTests: XCTestCase {
                 XCTAssertEqual(source.config.ropeLocalBaseFreq, 10_000)
                 XCTAssertEqual(source.config.layerTypes, ["sliding_attention", "full_attention", "sliding_attention"])
                 XCTAssertNil(source.config.finalLogitSoftcapping)
+            case .qwen3:
+                XCTAssertEqual(source.config.headDim, 32)
+                XCTAssertFalse(source.config.attentionBias)
+                XCTAssertEqual(try source.tensor("model.layers.0.self_attn.q_norm.weight")?.shape, [32])
+                XCTAssertEqual(source.config.layerTypes, [])
+            case .mistral, .phi3:
+                XCTAssertEqual(source.config.slidingWindow, 8)
+                XCTAssertEqual(source.config.layerTypes, Array(repeating: "sliding_attention", count: 3))
+                if arch == .phi3 {
+                    XCTAssertEqual(try source.tensor("model.layers.0.self_attn.qkv_proj.weight")?.shape, [128, 64])
+                    XCTAssertEqual(try source.tensor("model.layers.0.mlp.gate_up_proj.weight")?.shape, [256, 64])
+                }
+            case .olmo2:
+                XCTAssertEqual(try source.tensor("model.layers.0.self_attn.q_norm.weight")?.shape, [64])
+                XCTAssertEqual(try source.tensor("model.layers.0.self_attn.k_norm.weight")?.shape, [32])
+                XCTAssertNil(try source.tensor("model.layers.0.input_layernorm.weight"))
+                XCTAssertEqual(source.config.layerTypes, [])
             }
         }
     }
@@ -158,6 +177,35 @@ final class HFConfigTests: XCTestCase {
         }
     }
 
+    /// The new architectures' transformers defaults and rules, from configs that leave keys out.
+    func testQwen3MistralPhi3OLMo2Defaults() throws {
+        let q = try parse(#"{"model_type": "qwen3", "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 8}"#)
+        XCTAssertEqual(q.architecture, .qwen3)
+        XCTAssertEqual(q.headDim, 128) // Qwen3Config's default, not hidden/heads = 64
+        XCTAssertFalse(q.attentionBias)
+        XCTAssertNil(q.slidingWindow)
+        XCTAssertTrue(try parse(#"{"model_type": "qwen3", "attention_bias": true}"#).attentionBias)
+
+        let m = try parse(#"{"model_type": "mistral", "num_hidden_layers": 2}"#)
+        XCTAssertEqual(m.slidingWindow, 4096) // MistralConfig's default (v0.1)
+        XCTAssertEqual(m.layerTypes, ["sliding_attention", "sliding_attention"])
+        XCTAssertEqual(m.numKeyValueHeads, 8)
+        let m2 = try parse(#"{"model_type": "mistral", "num_hidden_layers": 2, "sliding_window": null}"#)
+        XCTAssertNil(m2.slidingWindow) // v0.2 and later: no window
+        XCTAssertEqual(m2.layerTypes, [])
+
+        let p = try parse(#"{"model_type": "phi3", "num_hidden_layers": 2}"#)
+        XCTAssertNil(p.slidingWindow)
+        XCTAssertEqual(p.eosTokenIds, [32000])
+        XCTAssertEqual(try parse(#"{"model_type": "phi3", "num_hidden_layers": 2, "sliding_window": 2047}"#).slidingWindow, 2047)
+
+        let o = try parse(#"{"model_type": "olmo2"}"#)
+        XCTAssertEqual(o.rmsNormEps, 1e-5)
+        XCTAssertEqual(o.eosTokenIds, [50279])
+        XCTAssertEqual(o.padTokenId, 1)
+        XCTAssertNil(o.bosTokenId)
+    }
+
     func testLlama31V4RopeScaling() throws {
         let c = try parse("""
         {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
@@ -176,6 +224,11 @@ final class HFConfigTests: XCTestCase {
         }
         let unknown = message(#"{"model_type": "gpt_neox"}"#)
         XCTAssertTrue(unknown.contains("config.json") && unknown.contains("gpt_neox") && unknown.contains("gemma3_text"), unknown)
+        // The message names every supported model_type.
+        XCTAssertTrue(unknown.contains("supported: llama, qwen2, gemma2, gemma3_text, qwen3, mistral, phi3, olmo2, gemma3"), unknown)
+        XCTAssertTrue(message(#"{"model_type": "phi3", "rope_scaling": {"rope_type": "longrope", "factor": 32}}"#).contains("longrope"))
+        let partial = message(#"{"model_type": "phi3", "rope_parameters": {"rope_type": "default", "rope_theta": 10000, "partial_rotary_factor": 0.75}}"#)
+        XCTAssertTrue(partial.contains("partial_rotary_factor 0.75"), partial)
         XCTAssertTrue(message(#"{"model_type": "llama", "hidden_size": "big"}"#).contains("hidden_size"))
         XCTAssertTrue(message(#"{"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4}}"#).contains("yarn"))
         XCTAssertTrue(message(#"{"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8}}"#).contains("llama3"))

@@ -10,6 +10,10 @@ final class TinyParityTests: XCTestCase {
     func testQwen2() throws { try checkTiny("tiny-qwen2") }
     func testGemma2() throws { try checkTiny("tiny-gemma2") }
     func testGemma3() throws { try checkTiny("tiny-gemma3") }
+    func testQwen3() throws { try checkTiny("tiny-qwen3") }
+    func testMistral() throws { try checkTiny("tiny-mistral") }
+    func testPhi3() throws { try checkTiny("tiny-phi3") }
+    func testOLMo2() throws { try checkTiny("tiny-olmo2") }
 
     /// Every config activation name a recipe accepts maps to a kernel, with transformers' values.
     func testGateActivations() throws {

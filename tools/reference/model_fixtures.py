@@ -7,6 +7,7 @@ Regenerate (CPU only, a few minutes; writes Tests/TillerModelsTests/Fixtures/):
         --extra-index-url https://download.pytorch.org/whl/cpu
     python3 tools/reference/model_fixtures.py            # everything
     python3 tools/reference/model_fixtures.py --only tiny  # tiny checkpoints only
+    python3 tools/reference/model_fixtures.py --only tiny --arch qwen3 phi3  # some of them
     python3 tools/reference/model_fixtures.py --only real  # GGUF models only
 
 Generated with torch 2.13.0+cpu, transformers 5.24.0, gguf 0.19.0. The two real models are read
@@ -31,12 +32,13 @@ import model_tiny  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["tiny", "real"], default=None)
+    ap.add_argument("--arch", nargs="*", default=None, help="tiny checkpoints to build (default: all)")
     ap.add_argument("--out", default=mc.FIXTURES)
     args = ap.parse_args()
     torch.set_num_threads(1)  # the build machine is shared; determinism does not need more
     os.makedirs(args.out, exist_ok=True)
     if args.only in (None, "tiny"):
-        model_tiny.build_all(args.out)
+        model_tiny.build_all(args.out, args.arch)
     if args.only in (None, "real"):
         import model_real  # imported lazily: needs the GGUF files
         model_real.build_all(args.out)

@@ -1,4 +1,5 @@
-"""Tiny random-weight checkpoints (Llama 3.1, Qwen2, Gemma 2, Gemma 3 text) and their expected outputs.
+"""Tiny random-weight checkpoints (Llama 3.1, Qwen2, Gemma 2, Gemma 3 text, Qwen3, Mistral, Phi-3,
+OLMo-2) and their expected outputs; the last four also as GGUF files (model_gguf.py).
 
 Each architecture's interesting features are switched on *and made to matter*: build_all() checks
 that turning each one off (llama3 rope scaling, softcaps, sliding window, linear rope on global
@@ -9,10 +10,11 @@ import os
 import shutil
 
 import torch
-from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, LlamaConfig,
-                          Qwen2Config)
+from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, LlamaConfig, MistralConfig,
+                          Olmo2Config, Phi3Config, Qwen2Config, Qwen3Config)
 
 import model_common as mc
+import model_gguf
 
 # hidden 64, 3 blocks (0, middle, last), 4 heads, 2 KV heads (GQA), intermediate 128, vocab 256.
 COMMON = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -46,6 +48,20 @@ def configs():
                                        "full_attention": {"rope_type": "linear", "factor": 8.0,
                                                           "rope_theta": 1000000.0}},
                                    rms_norm_eps=1e-6, tie_word_embeddings=True),
+        # head_dim 32 != hidden/heads 16 (as Qwen3-0.6B: 128 vs 1024/16), q/k RMSNorm per head, untied
+        # (as Qwen3-8B).
+        "qwen3": Qwen3Config(**COMMON, head_dim=32, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+        # sliding_window 8 on every layer: prompt 0 (5 tokens) fits in it, prompts 1 and 2 do not.
+        "mistral": MistralConfig(**COMMON, sliding_window=8, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+        # fused qkv_proj / gate_up_proj; sliding_window 8 as for Mistral.
+        "phi3": Phi3Config(**COMMON, sliding_window=8, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                           original_max_position_embeddings=1024,
+                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        # post-norm blocks, q/k RMSNorm over the whole projection (64 and 32 wide).
+        "olmo2": Olmo2Config(**COMMON, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                             rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
     }
 
 
@@ -59,6 +75,10 @@ INIT = {
     "qwen2": dict(std=0.1, embed=0.1, head=None, qk=0.15),
     "gemma2": dict(std=0.08, embed=0.15, head=None, qk=0.6, final_norm=8.0),
     "gemma3": dict(std=0.08, embed=0.15, head=None, qk=0.15),
+    "qwen3": dict(std=0.08, embed=0.5, head=0.2, qk=0.15),
+    "mistral": dict(std=0.08, embed=0.5, head=0.2, qk=0.15),
+    "phi3": dict(std=0.08, embed=0.5, head=0.2, qk=0.15),
+    "olmo2": dict(std=0.08, embed=0.5, head=0.2, qk=0.15),
 }
 
 
@@ -77,7 +97,7 @@ def init_weights(model, name, seed):
                 val = s["embed"] * torch.randn(p.shape, generator=g)
             elif pname == "lm_head.weight":
                 val = s["head"] * torch.randn(p.shape, generator=g)
-            elif "q_proj" in pname or "k_proj" in pname:
+            elif "q_proj" in pname or "k_proj" in pname or "qkv_proj" in pname:
                 val = s["qk"] * torch.randn(p.shape, generator=g)
             else:
                 val = s["std"] * torch.randn(p.shape, generator=g)
@@ -101,6 +121,16 @@ def variant_logits(model, prompt, **changes):
         setattr(cfg, k, v)
     m = make_model(cfg)
     m.load_state_dict(model.state_dict())
+    m.tie_weights()
+    with torch.no_grad():
+        x = torch.tensor([prompt])
+        return m(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).logits[0]
+
+
+def weight_variant_logits(model, prompt, edit):
+    """Logits of the same config with some weights changed by `edit(name, tensor) -> tensor`."""
+    m = make_model(model.config.__class__.from_dict(model.config.to_dict()))
+    m.load_state_dict({k: edit(k, v) for k, v in model.state_dict().items()})
     m.tie_weights()
     with torch.no_grad():
         x = torch.tensor([prompt])
@@ -133,6 +163,16 @@ def feature_checks(name, model, prompt):
         rp2 = json.loads(json.dumps(cfg.rope_parameters))
         rp2["sliding_attention"]["rope_theta"] = rp2["full_attention"]["rope_theta"]
         checks["local_theta_equal_global"] = rel(variant_logits(model, prompt, rope_parameters=rp2), base)
+    if name in ("qwen3", "olmo2"):
+        checks["qk_norm_weights_one"] = rel(weight_variant_logits(
+            model, prompt, lambda k, v: torch.ones_like(v) if k.endswith(("q_norm.weight", "k_norm.weight")) else v), base)
+    if name in ("mistral", "phi3"):
+        checks["without_sliding_window"] = rel(variant_logits(model, prompt, sliding_window=None), base)
+    if name == "olmo2":
+        # Post-norm: dropping the norm on the block outputs (weights -> 1 is not "off"; scale them).
+        checks["post_norm_weights_halved"] = rel(weight_variant_logits(
+            model, prompt, lambda k, v: 0.5 * v if k.endswith(("post_attention_layernorm.weight",
+                                                                 "post_feedforward_layernorm.weight")) else v), base)
     for k, v in checks.items():
         print(f"  {name}: relative logit change {k}: {v:.3f}")
         assert v > 1e-2, f"{name}: feature {k} does not matter (rel change {v})"
@@ -239,9 +279,18 @@ def steering_fixture(label, model, ids, layer, v, coef, typical, out, extra_meta
     mc.save(os.path.join(out, f"{label}.steering.safetensors"), tensors, meta)
 
 
-def build_all(out):
+def build_all(out, only=None):
+    """Every tiny checkpoint, or those named in `only`; seeds depend on the position in configs()."""
     for i, (name, cfg) in enumerate(configs().items()):
+        if only and name not in only:
+            continue
         print(f"tiny-{name}")
         model, prompts = build_one(name, cfg, out, seed=100 + i)
         if name == "llama31":
             build_steering(name, model, prompts, out)
+        if name in model_gguf.WRITERS:
+            # coef 0.8x the median resid_post.1 norm, as llama31's 4.0 is for it.
+            _, resid = mc.forward_capture(model, prompts[1], [1])
+            build_steering(name, model, prompts, out, coef=round(0.8 * mc.resid_norm_median(resid[1]), 1))
+        if name in model_gguf.WRITERS:
+            model_gguf.write_tiny(name, model, os.path.join(out, f"tiny-{name}"), os.path.join(out, f"tiny-{name}.gguf"))
