@@ -2,10 +2,13 @@ import Foundation
 import TillerFormats
 import TillerTensor
 
-// The seam between the transformer recipe and where its arithmetic runs. `Transformer.swift`
-// calls only these operations on activation buffers; a GPU backend implements the same protocol
-// (buffers are host pointers today, unified memory on a GPU) without touching any model file.
-// The CPU backend is the only one now.
+// The seam between the transformer recipe and where its arithmetic runs. Every per-token
+// operation of the forward pass (embedding rows and their scale, projections and biases, norms,
+// the RoPE tables and rotation, attention and the KV-cache writes, activations, residual adds,
+// the steering adds and ablations at resid_post, the final soft-cap) is one of these calls, so a
+// GPU backend implements this protocol without touching any model file. Buffers are host pointers
+// today (unified memory on a GPU); capture reads resid_post rows into host arrays. The CPU backend
+// is the only one in the package; the tests add a recording one.
 
 /// A weight matrix W [out, in] prepared for y = x·Wᵀ.
 public protocol MatrixOperator: AnyObject, Sendable {
@@ -35,6 +38,22 @@ public protocol Backend: AnyObject, Sendable {
     func gatedActivation(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int, kind: Activation)
     /// y[i] += x[i]
     func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int)
+    /// y[r·width + i] += b[i] for each of `rows` rows (a projection's bias).
+    func addBias(_ b: UnsafePointer<Float>, width: Int, rows: Int, into y: UnsafeMutablePointer<Float>)
+    /// y[i] += a · x[i] (a steering vector added at resid_post).
+    func addScaled(_ x: UnsafePointer<Float>, _ a: Float, into y: UnsafeMutablePointer<Float>, count: Int)
+    /// x ← x − (x·d) d for a unit direction d (directional ablation of one row of `count`).
+    func projectOut(_ d: UnsafePointer<Float>, from x: UnsafeMutablePointer<Float>, count: Int)
+    /// x[i] ← s · x[i] (Gemma's embedding scale).
+    func scale(_ x: UnsafeMutablePointer<Float>, by s: Float, count: Int)
+    /// x[i] ← cap · tanh(x[i] / cap) (a logit soft-cap).
+    func softcap(_ x: UnsafeMutablePointer<Float>, cap: Float, count: Int)
+    /// RoPE tables for rows at `positions`: cos/sin [positions.count, half] of
+    /// float(position) · invFreq[i], in fp32 as transformers computes them.
+    func ropeTables(positions: [Int], invFreq: UnsafePointer<Float>, half: Int,
+                    cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>)
+    /// dst[i] = src[i] (KV-cache writes, gathering logit rows).
+    func copy(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int)
     /// Causal attention of each job's new queries against its sequence's cached keys/values.
     /// `scratch` holds at least Σ over jobs of heads·(firstPosition + queries) floats.
     func attention(_ jobs: [AttentionJob], scratch: UnsafeMutablePointer<Float>)
@@ -165,6 +184,42 @@ public final class CPUBackend: Backend, @unchecked Sendable {
 
     public func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { y[i] += x[i] }
+    }
+
+    public func addBias(_ b: UnsafePointer<Float>, width: Int, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows { axpy(1, b, y + r * width, count: width) }
+    }
+
+    public func addScaled(_ x: UnsafePointer<Float>, _ a: Float, into y: UnsafeMutablePointer<Float>, count: Int) {
+        axpy(a, x, y, count: count)
+    }
+
+    public func projectOut(_ d: UnsafePointer<Float>, from x: UnsafeMutablePointer<Float>, count: Int) {
+        axpy(-dotProduct(x, d, count: count), d, x, count: count)
+    }
+
+    public func scale(_ x: UnsafeMutablePointer<Float>, by s: Float, count: Int) {
+        for i in 0..<count { x[i] *= s }
+    }
+
+    public func softcap(_ x: UnsafeMutablePointer<Float>, cap: Float, count: Int) {
+        for i in 0..<count { x[i] = cap * Foundation.tanh(x[i] / cap) }
+    }
+
+    public func ropeTables(positions: [Int], invFreq: UnsafePointer<Float>, half: Int,
+                           cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>) {
+        for (row, p) in positions.enumerated() {
+            let pos = Float(p)
+            for i in 0..<half {
+                let f = pos * invFreq[i]
+                cos[row * half + i] = Foundation.cos(f)
+                sin[row * half + i] = Foundation.sin(f)
+            }
+        }
+    }
+
+    public func copy(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int) {
+        dst.update(from: src, count: count)
     }
 
     public func attention(_ jobs: [AttentionJob], scratch: UnsafeMutablePointer<Float>) {

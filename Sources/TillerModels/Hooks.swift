@@ -248,19 +248,18 @@ final class HookPlan {
 
     /// Applies edits, then captures, for `rows` rows of x belonging to sequence `seq`, whose
     /// absolute positions start at `firstPosition`.
-    func run(layer: Int, x: UnsafeMutablePointer<Float>, seq: Int, rows: Int, firstPosition: Int, promptLength: Int) {
+    func run(layer: Int, x: UnsafeMutablePointer<Float>, seq: Int, rows: Int, firstPosition: Int, promptLength: Int,
+             backend: Backend) {
         let h = hidden
         for e in edits[layer] where e.sequence == seq {
             e.vector.withUnsafeBufferPointer { v in
-                for r in 0..<rows {
-                    let p = firstPosition + r
-                    if e.responseOnly && p < promptLength { continue }
-                    let xr = x + r * h
+                // Response-only edits start at the first row at or after the prompt's end.
+                let first = e.responseOnly ? min(max(promptLength - firstPosition, 0), rows) : 0
+                for r in first..<rows {
                     if e.ablate {
-                        let d = dotProduct(xr, v.baseAddress!, count: h)
-                        axpy(-d, v.baseAddress!, xr, count: h)
+                        backend.projectOut(v.baseAddress!, from: x + r * h, count: h)
                     } else {
-                        axpy(e.coef, v.baseAddress!, xr, count: h)
+                        backend.addScaled(v.baseAddress!, e.coef, into: x + r * h, count: h)
                     }
                 }
             }

@@ -180,27 +180,17 @@ final class Transformer: @unchecked Sendable {
             for t in it.tokens {
                 precondition(t >= 0 && t < vocab, "token id \(t) is outside the vocabulary (0..<\(vocab))")
                 embed.row(t, into: ws.x + r * H)
-                if let s = embedScale { for i in 0..<H { ws.x[r * H + i] *= s } }
                 r += 1
             }
         }
+        if let s = embedScale { be.scale(ws.x, by: s, count: N * H) }
 
         // cos/sin per RoPE kind, fp32 like transformers: freqs = float(pos) · inv_freq.
-        let half = headDim / 2
+        var positions: [Int] = []
+        positions.reserveCapacity(N)
+        for it in items { positions.append(contentsOf: it.cache.length ..< it.cache.length + it.tokens.count) }
         for (ti, inv) in ropeTables.enumerated() {
-            let cs = ws.cos[ti], sn = ws.sin[ti]
-            var row = 0
-            for it in items {
-                for j in 0..<it.tokens.count {
-                    let pos = Float(it.cache.length + j)
-                    for i in 0..<half {
-                        let f = pos * inv[i]
-                        cs[row * half + i] = Foundation.cos(f)
-                        sn[row * half + i] = Foundation.sin(f)
-                    }
-                    row += 1
-                }
-            }
+            inv.withUnsafeBufferPointer { be.ropeTables(positions: positions, invFreq: $0.baseAddress!, half: headDim / 2, cos: ws.cos[ti], sin: ws.sin[ti]) }
         }
 
         let normScale: (([Float]), (UnsafePointer<Float>) -> Void) -> Void = { w, body in w.withUnsafeBufferPointer { body($0.baseAddress!) } }
@@ -234,8 +224,8 @@ final class Transformer: @unchecked Sendable {
                 let n = it.tokens.count, start = it.cache.length, off = offsets[s]
                 let seg = it.cache.segments(layer: l)
                 let own = start - it.cache.base
-                (seg.keys + own * kd).update(from: ws.k + off * kd, count: n * kd)
-                (seg.values + own * kd).update(from: ws.v + off * kd, count: n * kd)
+                be.copy(ws.k + off * kd, into: seg.keys + own * kd, count: n * kd)
+                be.copy(ws.v + off * kd, into: seg.values + own * kd, count: n * kd)
                 jobs.append(AttentionJob(
                     q: ws.q + off * qd, qStride: qd, keys: seg.keys, values: seg.values,
                     prefixKeys: seg.prefixKeys, prefixValues: seg.prefixValues, prefixLength: it.cache.base,
@@ -271,7 +261,7 @@ final class Transformer: @unchecked Sendable {
             if let plan {
                 for (s, it) in items.enumerated() {
                     plan.run(layer: l, x: ws.x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
-                             firstPosition: it.cache.length, promptLength: it.promptLength)
+                             firstPosition: it.cache.length, promptLength: it.promptLength, backend: be)
                 }
             }
             if let stop = stopAfter, l >= stop {
@@ -285,18 +275,14 @@ final class Transformer: @unchecked Sendable {
         // Logits: final norm and LM head on the requested rows only.
         let R = logitRows.count
         guard R > 0 else { return }
-        for (i, row) in logitRows.enumerated() { (ws.logitInput + i * H).update(from: ws.x + row * H, count: H) }
+        for (i, row) in logitRows.enumerated() { be.copy(ws.x + row * H, into: ws.logitInput + i * H, count: H) }
         normScale(finalNorm) { be.rmsNorm(ws.logitInput, rows: R, width: H, scale: $0, eps: eps, into: ws.logitInput) }
         lmHead.apply(ws.logitInput, rows: R, into: ws.logits)
-        if let cap = options.finalSoftcap {
-            for i in 0..<(R * vocab) { ws.logits[i] = cap * Foundation.tanh(ws.logits[i] / cap) }
-        }
+        if let cap = options.finalSoftcap { be.softcap(ws.logits, cap: cap, count: R * vocab) }
     }
 
     private func addBias(_ b: [Float], _ y: UnsafeMutablePointer<Float>, rows: Int) {
-        b.withUnsafeBufferPointer { bp in
-            for r in 0..<rows { axpy(1, bp.baseAddress!, y + r * b.count, count: b.count) }
-        }
+        b.withUnsafeBufferPointer { backend.addBias($0.baseAddress!, width: b.count, rows: rows, into: y) }
     }
 
     func makeCache(capacity: Int) -> KVCache {
