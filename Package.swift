@@ -51,7 +51,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: cpuFlags),
-        // Experiments (Phase 4 and the whole-experiment tables): experiment files, sweeps, results
+        // Experiments (the steering sweep and the whole-experiment tables): experiment files, sweeps, results
         // database, selection and reports.
         .target(name: "TillerExperiment", dependencies: [
             "TillerSteering", "TillerEval", "TillerModels", "TillerTokenizers", "TillerFormats",

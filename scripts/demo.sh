@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: set up (scripts/setup.sh: release build, default models), then run a small real
-# experiment from experiments/demo.yaml — the seed's Phase 4 on SmolLM2-135M-Instruct, refusal
+# experiment from experiments/demo.yaml — a steering experiment on SmolLM2-135M-Instruct, refusal
 # trait: massive-activation scan, extraction, probe/mean_diff with preclean/postclean variants,
 # a steering sweep (layers × coefficients relative to the layer norm), local judge, selection —
 # ending with the summary table and the report's path. Rerunning resumes (every stage is cached);

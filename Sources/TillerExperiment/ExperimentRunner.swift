@@ -11,10 +11,10 @@ import TillerTokenizers
 //
 // Output folder:
 //   results.sqlite                      everything below the vectors, plus the judge cache
-//   <model>/scan.json                   Phase 1
-//   <model>/<trait>/activations.safetensors, samples.jsonl     Phase 2
-//   <model>/<trait>/vectors/<variant>.safetensors               Phase 3 (sweep layers only)
-//   report.md, report.html              Phase 4 and the summary tables
+//   <model>/scan.json                   massive-activation scan
+//   <model>/<trait>/activations.safetensors, samples.jsonl     contrastive extraction
+//   <model>/<trait>/vectors/<variant>.safetensors               cleaned variants (sweep layers only)
+//   report.md, report.html              steering-sweep tables and the summary tables
 
 public struct RunOptions: Sendable {
     public var shard: Shard = .all

@@ -4,9 +4,9 @@ import TillerModels
 import TillerSteering
 import Yams
 
-// The experiment file (YAML, or JSON which is YAML too): what the seed's researcher ran by hand
-// in Phase 4–8, as data. `tiller run FILE` executes it; every key is documented in
-// experiments/README.md.
+// The experiment file (YAML, or JSON which is YAML too): a whole steering experiment (models,
+// traits, variants, layers, coefficients, judging, selection and report) as data.
+// `tiller run FILE` executes it; every key is documented in experiments/README.md.
 
 public struct ExperimentError: Error, CustomStringConvertible, Sendable {
     public let description: String
@@ -59,7 +59,7 @@ public struct CoefficientPlan: Codable, Sendable, Equatable {
     public init(scale: CoefficientScale, values: [Double], search: CoefficientSearch? = nil) {
         self.scale = scale; self.values = values; self.search = search
     }
-    /// A plain list means absolute coefficients (the seed's 50…5000).
+    /// A plain list means absolute coefficients (e.g. 50…5000, as used on 2B–8B models).
     public init(from d: Decoder) throws {
         if let list = try? d.singleValueContainer().decode([Double].self) {
             self.init(scale: .absolute, values: list)
@@ -106,7 +106,7 @@ public struct LayerList: Codable, Sendable, Equatable {
     }
 }
 
-/// Extraction settings (Phase 2) for the experiment's vectors.
+/// Contrastive-extraction settings for the experiment's vectors.
 public struct ExtractionPlan: Codable, Sendable, Equatable {
     public var maxPairs: Int?
     public var maxQuestions: Int?
@@ -232,7 +232,7 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var batchSize: Int
     public var extraction: ExtractionPlan
     public var scan: ScanPlan
-    /// The variant the summary table compares with the uncleaned probe (the seed's
+    /// The variant the summary table compares with the uncleaned probe (e.g.
     /// probe_preclean_la2); default: the variant with the best mean Δ.
     public var winner: String?
     /// Output folder, relative to the experiment file; default `runs/<name>` next to it.

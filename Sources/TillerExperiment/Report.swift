@@ -2,7 +2,7 @@ import Foundation
 import TillerEval
 import TillerSteering
 
-// `tiller report`: the notepad's Phase 4 tables and results summary in Markdown, and one
+// `tiller report`: the steering-sweep tables and results summary in Markdown, and one
 // self-contained HTML page (no network: inline CSS, SVG and a little JavaScript) with the
 // massive-dim heatmap, trait and coherence vs coefficient per layer for each variant, and a
 // browser of the steered answers. Everything is read from the results database.

@@ -86,7 +86,7 @@ public enum SweepPlanner {
                                        history: [(coefficient: Double, coherence: Double?)]) -> Double? {
         func ok(_ c: Double?) -> Bool { (c ?? -1) >= threshold }
         guard let first = history.first else { return search.start }
-        // Phase 1: walk geometrically (up while coherent, down while not) until the cliff is bracketed.
+        // First walk geometrically (up while coherent, down while not) until the cliff is bracketed.
         let up = ok(first.coherence)
         var lo: Double?, hi: Double?
         var walk = 0
@@ -100,7 +100,7 @@ public enum SweepPlanner {
             let last = history.last!.coefficient
             return roundSignificant(up ? last * search.factor : last / search.factor)
         }
-        // Phase 2: bisect (geometric mean) between the last coherent and the first incoherent.
+        // Then bisect (geometric mean) between the last coherent and the first incoherent.
         var refined = 0
         for h in history.dropFirst(walk) {
             refined += 1

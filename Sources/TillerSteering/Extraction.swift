@@ -3,7 +3,7 @@ import TillerFormats
 import TillerModels
 import TillerTokenizers
 
-// Phase 2 of the seed, the model side: generate answers for both polarities of a trait, read
+// Contrastive extraction, the model side: generate answers for both polarities of a trait, read
 // resid_post at every layer at a position set, and keep one row per sample (the mean over the
 // selected positions). The result is stored so that the methods and variants can be rerun
 // without generating again.

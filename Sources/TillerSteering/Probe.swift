@@ -1,7 +1,7 @@
 import COpenBLAS
 import Foundation
 
-/// L2-regularised logistic regression, the seed's "probe": scikit-learn's
+/// L2-regularised logistic regression, the "probe" extraction method: scikit-learn's
 /// `LogisticRegression(C=1, fit_intercept=True)` on row-L2-normalised activations, solved to
 /// convergence. Objective (intercept not penalised, as sklearn):
 ///     f(w, b) = ½‖w‖² + C · Σᵢ [log(1 + e^{mᵢ}) − yᵢ mᵢ],   mᵢ = xᵢ·w + b,  yᵢ ∈ {0, 1}

@@ -2,7 +2,7 @@ import Foundation
 import TillerModels
 import TillerTokenizers
 
-/// Runs Phase 1 on a model: every calibration text through the forward pass, `resid_post` of
+/// Runs the massive-activation scan on a model: every calibration text through the forward pass, `resid_post` of
 /// every layer streamed into a `ScanAccumulator` (no activation tensor is kept).
 public enum MassiveActivationScan {
     public static func run(model: LanguageModel, texts: [String], chat: Bool = false,

@@ -1,6 +1,6 @@
 import Foundation
 
-// Human-readable views of a scan: the notepad's Phase 1 summary in Markdown, and an SVG with a
+// Human-readable views of a scan: the massive-activation summary in Markdown, and an SVG with a
 // layers × top-dims heatmap of log10 max|a| beside the dominant dim's magnitude per layer.
 
 extension ScanResult {

@@ -1,8 +1,8 @@
 import Foundation
 import TillerModels
 
-// Phase 1 of the seed: per-layer statistics of |activation| per residual dimension, streamed over
-// a calibration set, then the summaries the notepad reports (top dims with their ratios, the
+// The massive-activation scan: per-layer statistics of |activation| per residual dimension, streamed over
+// a calibration set, then its summaries (top dims with their ratios, the
 // dominant dim's presence and CV across layers, global dims). Nothing here keeps activations:
 // memory is O(layers × hidden).
 
@@ -21,7 +21,7 @@ public struct ScanParameters: Codable, Sendable, Equatable {
     /// Global dims: dims in the per-layer top `globalTop` of at least `globalMinLayers` layers.
     public var globalTop: Int = 3
     public var globalMinLayers: Int = 3
-    /// Layers shown in the "window top-3" line (the seed's "L12–18 top-3"); nil = middle third.
+    /// Layers shown in the "window top-3" line (e.g. "L12–18 top-3"); nil = middle third.
     public var window: ClosedRange<Int>? = nil
 
     public init() {}

@@ -1,7 +1,7 @@
 import Foundation
 
-// Phase 3 of the seed: cleaned variants of the two extraction methods, and the table that
-// compares each variant with its baseline. Names follow the seed: `probe`, `mean_diff`,
+// Cleaned variants of the two extraction methods, and the table that
+// compares each variant with its baseline. Names are `probe`, `mean_diff`,
 // `probe_preclean_la2`, `mean_diff_postclean_u2`, …
 
 public enum ExtractionMethod: String, Sendable, CaseIterable, Codable {
@@ -75,7 +75,7 @@ public struct VariantSpec: Hashable, Sendable, CustomStringConvertible {
         throw ExtractionError("unknown variant '\(name)': expected probe or mean_diff, optionally followed by _preclean_ or _postclean_ and laN (layer-aware top N) or uN (first N global dims), e.g. probe_preclean_la2")
     }
 
-    /// The seed's grid: both baselines and, for each, pre/postclean with la1–la3 and u1–u2.
+    /// The default variant grid: both baselines and, for each, pre/postclean with la1–la3 and u1–u2.
     public static func seedGrid(methods: [ExtractionMethod] = [.probe, .meanDiff],
                                 layerAware: ClosedRange<Int> = 1...3, uniform: ClosedRange<Int> = 1...2) -> [VariantSpec] {
         var out: [VariantSpec] = []
@@ -214,7 +214,7 @@ public struct VariantExtractor {
     }
 }
 
-// MARK: - Diagnostics and the Phase 3 table
+// MARK: - Diagnostics and the cleaned-variants table
 
 public struct VectorDiagnostics: Codable, Sendable, Equatable {
     /// Cosine with the same method's uncleaned vector at this layer.
@@ -308,7 +308,7 @@ public struct VariantTable: Codable, Sendable {
     /// Markdown: probe accuracy per layer, then cosine with baseline, massive-dim share and
     /// separation, each as a layers × variants table, and a summary over the middle third.
     public func markdown() -> String {
-        var s = "# Phase 3: cleaned variants — \(model), trait \(trait)\n\n"
+        var s = "# Cleaned variants — \(model), trait \(trait)\n\n"
         let cleaned = variants.filter { !((try? VariantSpec(name: $0))?.isBaseline ?? true) }
         if !layers.isEmpty {
             let mid = layers.count >= 3 ? Array(layers[layers.count / 3 ... 2 * layers.count / 3]) : layers

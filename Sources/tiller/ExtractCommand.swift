@@ -6,7 +6,7 @@ import TillerEval
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Phase 2: generate answers for both polarities of a trait and extract mean_diff and probe vectors.",
+        abstract: "Contrastive extraction: generate answers for both polarities of a trait and extract mean_diff and probe vectors.",
         discussion: """
         Generates answers under the trait's positive and negative instructions (or completes its \
         positive and negative scenario prefixes), captures resid_post at every layer at the position set, \

@@ -5,7 +5,7 @@ import TillerSteering
 
 struct Scan: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Phase 1: find massive residual-stream dims per layer over a calibration set.",
+        abstract: "Massive-activation scan: find massive residual-stream dims per layer over a calibration set.",
         discussion: """
         Streams resid_post of every layer over the texts and writes scan.json (schema tiller.scan/1: \
         per layer the top-k dims with max, mean, ratio to the median of per-dim maxima, ratio to the \

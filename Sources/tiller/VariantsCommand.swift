@@ -4,12 +4,12 @@ import TillerSteering
 
 struct Variants: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Phase 3: cleaned variants of the extracted vectors, and their cosine table.",
+        abstract: "Cleaned variants of the extracted vectors, and their cosine table.",
         discussion: """
         Reads DIR/activations.safetensors (from `tiller extract`) and the scan file, and writes one vector \
         file per variant: probe, mean_diff and, for each, preclean (zero the dims in the activations, then \
         run the method) and postclean (zero them in the finished vector, renormalise) with layer-aware laN \
-        (that layer's top-N dims) and uniform uN (the first N global dims), named as in the seed \
+        (that layer's top-N dims) and uniform uN (the first N global dims), named <method>_<clean>_<dims> \
         (probe_preclean_la2, mean_diff_postclean_u2, …). Also writes variants.json and variants.md: per \
         layer and variant the cosine with the baseline, the share of ‖v‖² in the layer's massive dims and \
         the separation (Cohen's d) of the positive and negative projections. --gguf also exports every \
@@ -20,7 +20,7 @@ struct Variants: ParsableCommand {
     var directory: String
     @Option(help: "Scan file (scan.json from `tiller scan` on the same model).")
     var scan: String
-    @Option(help: "Variants, comma-separated (e.g. probe,probe_preclean_la2); default: the seed's grid.")
+    @Option(help: "Variants, comma-separated (e.g. probe,probe_preclean_la2); default: both baselines and, for each, pre/postclean with la1–la3 and u1–u2.")
     var variants: String?
     @Option(help: "Layer-aware sizes for the default grid, e.g. 1-3.")
     var la = "1-3"

@@ -81,7 +81,7 @@ final class ExtractionMethodsTests: XCTestCase {
             XCTAssertEqual(probe.probeStats[l]!.heldoutAccuracy!, exp.probe_heldout_accuracy[String(l)]!, accuracy: 1e-9, "held-out L\(l)")
         }
 
-        // The Phase 3 table against numpy's cosines, massive shares and Cohen's d.
+        // The cleaned-variants table against numpy's cosines, massive shares and Cohen's d.
         let table = VariantTable(model: "synthetic", trait: "planted", vectors: vectors, activations: acts) { exp.massive_dims[String($0)]! }
         for name in table.variants {
             for l in acts.layers {
@@ -91,7 +91,7 @@ final class ExtractionMethodsTests: XCTestCase {
                 XCTAssertEqual(c.separation, exp.cohens_d[name]![String(l)]!, accuracy: 2e-3 * max(1, abs(c.separation)), "d \(name) L\(l)")
             }
         }
-        // The seed's qualitative finding on this data: removing the massive dim turns mean_diff a lot,
+        // The expected qualitative finding on this data: removing the massive dim turns mean_diff a lot,
         // postclean barely moves the probe, and mean_diff pre- and postclean coincide exactly.
         XCTAssertLessThan(table.cells["mean_diff_postclean_la1"]!["0"]!.cosineToBaseline, 0.9)
         XCTAssertGreaterThan(table.cells["probe_postclean_la1"]!["0"]!.cosineToBaseline, 0.95)

@@ -5,7 +5,7 @@ import TillerTokenizers
 import XCTest
 @testable import TillerSteering
 
-/// Phase 1 on the real default models against transformers (tools/reference/scan_fixtures.py):
+/// The massive-activation scan on the real default models against transformers (tools/reference/scan_fixtures.py):
 /// the same calibration texts give the same per-layer top-3 dims and max values (≤1e-3 relative).
 final class ScanParityTests: XCTestCase {
     struct Reference: Decodable {

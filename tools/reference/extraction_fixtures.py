@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Reference for Phases 2-3 (contrastive extraction and cleaned variants), in numpy + scikit-learn.
+"""Reference for contrastive extraction and cleaned variants, in numpy + scikit-learn.
 
 Builds synthetic "stored activations" shaped like a real extraction (3 layers, hidden 64, 60
 positive and 60 negative samples) with what makes the real problem interesting: a massive dim
-(7, ~300 in every row, slightly larger for positive samples, so it dominates mean_diff as dim 443
-does in the seed), a second layer-dependent outlier dim, and a weak trait direction in the rest.
+(7, ~300 in every row, slightly larger for positive samples, so it dominates mean_diff as a real
+model's massive dim does), a second layer-dependent outlier dim, and a weak trait direction in the rest.
 Then computes, independently of Tiller:
 
 - mean_diff: mean(pos) - mean(neg) in float64, unit-normalised;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference for Phase 1 (massive-activation scan), computed with HF transformers in fp32.
+"""Reference for the massive-activation scan, computed with HF transformers in fp32.
 
 For each default model, runs every text of the shipped calibration set
 (Sources/TillerSteering/Resources/calibration.jsonl) through the model, one text at a time,
