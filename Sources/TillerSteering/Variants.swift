@@ -76,7 +76,7 @@ public struct VariantSpec: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The default variant grid: both baselines and, for each, pre/postclean with la1–la3 and u1–u2.
-    public static func seedGrid(methods: [ExtractionMethod] = [.probe, .meanDiff],
+    public static func defaultGrid(methods: [ExtractionMethod] = [.probe, .meanDiff],
                                 layerAware: ClosedRange<Int> = 1...3, uniform: ClosedRange<Int> = 1...2) -> [VariantSpec] {
         var out: [VariantSpec] = []
         for m in methods {

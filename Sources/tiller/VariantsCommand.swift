@@ -53,7 +53,7 @@ struct Variants: ParsableCommand {
         if let list = variants {
             specs = try list.split(separator: ",").map { try VariantSpec(name: $0.trimmingCharacters(in: .whitespaces)) }
         } else {
-            var grid = VariantSpec.seedGrid(layerAware: range(la) ?? 1...3, uniform: range(u) ?? 1...2)
+            var grid = VariantSpec.defaultGrid(layerAware: range(la) ?? 1...3, uniform: range(u) ?? 1...2)
             if u == "0" { grid.removeAll { if case .uniform = $0.cleaning?.dims { return true }; return false } }
             specs = grid
         }

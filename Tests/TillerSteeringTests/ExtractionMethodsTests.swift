@@ -53,7 +53,7 @@ final class ExtractionMethodsTests: XCTestCase {
 
     func testVariantsMatchNumpy() throws {
         let (acts, exp, ref) = try load()
-        let specs = VariantSpec.seedGrid()
+        let specs = VariantSpec.defaultGrid()
         XCTAssertEqual(specs.count, 22)
         let vectors = try VariantExtractor().run(acts, specs: specs) { sel, layer in
             switch sel {
