@@ -272,6 +272,9 @@ extension ModelConfig {
         switch facts.sliding {
         case .periodic(let period, _):
             slidingWindow = try int("attention.sliding_window") ?? facts.hf.slidingWindow
+            if let w = slidingWindow, w <= 0 {
+                throw FileError(path: path, "\(archName).attention.sliding_window = \(w): a sliding window must be positive")
+            }
             var pattern = period
             var explicit: [Bool]?
             if let p = value("attention.sliding_window_pattern") {
