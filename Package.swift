@@ -73,10 +73,10 @@ let package = Package(
         .target(name: "TillerTestSupport", dependencies: ["TillerModels", "TillerFormats", "TillerTokenizers"],
                 path: "Tests/TillerTestSupport", swiftSettings: cpuFlags),
         .testTarget(name: "TillerTensorTests", dependencies: ["TillerTensor"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerFormatsTests", dependencies: ["TillerFormats"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerFormatsTests", dependencies: ["TillerFormats", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerTokenizersTests", dependencies: ["TillerTokenizers"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerEvalTests", dependencies: ["TillerEval", "TillerServer", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerExperimentTests", dependencies: [
             "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import TillerTensor
 @testable import TillerFormats
+import TillerTestSupport
 
 enum Fixtures {
     static var directory: URL {
@@ -13,19 +14,9 @@ enum Fixtures {
     }
 }
 
-struct MissingModel: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// Path of a cached model; a missing model is a failure (CI installs them), never a skip.
+/// Path of a cached model (TillerTestSupport's lookup: a missing model fails, never skips).
 func cachedModel(_ file: String, line: UInt = #line) throws -> String {
-    let path = ModelCache.modelsDirectory + "/" + file
-    guard FileManager.default.fileExists(atPath: path) else {
-        let message = "model \(path) is missing: run scripts/setup.sh (or set TILLER_HOME)"
-        XCTFail(message, line: line)
-        throw MissingModel(description: message)
-    }
-    return path
+    try realModelPath(file, line: line)
 }
 
 func temporaryDirectory() throws -> URL {

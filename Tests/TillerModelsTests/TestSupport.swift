@@ -3,6 +3,7 @@ import TillerFormats
 import TillerTensor
 import XCTest
 @testable import TillerModels
+@_exported import TillerTestSupport
 
 // Shared helpers: fixture locations, a reader for the fixture safetensors files, error metrics.
 
@@ -17,16 +18,6 @@ enum Fixtures {
 func fixturePrompts(_ name: String) throws -> [[Int]] {
     let f = try FixtureFile(Fixtures.path("\(name).expected.safetensors"))
     return try (0..<3).map { try f.ints("tokens.\($0)") }
-}
-
-/// A real model from the cache, or a failure telling how to get it (never a skip).
-func realModelPath(_ fileName: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
-    let path = ModelCache.modelsDirectory + "/" + fileName
-    guard FileManager.default.fileExists(atPath: path) else {
-        XCTFail("model \(fileName) is missing from \(ModelCache.modelsDirectory): run scripts/setup.sh", file: file, line: line)
-        throw ModelError("missing model \(path)")
-    }
-    return path
 }
 
 /// Minimal safetensors reader for the fixture files (F32 and I32 tensors).

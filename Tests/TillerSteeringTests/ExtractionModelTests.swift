@@ -4,17 +4,12 @@ import TillerModels
 import TillerTokenizers
 import XCTest
 @testable import TillerSteering
+import TillerTestSupport
 
 /// Extraction on the real SmolLM2-135M-Instruct (small: 2 instruction pairs × 3 questions).
 final class ExtractionModelTests: XCTestCase {
     static func smolLM() throws -> LanguageModel {
-        let path = ModelCache.modelsDirectory + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-        guard FileManager.default.fileExists(atPath: path) else {
-            XCTFail("model SmolLM2-135M-Instruct.Q4_1.gguf is missing from \(ModelCache.modelsDirectory): run scripts/setup.sh")
-            throw ExtractionError("missing model \(path)")
-        }
-        let gguf = try GGUFFile(path: path)
-        return try LanguageModel(weights: GGUFWeightSource(path: path), tokenizer: loadTokenizer(gguf: gguf), name: "smollm2-135m-instruct")
+        try SharedModels.shared.get(smolFile, name: "smollm2-135m-instruct")
     }
 
     func testRefusalExtractionOnSmolLM2() throws {

@@ -3,6 +3,7 @@ import TillerFormats
 import TillerModels
 import TillerTokenizers
 import XCTest
+import TillerTestSupport
 @testable import TillerSteering
 
 /// The massive-activation scan on the real default models against transformers (tools/reference/scan_fixtures.py):
@@ -57,11 +58,8 @@ final class ScanParityTests: XCTestCase {
     }
 }
 
-/// A default model from the cache; fails (never skips) when it is missing.
+/// A default model from the cache by name (TillerTestSupport's loader: fails, never skips).
 func loadCachedModel(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> LanguageModel {
-    guard let known = ModelCache.knownModel(named: name), FileManager.default.fileExists(atPath: known.path) else {
-        XCTFail("model \(name) is missing from \(ModelCache.modelsDirectory): run scripts/setup.sh", file: file, line: line)
-        throw ScanError("missing model \(name)")
-    }
-    return try LanguageModel.load(name)
+    guard let known = ModelCache.knownModel(named: name) else { throw ScanError("\(name) is not a known model") }
+    return try SharedModels.shared.get(known.fileName, name: known.name)
 }

@@ -10,14 +10,20 @@ import XCTest
 public let smolFile = "SmolLM2-135M-Instruct.Q4_1.gguf"
 public let gemmaFile = "gemma-3-270m-q4_k_m.gguf"
 
-/// A real model from the cache with its tokenizer.
-public func loadRealModel(_ fileName: String, name: String, file: StaticString = #filePath, line: UInt = #line) throws -> LanguageModel {
+/// The path of a real model file in the cache; a missing model is a failure that says how to
+/// get it (CI installs them), never a skip. Every test target finds the models through this.
+public func realModelPath(_ fileName: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
     let path = ModelCache.modelsDirectory + "/" + fileName
     guard FileManager.default.fileExists(atPath: path) else {
         XCTFail("model \(fileName) is missing from \(ModelCache.modelsDirectory): run scripts/setup.sh", file: file, line: line)
         throw ModelError("missing model \(path)")
     }
-    let weights = try GGUFWeightSource(path: path)
+    return path
+}
+
+/// A real model from the cache with its tokenizer.
+public func loadRealModel(_ fileName: String, name: String, file: StaticString = #filePath, line: UInt = #line) throws -> LanguageModel {
+    let weights = try GGUFWeightSource(path: realModelPath(fileName, file: file, line: line))
     return try LanguageModel(weights: weights, tokenizer: try loadTokenizer(gguf: weights.gguf), name: name)
 }
 
