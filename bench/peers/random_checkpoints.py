@@ -74,12 +74,12 @@ def write_gguf(name, s):
         w.add_sliding_window(4096)
     # A byte-level vocabulary padded to the model's size: the bench feeds token ids directly.
     byte_tokens = [bytes([b]).decode("latin-1") for b in range(256)]
-    tokens = ["<unk>", "<s>", "</s>"] + byte_tokens + [f"tok{i}" for i in range(s["vocab"] - 259)]
+    tokens = ["<unk>", "<s>", "</s>"] + byte_tokens + ["ab"] + [f"tok{i}" for i in range(s["vocab"] - 260)]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
     w.add_token_types([3, 3, 3] + [1] * (s["vocab"] - 3))
-    w.add_token_merges([])
+    w.add_token_merges(["a b"])
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     for gname, _, shape, matrix in tensors(s, rng):
