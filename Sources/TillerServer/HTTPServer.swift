@@ -16,9 +16,9 @@ public enum HTTPResponse: Sendable {
     case full(status: HTTPResponseStatus, headers: [(String, String)], body: Data)
     case events(AsyncStream<String>)
 
-    public static func json(_ status: HTTPResponseStatus, _ object: Any) -> HTTPResponse {
+    public static func json(_ status: HTTPResponseStatus, _ object: Any, headers: [(String, String)] = []) -> HTTPResponse {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-        return .full(status: status, headers: [("Content-Type", "application/json")], body: data)
+        return .full(status: status, headers: [("Content-Type", "application/json")] + headers, body: data)
     }
 }
 

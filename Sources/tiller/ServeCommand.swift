@@ -7,9 +7,14 @@ struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a model over an OpenAI-compatible HTTP API, with per-request steering.",
         discussion: """
-        Endpoints: GET /v1/models, POST /v1/chat/completions (messages, max_tokens, temperature, top_p, seed, \
-        stop, logprobs, top_logprobs, stream). Extension: "steering": [{"vector": NAME, "layer": L, "coef": C, \
-        "positions": "all"|"response"}] where NAME is a vector given with --vector or found in --vectors. \
+        Endpoints: GET /v1/models; POST /v1/chat/completions (messages, max_tokens, temperature, top_p, seed, \
+        stop, n, logprobs, top_logprobs, stream, stream_options); POST /v1/completions for base models (prompt as \
+        text, texts or token ids; max_tokens, temperature, top_p, seed, stop, n, logprobs, stream); GET /v1/vectors \
+        (each vector's layers, norms, site and extraction metadata); POST /v1/vectors {"name", "path" | "data": \
+        base64} loads a vector file at run time, checked against the model's hidden size and layers. \
+        Extension: "steering": [{"vector": NAME, "layer": L, "coef": C, "positions": "all"|"response", \
+        "kind": "add"|"ablate"}, …] — every entry applies, so several entries combine vectors across layers \
+        (or at one layer). With n > 1, choice j samples with seed + j. \
         Requests are batched continuously: a new request joins the running batch at the next decode step \
         and leaves it when done, so a short answer never waits for a long one; each request keeps its own \
         max_tokens, temperature, top_p, seed, stop strings and steering. With stream: true tokens are sent as \
