@@ -15,7 +15,16 @@ public final class ChatServer: @unchecked Sendable {
         /// Requests arriving within this window share one engine call.
         public var batchWindow: TimeInterval = 0.005
         public var maxBatch = 32
+        /// Largest request body (413 beyond).
         public var maxBodyBytes = 4 << 20
+        /// Largest request line plus headers (400 beyond).
+        public var maxHeaderBytes = 16 << 10
+        /// Most connections open at once (503 beyond).
+        public var maxConnections = 256
+        /// Seconds a client has to send a whole request (408 beyond); also the keep-alive idle limit.
+        public var readTimeout: TimeInterval = 30
+        /// When set, every route needs `Authorization: Bearer <key>` (401 otherwise).
+        public var apiKey: String?
         public var defaultMaxTokens = 256
         public var maxTokensLimit = 4096
         /// Most tokens in one prompt (the model's context also bounds prompt + max_tokens).
@@ -44,15 +53,40 @@ public final class ChatServer: @unchecked Sendable {
         self.options = options
         try vectors.bind(hidden: model.config.hiddenSize, layers: model.config.numHiddenLayers)
         scheduler = try BatchScheduler(model: model, window: options.batchWindow, maxBatch: options.maxBatch)
-        http = HTTPServer(maxBodyBytes: options.maxBodyBytes)
+        if let key = options.apiKey, key.isEmpty { throw ServerError.engine("the API key must not be empty") }
+        var limits = HTTPLimits()
+        limits.maxBodyBytes = options.maxBodyBytes
+        limits.maxHeaderBytes = options.maxHeaderBytes
+        limits.maxConnections = options.maxConnections
+        limits.readTimeout = options.readTimeout
+        http = HTTPServer(limits: limits)
     }
 
     /// Starts serving; returns the bound port.
     @discardableResult
     public func start() throws -> Int {
         scheduler.start()
-        return try http.start(host: options.host, port: options.port) { [self] req in await self.handle(req) }
+        let key = options.apiKey.map { Array("Bearer \($0)".utf8) }
+        return try http.start(host: options.host, port: options.port, admission: { head in
+            guard let key else { return nil }
+            return Self.authorized(head.headers, key) ? nil
+                : ServerError.unauthorized("this server needs an API key: send Authorization: Bearer <key> (the key serve was started with)").response
+        }) { [self] req in await self.handle(req) }
     }
+
+    /// Whether the request carries the key, compared in constant time (the key never appears in
+    /// an answer or a log line).
+    static func authorized(_ headers: HTTPHeaders, _ expected: [UInt8]) -> Bool {
+        let values = headers["Authorization"]
+        guard values.count == 1 else { return false }
+        let got = Array(values[0].utf8)
+        var diff = UInt8(got.count == expected.count ? 0 : 1)
+        for i in 0..<expected.count { diff |= expected[i] ^ (i < got.count ? got[i] : 0) }
+        return diff == 0
+    }
+
+    /// Connections open now and those refused over the connection limit.
+    public var connectionStats: (open: Int, refused: Int) { http.connectionStats }
 
     public func wait() throws { try http.wait() }
 
