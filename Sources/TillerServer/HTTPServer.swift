@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import TillerAsync
 
 /// A request as the application sees it: the body is complete (and within the size limit).
 public struct HTTPRequest: Sendable {
@@ -112,12 +113,9 @@ public final class HTTPServer: @unchecked Sendable {
         try? channel?.close().wait()
         let running = tasks.drain()
         for t in running { t.cancel() }
-        let done = DispatchSemaphore(value: 0)
-        Task.detached {
+        _ = AsyncBridge.wait(timeout: grace) {
             for t in running { await t.value }
-            done.signal()
         }
-        _ = done.wait(timeout: .now() + grace)
         try? group.syncShutdownGracefully()
     }
 

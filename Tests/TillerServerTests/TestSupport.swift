@@ -6,6 +6,7 @@ import FoundationNetworking
 #endif
 import TillerFormats
 import TillerModels
+import TillerAsync
 import TillerSteering
 import XCTest
 @testable import TillerServer
@@ -129,9 +130,7 @@ class ServerTestCase: XCTestCase {
         req.httpBody = try JSONSerialization.data(withJSONObject: body)
         req.timeoutInterval = 300
         session.dataTask(with: req).resume()
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { rec.done.wait(); c.resume() }
-        }
+        try await AsyncBridge.offload(on: .global()) { rec.done.wait() }
         session.finishTasksAndInvalidate()
         return rec
     }
