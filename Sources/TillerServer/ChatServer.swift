@@ -144,7 +144,7 @@ public final class ChatServer: @unchecked Sendable {
         .json(.ok, ["object": "list", "data": vectors.names.compactMap { vectors.entry($0) }])
     }
 
-    /// `POST /v1/vectors` `{"name": N, "path": FILE}` (a file on the server's disk) or
+    /// `POST /v1/vectors` `{"name": N, "path": FILE}` (a *.safetensors or *.gguf file on the server's disk) or
     /// `{"name": N, "data": BASE64}` (the file's bytes): loads a vector file now, checked against
     /// the model's hidden size and layers; `"replace": true` replaces a vector of the same name.
     func loadVector(_ body: Data) throws -> HTTPResponse {
@@ -164,6 +164,15 @@ public final class ChatServer: @unchecked Sendable {
         var file: String
         var temporary: String?
         if let path {
+            // Only vector files are read from the server's disk (an error message never reports
+            // bytes of any other file).
+            var isDirectory: ObjCBool = false
+            guard VectorStore.extensions.contains(where: { path.hasSuffix($0) }) else {
+                throw ServerError.badRequest("path must name a vector file ending in \(VectorStore.extensions.joined(separator: " or ")); to send the file itself, use data", param: "path")
+            }
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+                throw ServerError.badRequest("vector \"\(name)\": no vector file at \(path) on the server", param: "path")
+            }
             file = path
         } else {
             guard let bytes = Data(base64Encoded: data!, options: .ignoreUnknownCharacters), !bytes.isEmpty else {

@@ -133,6 +133,10 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
     private var rejected = false
+    /// Body bytes of the current request so far.
+    private var received = 0
+    /// The admission's answer for the current request, sent when its body has arrived.
+    private var refusal: HTTPResponse?
     /// Handler tasks of this connection (event-loop confined), cancelled when the client goes away.
     private var running: [UUID] = []
     /// The read deadline, armed while the connection waits for (the rest of) a request.
@@ -181,23 +185,30 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         case .head(let h):
             head = h
             body.clear()
+            received = 0
             rejected = false
             if deadline == nil { arm(context) }  // a pipelined request behind one being answered
-            if let refusal = admission(h) {
-                rejected = true
-                Self.writeFull(refusal, context.channel, h.version, keepAlive: false)
-            } else if let len = h.headers.first(name: "Content-Length").flatMap(Int.init), len > limits.maxBodyBytes {
-                rejectTooLarge(context, h)
+            // A refused request is answered once its body (within the cap) has been read, so that
+            // closing the connection does not reset it under a client still sending.
+            refusal = admission(h)
+            if let len = h.headers.first(name: "Content-Length").flatMap(Int.init), len > limits.maxBodyBytes {
+                refuseOrRejectTooLarge(context, h)
             }
         case .body(var chunk):
-            guard !rejected else { return }
-            if body.readableBytes + chunk.readableBytes > limits.maxBodyBytes {
-                if let h = head { rejectTooLarge(context, h) }
+            guard !rejected, let h = head else { return }
+            received += chunk.readableBytes
+            if received > limits.maxBodyBytes {
+                refuseOrRejectTooLarge(context, h)
                 return
             }
-            body.writeBuffer(&chunk)
+            if refusal == nil { body.writeBuffer(&chunk) }
         case .end:
             guard !rejected, let h = head else { return }
+            if let refusal {
+                rejected = true
+                Self.writeFull(refusal, context.channel, h.version, keepAlive: false)
+                return
+            }
             head = nil
             deadline?.cancel()
             deadline = nil
@@ -245,8 +256,13 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         context.fireChannelInactive()
     }
 
-    private func rejectTooLarge(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+    /// A body over the cap: the refusal when there is one (401 says more than 413), else 413.
+    private func refuseOrRejectTooLarge(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
         rejected = true
+        if let refusal {
+            Self.writeFull(refusal, context.channel, h.version, keepAlive: false)
+            return
+        }
         respondAndClose(context, h.version, .payloadTooLarge, "request body exceeds the limit of \(limits.maxBodyBytes) bytes", code: "request_too_large")
     }
 

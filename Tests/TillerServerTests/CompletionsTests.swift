@@ -91,11 +91,11 @@ final class CompletionsTests: ServerTestCase {
         XCTAssertEqual(choices(dflt).first.flatMap(choiceText), try generate(server, ids[0], GenerationOptions(maxNewTokens: 16)))
 
         // n sampled answers: choice j samples with seed + j, as the engine does alone.
-        let (_, sampled, _) = try await post(base, ["prompt": prompts[0], "max_tokens": 10, "temperature": 0.9, "seed": 11, "n": 3], path: "/v1/completions")
+        let (_, sampled, _) = try await post(base, ["prompt": prompts[0], "max_tokens": 6, "temperature": 0.9, "seed": 11, "n": 3], path: "/v1/completions")
         let texts = choices(sampled).map(choiceText)
         XCTAssertEqual(texts.count, 3)
         for j in 0..<3 {
-            XCTAssertEqual(texts[j], try generate(server, ids[0], GenerationOptions(maxNewTokens: 10, temperature: 0.9, seed: 11 + UInt64(j))), "choice \(j)")
+            XCTAssertEqual(texts[j], try generate(server, ids[0], GenerationOptions(maxNewTokens: 6, temperature: 0.9, seed: 11 + UInt64(j))), "choice \(j)")
         }
         XCTAssertGreaterThan(Set(texts.compactMap { $0 }).count, 1, "different seeds sample different answers")
 
@@ -223,7 +223,8 @@ final class CompletionsTests: ServerTestCase {
         try await expect(["name": "small", "path": try writeVector([3: randomVector(1, 64)], "small")], 400, "hidden size is 576")
         try await expect(["name": "deep", "path": try writeVector([40: randomVector(2)], "deep")], 400, "beyond the model's 30 layers")
         try await expect(["name": "junk", "data": Data("not a vector file".utf8).base64EncodedString()], 400, "vector \"junk\"")
-        try await expect(["name": "missing", "path": "/nonexistent/v.safetensors"], 400, "/nonexistent/v.safetensors")
+        try await expect(["name": "missing", "path": "/nonexistent/v.safetensors"], 400, "no vector file at /nonexistent/v.safetensors")
+        try await expect(["name": "passwd", "path": "/etc/passwd"], 400, "path must name a vector file")
         try await expect(["name": "none"], 400, "exactly one of path")
         try await expect(["name": "both", "path": path, "data": "AAAA"], 400, "exactly one of path")
         try await expect(["name": "bad name!", "path": path], 400, "name must be")

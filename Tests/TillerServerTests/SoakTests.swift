@@ -133,6 +133,12 @@ final class SoakTests: ServerTestCase {
                 XCTAssertFalse(String(decoding: r.body, as: UTF8.self).contains(Self.key), "the key is never echoed")
             }
         }
+        // A refused request's body is read before the answer (no reset under a client still
+        // sending); one over the body cap gets the 401 as well, not 413.
+        for size in [12 << 10, 100 << 10] {
+            let r = raw.exchange([(0, raw.request("POST", "/v1/chat/completions", body: Data(repeating: 0x20, count: size)))])
+            XCTAssertEqual(r.status, 401, "unauthenticated body of \(size) bytes")
+        }
         // Two Authorization headers are refused too.
         let twice = raw.exchange([(0, raw.request("GET", "/v1/models", headers: ["Authorization: Bearer \(Self.key)"], key: Self.key))])
         XCTAssertEqual(twice.status, 401)
@@ -323,21 +329,27 @@ final class SoakTests: ServerTestCase {
         let warm = soak(Kind.allCases.flatMap { Array(repeating: $0, count: 6) } + schedule(500), workers: 16)
         XCTAssertEqual(warm.failures, [])
         let before = Self.residentBytes()
+        let stepsBefore = server.batchStats
         let kinds = schedule(2500)
         let r = soak(kinds, workers: 16)
         // Stragglers (hung-up streams) leave the batch; the server still answers, as before.
         var waited = 0
         while (server.batchStats.active > 0 || server.connectionStats.open > 0) && waited < 500 { usleep(10_000); waited += 1 }
         let after = Self.residentBytes()
+        let engine = (steps: server.batchStats.steps - stepsBefore.steps, sequences: server.batchStats.sequences - stepsBefore.sequences)
         let final = run(.real, 1)
         let counts = Dictionary(grouping: kinds, by: { "\($0)" }).mapValues(\.count)
-        print(String(format: "serve soak: %d requests (%@) on 16 clients in %.1fs; %d real answers equal the engine's; %d failures; resident %.1f MB before, %.1f MB after (%+.1f MB); %d connections refused over the cap",
+        print(String(format: "serve soak: %d requests (%@) on 16 clients in %.1fs; %d real answers equal the engine's; %d failures; resident %.1f MB before, %.1f MB after (%+.1f MB); %d connections refused over the cap; engine: %d steps carrying %d sequence-steps",
                      kinds.count, counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "), r.seconds,
-                     r.real, r.failures.count, Double(before) / 1e6, Double(after) / 1e6, Double(after - before) / 1e6, server.connectionStats.refused))
+                     r.real, r.failures.count, Double(before) / 1e6, Double(after) / 1e6, Double(after - before) / 1e6, server.connectionStats.refused, engine.steps, engine.sequences))
         XCTAssertEqual(r.failures, [], "every request got the answer it should")
         XCTAssertEqual(r.real, kinds.filter { $0 == .real }.count)
         XCTAssertTrue(final.ok, final.detail)
         XCTAssertEqual(server.batchStats.active, 0, "hung-up answers stopped generating")
+        // Real answers take at most 4 steps each (prefill + 3 tokens); a hung-up stream asked for
+        // 200 tokens, so if they ran on this bound fails.
+        let hungUp = kinds.filter { $0 == .hangUpMidAnswer }.count
+        XCTAssertLessThan(engine.sequences, 4 * (kinds.filter { $0 == .real }.count + 1) + 20 * hungUp, "hung-up answers stopped early")
         XCTAssertEqual(server.connectionStats.open, 0, "every connection was closed")
         XCTAssertLessThan(after - before, 24 << 20, "resident memory stays flat across the soak")
         XCTAssertLessThan(r.seconds, 45)
