@@ -140,6 +140,16 @@ extension ChatServer {
         return edits.isEmpty ? nil : SteeringSpec(edits: edits)
     }
 
+    /// Prompt text beyond this many bytes cannot fit the token cap (no tokenizer's tokens average
+    /// 64 bytes), so it is refused before tokenizing: a multi-megabyte prompt costs no CPU.
+    var maxPromptTextBytes: Int { options.maxPromptTokens.multipliedReportingOverflow(by: 64).partialValue }
+
+    func checkPromptText(_ bytes: Int, param: String) throws {
+        guard bytes <= maxPromptTextBytes else {
+            throw ServerError.badRequest("the prompt text is \(bytes) bytes: more than any prompt of at most \(options.maxPromptTokens) tokens (this server's cap) can be", param: param)
+        }
+    }
+
     /// Checks a prompt against the prompt-token cap and the model's context.
     func checkPrompt(_ prompt: [Int], maxTokens: Int, param: String) throws {
         guard !prompt.isEmpty else { throw ServerError.badRequest("the prompt is empty", param: param) }
@@ -196,6 +206,7 @@ extension ChatServer {
             guard k >= 0, k <= 20 else { throw ServerError.badRequest("top_logprobs must be between 0 and 20", param: "top_logprobs") }
             top = k
         } else if logprobs { top = 0 }
+        try checkPromptText(messages.reduce(0) { $0 + $1.content.utf8.count }, param: "messages")
         let prompt = try encode(messages)
         try checkPrompt(prompt, maxTokens: s.maxTokens, param: "messages")
         return CompletionRequest(kind: .chat, prompts: [prompt], promptCharacters: [0], n: s.n, jobs: jobs([prompt], s, topLogprobs: top),
@@ -228,12 +239,15 @@ extension ChatServer {
         } else {
             throw ServerError.badRequest("prompt must be a non-empty string or array", param: "prompt")
         }
-        if prompts.isEmpty { prompts = texts.map { tok.encode($0!, addSpecialTokens: true) } }
         if try f.bool("echo") == true { throw ServerError.badRequest("echo is not supported", param: "echo") }
         if let sfx = try f.string("suffix"), !sfx.isEmpty { throw ServerError.badRequest("suffix is not supported", param: "suffix") }
         let s = try parseSampling(f, defaultMaxTokens: 16)
-        guard prompts.count * s.n <= options.maxChoices else {
-            throw ServerError.badRequest("\(prompts.count) prompts × n = \(s.n) is more than \(options.maxChoices) choices", param: "prompt")
+        guard texts.count * s.n <= options.maxChoices else {
+            throw ServerError.badRequest("\(texts.count) prompts × n = \(s.n) is more than \(options.maxChoices) choices", param: "prompt")
+        }
+        if prompts.isEmpty {
+            for t in texts { try checkPromptText(t!.utf8.count, param: "prompt") }
+            prompts = texts.map { tok.encode($0!, addSpecialTokens: true) }
         }
         var top: Int?
         if let k = try f.integer("logprobs") {

@@ -172,6 +172,11 @@ final class SoakTests: ServerTestCase {
         let tooLong = raw.exchange([(0, raw.request("POST", "/v1/chat/completions", body: long, key: Self.key))])
         XCTAssertEqual(tooLong.status, 400)
         XCTAssertTrue(String(decoding: tooLong.body, as: UTF8.self).contains("at most 64"), String(decoding: tooLong.body, as: UTF8.self))
+        // Text that cannot fit the token cap is refused before it is tokenized.
+        let huge = try JSONSerialization.data(withJSONObject: ["prompt": String(repeating: "z", count: 64 * 64 + 1)])
+        let tooBig = raw.exchange([(0, raw.request("POST", "/v1/completions", body: huge, key: Self.key))])
+        XCTAssertEqual(tooBig.status, 400)
+        XCTAssertTrue(String(decoding: tooBig.body, as: UTF8.self).contains("4097 bytes"), String(decoding: tooBig.body, as: UTF8.self))
 
         // Read timeout: a head whose body never comes gets 408; silence and a slow drip of
         // header bytes are closed; both within the timeout plus a margin.
