@@ -207,6 +207,7 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             if let refusal {
                 rejected = true
                 Self.writeFull(refusal, context.channel, h.version, keepAlive: false)
+                arm(context)
                 return
             }
             head = nil
@@ -241,10 +242,16 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// Malformed HTTP (NIO's error handler has answered 400, or headers over the cap) or a socket
-    /// error: the connection ends now rather than at the read deadline.
+    /// Malformed HTTP (NIO's error handler has answered 400, or headers over the cap): no more
+    /// answers on this connection (it lingers, see `linger`). A socket error: it closes.
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        context.close(promise: nil)
+        if error is HTTPParserError, running.isEmpty {
+            rejected = true
+            Self.linger(context.channel)
+            arm(context)
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     /// The client closed the connection: its requests stop (a generation ends at the next step).
@@ -259,16 +266,28 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     /// A body over the cap: the refusal when there is one (401 says more than 413), else 413.
     private func refuseOrRejectTooLarge(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
         rejected = true
+        arm(context)  // bounds the lingering close
         if let refusal {
-            Self.writeFull(refusal, context.channel, h.version, keepAlive: false)
+            Self.writeFull(refusal, context.channel, h.version, keepAlive: false, linger: true)
             return
         }
-        respondAndClose(context, h.version, .payloadTooLarge, "request body exceeds the limit of \(limits.maxBodyBytes) bytes", code: "request_too_large")
+        respondAndClose(context, h.version, .payloadTooLarge, "request body exceeds the limit of \(limits.maxBodyBytes) bytes",
+                        code: "request_too_large", linger: true)
     }
 
-    private func respondAndClose(_ context: ChannelHandlerContext, _ version: HTTPVersion, _ status: HTTPResponseStatus, _ message: String, code: String) {
+    private func respondAndClose(_ context: ChannelHandlerContext, _ version: HTTPVersion, _ status: HTTPResponseStatus, _ message: String,
+                                 code: String, linger: Bool = false) {
         let data = ServerError.errorBody(message, code: code)
-        Self.writeFull(.full(status: status, headers: [("Content-Type", "application/json")], body: data), context.channel, version, keepAlive: false)
+        Self.writeFull(.full(status: status, headers: [("Content-Type", "application/json")], body: data), context.channel, version,
+                       keepAlive: false, linger: linger)
+    }
+
+    /// Ends a connection whose client may still be sending (a body over the cap, malformed
+    /// bytes): closes only the server's side, so that the answer already written is read rather
+    /// than reset away; what the client still sends is discarded, and the read deadline (or the
+    /// client's own close) ends the connection.
+    static func linger(_ channel: Channel) {
+        channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
     }
 
     /// The future-returning write (a synchronous context picks it over the async overload).
@@ -276,7 +295,7 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         channel.writeAndFlush(HTTPServerResponsePart.end(nil))
     }
 
-    static func writeFull(_ response: HTTPResponse, _ channel: Channel, _ version: HTTPVersion, keepAlive: Bool) {
+    static func writeFull(_ response: HTTPResponse, _ channel: Channel, _ version: HTTPVersion, keepAlive: Bool, linger: Bool = false) {
         guard case .full(let status, let hdrs, let data) = response else { return }
         var headers = HTTPHeaders(hdrs)
         headers.replaceOrAdd(name: "Content-Length", value: "\(data.count)")
@@ -284,7 +303,7 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers)), promise: nil)
         channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: data))), promise: nil)
         let done = Self.flushEnd(channel)
-        if !keepAlive { done.whenComplete { _ in channel.close(promise: nil) } }
+        if !keepAlive { done.whenComplete { _ in if linger { Self.linger(channel) } else { channel.close(promise: nil) } } }
     }
 
     static func write(_ response: HTTPResponse, to channel: Channel, version: HTTPVersion, keepAlive: Bool) async {

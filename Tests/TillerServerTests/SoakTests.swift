@@ -150,7 +150,7 @@ final class SoakTests: ServerTestCase {
     }
 
     func testCapsAndReadTimeout() throws {
-        let (server, base) = try guarded { $0.maxConnections = 6; $0.readTimeout = 1.5 }
+        let (server, base) = try guarded { $0.readTimeout = 1.5 }
         defer { server.shutdown() }
         let raw = RawClient(port: base.port!)
         // Headers beyond the cap: 400, connection closed.
@@ -163,6 +163,10 @@ final class SoakTests: ServerTestCase {
         let declared = raw.exchange([(0, Data("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(Self.key)\r\nContent-Length: 10000000\r\n\r\n".utf8))])
         XCTAssertEqual(declared.status, 413)
         XCTAssertEqual(errorCode(declared), "request_too_large")
+        // A client that goes on sending long after the 413 still gets it.
+        let pushy = raw.exchange([(0, Data("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(Self.key)\r\nContent-Length: 2000000\r\n\r\n".utf8))]
+                                 + Array(repeating: (0.002, Data(repeating: 0x20, count: 16 << 10)), count: 64))
+        XCTAssertEqual(pushy.status, 413)
         let chunk = Data("4000\r\n".utf8) + Data(repeating: 0x61, count: 0x4000) + Data("\r\n".utf8)
         let chunked = raw.exchange([(0, Data("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(Self.key)\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)),
                                     (0, chunk), (0, chunk)])
@@ -196,12 +200,19 @@ final class SoakTests: ServerTestCase {
         XCTAssertNil(drip.status, "a drip that never finishes its head gets no answer")
         XCTAssertLessThan(Date().timeIntervalSince(start), 6)
 
-        // Connections: six idle ones fill the cap, the seventh is answered 503 at once.
+        // Connections: six idle ones fill the cap, the seventh is answered 503 at once (a server
+        // whose read timeout outlasts the check).
+        let (capped, cappedBase) = try guarded { $0.maxConnections = 6; $0.readTimeout = 4 }
+        defer { capped.shutdown() }
+        try checkConnectionCap(capped, RawClient(port: cappedBase.port!))
+    }
+
+    func checkConnectionCap(_ server: ChatServer, _ raw: RawClient) throws {
         var held: [Thread] = []
         let done = DispatchGroup()
         for _ in 0..<6 {
             done.enter()
-            let t = Thread { _ = raw.exchange([], readSeconds: 5); done.leave() }
+            let t = Thread { _ = raw.exchange([], readSeconds: 8); done.leave() }
             held.append(t)
             t.start()
         }
