@@ -41,13 +41,15 @@ let package = Package(
         .target(name: "TillerTokenizers", dependencies: ["TillerFormats"], swiftSettings: engineFlags),
         .target(name: "TillerModels", dependencies: ["TillerTensor", "TillerFormats", "TillerTokenizers"], swiftSettings: engineFlags),
         .target(name: "TillerSteering", dependencies: ["TillerModels", "TillerFormats"], resources: [.copy("Resources")], swiftSettings: engineFlags),
+        // The one bridge between synchronous and asynchronous code (judges, CLI, server shutdown).
+        .target(name: "TillerAsync", swiftSettings: cpuFlags),
         // Judges (OpenAI-compatible HTTP and local engine) and their SQLite cache.
         .target(name: "TillerEval", dependencies: [
-            "TillerModels", "TillerTokenizers", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
+            "TillerAsync", "TillerModels", "TillerTokenizers", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], resources: [.copy("Resources")], swiftSettings: cpuFlags),
         // `tiller serve`: OpenAI-compatible HTTP server with per-request steering.
         .target(name: "TillerServer", dependencies: [
-            "TillerModels", "TillerTokenizers", "TillerFormats", "TillerSteering",
+            "TillerAsync", "TillerModels", "TillerTokenizers", "TillerFormats", "TillerSteering",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: cpuFlags),
@@ -81,7 +83,8 @@ let package = Package(
         .testTarget(name: "TillerExperimentTests", dependencies: [
             "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerServerTests", dependencies: ["TillerServer", "TillerModels", "TillerSteering", "TillerTestSupport"], swiftSettings: cpuFlags),
+        .testTarget(name: "TillerServerTests", dependencies: [
+            "TillerAsync", "TillerServer", "TillerModels", "TillerSteering", "TillerTestSupport"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,15 +1,3 @@
-import Foundation
-
-/// Runs async work (judges) from synchronous code: the CLI commands and the experiment pipeline.
-final class BlockingBox<T>: @unchecked Sendable { var value: T? }
-
-public func blocking<T>(_ body: @escaping @Sendable () async -> T) -> T {
-    let box = BlockingBox<T>()
-    let sem = DispatchSemaphore(value: 0)
-    Task.detached {
-        box.value = await body()
-        sem.signal()
-    }
-    sem.wait()
-    return box.value!
-}
+// The async/sync bridge (`blocking`, AsyncBridge) lives in TillerAsync, shared with the server;
+// re-exported so that TillerEval's users (the CLI commands, the experiment pipeline) reach it.
+@_exported import TillerAsync

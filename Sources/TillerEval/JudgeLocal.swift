@@ -1,4 +1,5 @@
 import Foundation
+import TillerAsync
 import TillerModels
 import TillerTokenizers
 
@@ -102,17 +103,12 @@ public final class LocalJudge: Judge, @unchecked Sendable {
     }
 
     public func judge(_ prompt: String) async throws -> JudgeAnswer {
-        try await withCheckedThrowingContinuation { cont in
-            queue.async {
-                do {
-                    let lps = try self.answerLogProbs(prompt)
-                    var d: [Int: Double] = [:]
-                    for (i, lp) in lps.enumerated() { d[i] = Foundation.exp(lp) }
-                    cont.resume(returning: JudgeAnswer(distribution: d))
-                } catch {
-                    cont.resume(throwing: error)
-                }
-            }
+        // The forward pass is synchronous and CPU-bound: it runs on the judge's own queue.
+        try await AsyncBridge.offload(on: queue) {
+            let lps = try self.answerLogProbs(prompt)
+            var d: [Int: Double] = [:]
+            for (i, lp) in lps.enumerated() { d[i] = Foundation.exp(lp) }
+            return JudgeAnswer(distribution: d)
         }
     }
 }

@@ -7,9 +7,14 @@ struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a model over an OpenAI-compatible HTTP API, with per-request steering.",
         discussion: """
-        Endpoints: GET /v1/models, POST /v1/chat/completions (messages, max_tokens, temperature, top_p, seed, \
-        stop, logprobs, top_logprobs, stream). Extension: "steering": [{"vector": NAME, "layer": L, "coef": C, \
-        "positions": "all"|"response"}] where NAME is a vector given with --vector or found in --vectors. \
+        Endpoints: GET /v1/models; POST /v1/chat/completions (messages, max_tokens, temperature, top_p, seed, \
+        stop, n, logprobs, top_logprobs, stream, stream_options); POST /v1/completions for base models (prompt as \
+        text, texts or token ids; max_tokens, temperature, top_p, seed, stop, n, logprobs, stream); GET /v1/vectors \
+        (each vector's layers, norms, site and extraction metadata); POST /v1/vectors {"name", "path" | "data": \
+        base64} loads a vector file at run time, checked against the model's hidden size and layers. \
+        Extension: "steering": [{"vector": NAME, "layer": L, "coef": C, "positions": "all"|"response", \
+        "kind": "add"|"ablate"}, …] — every entry applies, so several entries combine vectors across layers \
+        (or at one layer). With n > 1, choice j samples with seed + j. \
         Requests are batched continuously: a new request joins the running batch at the next decode step \
         and leaves it when done, so a short answer never waits for a long one; each request keeps its own \
         max_tokens, temperature, top_p, seed, stop strings and steering. With stream: true tokens are sent as \
@@ -32,12 +37,37 @@ struct Serve: ParsableCommand {
     var batchWindowMs = 5.0
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body accepted (413 beyond).")
     var maxBodyBytes = 4 << 20
+    @Option(name: .customLong("max-header-bytes"), help: "Largest request line plus headers accepted (400 beyond).")
+    var maxHeaderBytes = 16 << 10
+    @Option(name: .customLong("max-prompt-tokens"), help: "Most tokens in one prompt (400 beyond; the model's context also bounds prompt + max_tokens).")
+    var maxPromptTokens = 8192
+    @Option(name: .customLong("max-connections"), help: "Most client connections open at once (503 beyond).")
+    var maxConnections = 256
+    @Option(name: .customLong("read-timeout"), help: "Seconds a client has to send a whole request (408 beyond); idle keep-alive connections close after it.")
+    var readTimeout = 30.0
+    @Option(name: .customLong("api-key"), help: "Require Authorization: Bearer KEY on every route (default: $TILLER_API_KEY; prefer the variable, which `ps` does not show).")
+    var apiKey: String?
 
     func validate() throws {
         guard (1...65535).contains(port) else { throw ValidationError("--port must be in 1…65535") }
         guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
         guard batchWindowMs >= 0, batchWindowMs <= 1000 else { throw ValidationError("--batch-window-ms must be in 0…1000") }
         for v in vector where !v.contains("=") { throw ValidationError("--vector \(v): use NAME=PATH") }
+        guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
+        guard maxHeaderBytes >= 1024 else { throw ValidationError("--max-header-bytes must be at least 1024") }
+        guard maxPromptTokens >= 1 else { throw ValidationError("--max-prompt-tokens must be at least 1") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard readTimeout > 0, readTimeout <= 3600 else { throw ValidationError("--read-timeout must be in (0, 3600] seconds") }
+        if let k = resolvedAPIKey, k.isEmpty || k.contains(where: { $0.isWhitespace }) {
+            throw ValidationError("the API key (--api-key or TILLER_API_KEY) must be non-empty and without spaces")
+        }
+    }
+
+    /// --api-key, else TILLER_API_KEY (an empty variable counts as unset).
+    var resolvedAPIKey: String? {
+        if let apiKey { return apiKey }
+        if let env = ProcessInfo.processInfo.environment["TILLER_API_KEY"], !env.isEmpty { return env }
+        return nil
     }
 
     func run() throws {
@@ -54,9 +84,14 @@ struct Serve: ParsableCommand {
         o.maxBatch = maxBatch
         o.batchWindow = batchWindowMs / 1000
         o.maxBodyBytes = maxBodyBytes
+        o.maxHeaderBytes = maxHeaderBytes
+        o.maxPromptTokens = maxPromptTokens
+        o.maxConnections = maxConnections
+        o.readTimeout = readTimeout
+        o.apiKey = resolvedAPIKey
         let server = try ChatServer(model: lm, vectors: vectors, options: o)
         let bound = try server.start()
-        note("serving \(server.modelName) on http://\(host):\(bound)/v1 (vectors: \(vectors.names.isEmpty ? "none" : vectors.names.joined(separator: ", ")))")
+        note("serving \(server.modelName) on http://\(host):\(bound)/v1 (vectors: \(vectors.names.isEmpty ? "none" : vectors.names.joined(separator: ", ")); \(o.apiKey == nil ? "no API key: any local client may call it" : "API key required"))")
         try server.wait()
     }
 }

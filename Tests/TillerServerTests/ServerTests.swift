@@ -10,71 +10,7 @@ import XCTest
 
 /// `tiller serve` on loopback with SmolLM2-135M-Instruct: API errors, greedy parity with the
 /// engine, streaming, per-request steering inside shared batches, logprobs, and 32 concurrent requests.
-final class ServerTests: XCTestCase {
-    static var vectorPath: String = {
-        // A fixed random direction (seeded), scaled so that steering visibly changes greedy text.
-        var rng = SplitMix64(seed: 7)
-        let v = (0..<576).map { _ in Float(Double(rng.next() >> 11) * 0x1p-53 * 2 - 1) }
-        var w = SafetensorsWriter(metadata: [:])
-        try! w.add("layer.10", floats: v, shape: [576])
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("serve-test-vec-\(getpid()).safetensors").path
-        try! w.write(to: path)
-        return path
-    }()
-
-    func makeServer(maxBatch: Int = 32, window: Double = 0.01) throws -> (ChatServer, URL) {
-        let model = try SharedModels.shared.get(smolFile, name: "smollm2-135m-instruct")
-        let vectors = VectorStore()
-        try vectors.add(name: "random", path: Self.vectorPath)
-        var o = ChatServer.Options()
-        o.port = 0
-        o.maxBatch = maxBatch
-        o.batchWindow = window
-        o.maxBodyBytes = 64 << 10
-        let server = try ChatServer(model: model, vectors: vectors, options: o)
-        let port = try server.start()
-        return (server, URL(string: "http://127.0.0.1:\(port)")!)
-    }
-
-    /// Enough connections for every request of the load test at once (the shared session allows ~6).
-    static let session: URLSession = {
-        let c = URLSessionConfiguration.ephemeral
-        c.httpMaximumConnectionsPerHost = 64
-        c.timeoutIntervalForRequest = 600
-        c.timeoutIntervalForResource = 600
-        return URLSession(configuration: c)
-    }()
-
-    func post(_ base: URL, _ body: Any, path: String = "/v1/chat/completions") async throws -> (Int, [String: Any], Data) {
-        var req = URLRequest(url: base.appendingPathComponent(path))
-        req.httpMethod = "POST"
-        if let d = body as? Data { req.httpBody = d } else { req.httpBody = try JSONSerialization.data(withJSONObject: body) }
-        req.timeoutInterval = 300
-        let (data, resp) = try await Self.session.data(for: req)
-        let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
-        return ((resp as! HTTPURLResponse).statusCode, obj, data)
-    }
-
-    func content(_ obj: [String: Any]) -> String? {
-        ((obj["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
-    }
-
-    func chat(_ text: String, maxTokens: Int = 12, extra: [String: Any] = [:]) -> [String: Any] {
-        var b: [String: Any] = ["model": "smollm2-135m-instruct", "messages": [["role": "user", "content": text]],
-                                "max_tokens": maxTokens, "temperature": 0]
-        for (k, v) in extra { b[k] = v }
-        return b
-    }
-
-    func engineGreedy(_ server: ChatServer, _ text: String, maxTokens: Int, steering: SteeringSpec? = nil) throws -> String {
-        try engine(server, text, GenerationOptions(maxNewTokens: maxTokens), steering: steering)
-    }
-
-    func engine(_ server: ChatServer, _ text: String, _ options: GenerationOptions, steering: SteeringSpec? = nil) throws -> String {
-        let ids = try server.encode([.init(role: "user", content: text)])
-        return try server.model.generate([ids], options: options, steering: [steering])[0].text!
-    }
-
+final class ServerTests: ServerTestCase {
     func testErrorsAreOpenAIStyleAndNeverFatal() async throws {
         let (server, base) = try makeServer()
         defer { server.shutdown() }
@@ -115,21 +51,6 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual((r3 as! HTTPURLResponse).statusCode, 200)
         let models = try JSONSerialization.jsonObject(with: d) as! [String: Any]
         XCTAssertEqual(((models["data"] as! [[String: Any]])[0]["id"] as! String), "smollm2-135m-instruct")
-    }
-
-    func rawSend(port: Int, _ data: Data) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        XCTAssertEqual(rc, 0)
-        _ = data.withUnsafeBytes { send(fd, $0.baseAddress, data.count, 0) }
-        var buf = [UInt8](repeating: 0, count: 512)
-        let n = recv(fd, &buf, 512, 0)
-        XCTAssertTrue(n <= 0 || String(decoding: buf[..<max(n, 0)], as: UTF8.self).contains("400"))
     }
 
     func testGreedyMatchesEngineAndStreamingCarriesTheSameText() async throws {
@@ -306,51 +227,6 @@ final class ServerTests: XCTestCase {
             XCTAssertEqual((r.1["tiller"] as? [String: Any])?["batch_size"] as? Int, 3, "all three shared the engine's steps")
         }
         XCTAssertEqual((rb.1["usage"] as? [String: Any])?["completion_tokens"] as? Int, 5)
-    }
-
-    /// Events as they arrive on the wire, with their arrival times.
-    final class EventRecorder: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-        let start = Date()
-        private let lock = NSLock()
-        private var buffer = ""
-        private(set) var events: [(seconds: Double, payload: String)] = []
-        let done = DispatchSemaphore(value: 0)
-        var cancelAfterFirstContent = false
-        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-            lock.withLock {
-                buffer += String(decoding: data, as: UTF8.self)
-                while let r = buffer.range(of: "\n\n") {
-                    let e = String(buffer[..<r.lowerBound])
-                    buffer.removeSubrange(..<r.upperBound)
-                    events.append((Date().timeIntervalSince(start), e.hasPrefix("data: ") ? String(e.dropFirst(6)) : e))
-                }
-            }
-            if cancelAfterFirstContent, lock.withLock({ events.count >= 2 }) { dataTask.cancel() }
-        }
-        func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) { done.signal() }
-        var snapshot: [(seconds: Double, payload: String)] { lock.withLock { events } }
-    }
-
-    func stream(_ base: URL, _ body: [String: Any], cancelAfterFirstContent: Bool = false) async throws -> EventRecorder {
-        let rec = EventRecorder()
-        rec.cancelAfterFirstContent = cancelAfterFirstContent
-        let session = URLSession(configuration: .ephemeral, delegate: rec, delegateQueue: nil)
-        var req = URLRequest(url: base.appendingPathComponent("/v1/chat/completions"))
-        req.httpMethod = "POST"
-        req.httpBody = try JSONSerialization.data(withJSONObject: body)
-        req.timeoutInterval = 300
-        session.dataTask(with: req).resume()
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { rec.done.wait(); c.resume() }
-        }
-        session.finishTasksAndInvalidate()
-        return rec
-    }
-
-    func deltaText(_ payload: String) -> String? {
-        guard let o = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any],
-              let c = (o["choices"] as? [[String: Any]])?.first else { return nil }
-        return (c["delta"] as? [String: Any])?["content"] as? String
     }
 
     /// Streaming is real: the first tokens arrive long before the answer is finished, and a short
