@@ -69,7 +69,7 @@ let package = Package(
             swiftSettings: cpuFlags
         ),
         // The parsers' fuzz driver (tools/fuzz/run.sh; not run by CI).
-        .executableTarget(name: "tiller-fuzz", dependencies: ["TillerTensor", "TillerFormats", "TillerTokenizers", "TillerModels", "TillerSteering", "TillerExperiment"],
+        .executableTarget(name: "tiller-fuzz", dependencies: ["TillerTensor", "TillerFormats", "TillerTokenizers", "TillerModels", "TillerSteering", "TillerExperiment", "TillerServer"],
                           path: "tools/fuzz", exclude: ["seeds", "make_seeds.py", "run.sh", "README.md"], swiftSettings: cpuFlags),
         // Test helpers shared by the test targets that load the real default models.
         .target(name: "TillerTestSupport", dependencies: ["TillerModels", "TillerFormats", "TillerTokenizers"],

@@ -446,3 +446,34 @@ final class TextOffsets: @unchecked Sendable {
         return next
     }
 }
+
+/// What a request body's decoding concluded (for the fuzz driver and other callers that check
+/// bodies without running them).
+public struct RequestProblem: Sendable, CustomStringConvertible {
+    public let message: String
+    /// The request field at fault (OpenAI's `param`), when one is.
+    public let field: String?
+    /// A 4xx answer (the client's fault) rather than a server error.
+    public let isClientError: Bool
+    public var description: String { "\(field.map { "[\($0)] " } ?? "")\(message)" }
+}
+
+extension ChatServer {
+    /// Decodes `body` as `POST /v1/chat/completions` (or `/v1/completions`) would, prompt
+    /// encoding and steering included, without generating: nil when it would be accepted.
+    public func check(_ body: Data, chat: Bool) -> RequestProblem? {
+        do {
+            _ = chat ? try parseChat(body) : try parseText(body)
+            return nil
+        } catch let e as ServerError {
+            switch e {
+            case .badRequest(let m, let p), .conflict(let m, let p): return RequestProblem(message: m, field: p, isClientError: true)
+            case .engine(let m): return RequestProblem(message: m, field: nil, isClientError: false)
+            case .modelNotFound(let m): return RequestProblem(message: m, field: "model", isClientError: true)
+            default: return RequestProblem(message: e.message, field: nil, isClientError: true)
+            }
+        } catch {
+            return RequestProblem(message: "\(error)", field: nil, isClientError: false)
+        }
+    }
+}

@@ -2,6 +2,7 @@ import Foundation
 import TillerExperiment
 import TillerFormats
 import TillerModels
+import TillerServer
 import TillerSteering
 import TillerTensor
 import TillerTokenizers
@@ -31,7 +32,7 @@ struct Rng {
 }
 
 enum Format: String, CaseIterable {
-    case gguf, safetensors, tokenizer, trait, experiment
+    case gguf, safetensors, tokenizer, trait, experiment, chat
 
     var seeds: [String] {
         switch self {
@@ -40,6 +41,7 @@ enum Format: String, CaseIterable {
         case .tokenizer: return ["tokenizer.json"]
         case .trait: return ["trait.json"]
         case .experiment: return ["experiment.yaml"]
+        case .chat: return ["chat.json"]
         }
     }
     var isText: Bool { ![.gguf, .safetensors].contains(self) }
@@ -110,6 +112,13 @@ enum Outcome { case accepted, rejected, unnamed(String) }
 
 /// Runs the loader of `format` on the file at `path`.
 func exercise(_ format: Format, path: String, directory: String) -> Outcome {
+    if format == .chat {
+        // A body has no file: a rejection must be a client error that names the field at fault.
+        guard let body = FileManager.default.contents(atPath: path) else { return .unnamed("cannot read \(path)") }
+        guard let problem = chatServer.check(body, chat: true) else { return .accepted }
+        // Errors about the body as a whole ("not valid JSON") name the body instead.
+        return problem.isClientError && (problem.field != nil || problem.message.contains("body")) ? .rejected : .unnamed(problem.description)
+    }
     func named(_ error: Error, _ names: [String]) -> Outcome {
         let text = "\(error)"
         return names.contains(where: { text.contains($0) }) ? .rejected : .unnamed(text)
@@ -139,6 +148,8 @@ func exercise(_ format: Format, path: String, directory: String) -> Outcome {
             let s = try ExperimentSpec.load(path: path)
             try s.validate()
             _ = try s.variantSpecs()
+        case .chat:
+            return .accepted // handled above
         }
         return .accepted
     } catch {
@@ -170,6 +181,18 @@ let seeds: [[UInt8]] = try format.seeds.map { name in
     }
     return Array(d)
 }
+// The chat body is decoded by a server on the tiny GGUF seed, with a vector `refusal` at layers 0 and 1.
+let chatServer: ChatServer = try {
+    let weights = try GGUFWeightSource(path: seedDir + "/tiny-llama.gguf")
+    let model = try LanguageModel(weights: weights, tokenizer: try loadTokenizer(gguf: weights.gguf), name: "smollm2-135m-instruct")
+    let vectors = VectorStore()
+    let h = model.hiddenSize
+    let file = work + "/refusal.safetensors"
+    let v = SteeringVectorFile(vectors: [0: [Float](repeating: 0.1, count: h), 1: [Float](repeating: -0.1, count: h)], metadata: VectorMetadata())
+    try v.write(to: file)
+    try vectors.add(name: "refusal", path: file)
+    return try ChatServer(model: model, vectors: vectors)
+}()
 let ext = format.seeds[0].split(separator: ".").last.map(String.init) ?? "bin"
 let input = format == .tokenizer ? work + "/tok/tokenizer.json" : work + "/input." + ext
 let iterationFile = open(work + "/iteration", O_WRONLY | O_CREAT, 0o644)
@@ -212,6 +235,6 @@ for i in start..<iterations {
     }
 }
 let seconds = Date().timeIntervalSince(t0)
-print("\(format.rawValue): \(iterations - start) mutants (iterations \(start)..<\(iterations), seed \(seed)) in \(String(format: "%.0f", seconds)) s: \(accepted) accepted, \(rejected) rejected with an error naming the file, \(unnamed) errors without it")
+print("\(format.rawValue): \(iterations - start) mutants (iterations \(start)..<\(iterations), seed \(seed)) in \(String(format: "%.0f", seconds)) s: \(accepted) accepted, \(rejected) rejected with an error naming the \(format == .chat ? "field" : "file"), \(unnamed) errors without it")
 for e in examples { print("  " + e) }
 exit(unnamed == 0 ? 0 : 1)

@@ -110,6 +110,6 @@ shutil.copy(ROOT / "experiments/demo.yaml", OUT / "experiment.yaml")
 (OUT / "chat.json").write_text(json.dumps({
     "model": "smollm2-135m-instruct", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}],
     "max_tokens": 8, "temperature": 0.7, "top_p": 0.9, "seed": 3, "stream": False, "n": 1,
-    "steering": [{"vector": "refusal", "layer": 12, "coef": -4.5, "positions": "response"}],
+    "steering": [{"vector": "refusal", "layer": 1, "coef": -4.5, "positions": "response"}, {"vector": "refusal", "layer": 0, "coef": 2}],
 }, indent=1) + "\n")
 print("wrote", sorted(p.name for p in OUT.iterdir()))
