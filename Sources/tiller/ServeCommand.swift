@@ -21,7 +21,7 @@ struct Serve: ParsableCommand {
         server-sent events as they are sampled. A client that disconnects stops its generation.
         """)
 
-    @Option(name: .shortAndLong, help: "Model: cache name, .gguf path or HF directory.")
+    @Option(name: .shortAndLong, help: modelHelp)
     var model: String
     @Option(help: "Address to bind (loopback by default; anything else exposes the model to the network).")
     var host = "127.0.0.1"

@@ -25,15 +25,9 @@ struct RawClient {
     /// server closes or `readSeconds` pass.
     func exchange(_ parts: [(delay: Double, bytes: Data)], hangUpAfterSending: Bool = false, readSeconds: Double = 10) -> Reply {
         _ = Self.ignoreSIGPIPE
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = connectLoopback(port: port)
         guard fd >= 0 else { return Reply() }
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { return Reply() }
         var tv = timeval(tv_sec: Int(readSeconds), tv_usec: .init((readSeconds - Double(Int(readSeconds))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         for p in parts {

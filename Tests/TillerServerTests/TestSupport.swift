@@ -83,14 +83,9 @@ class ServerTestCase: XCTestCase {
 
 
     func rawSend(port: Int, _ data: Data) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        XCTAssertEqual(rc, 0)
+        let fd = connectLoopback(port: port)
+        defer { if fd >= 0 { close(fd) } }
+        XCTAssertGreaterThanOrEqual(fd, 0)
         _ = data.withUnsafeBytes { send(fd, $0.baseAddress, data.count, 0) }
         var buf = [UInt8](repeating: 0, count: 512)
         let n = recv(fd, &buf, 512, 0)
@@ -141,4 +136,17 @@ class ServerTestCase: XCTestCase {
         return (c["delta"] as? [String: Any])?["content"] as? String
     }
 
+}
+
+/// A TCP socket connected to 127.0.0.1:`port`, or -1.
+func connectLoopback(port: Int) -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return -1 }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    if rc != 0 { close(fd); return -1 }
+    return fd
 }

@@ -19,15 +19,11 @@ import TillerTokenizers
 // has no file: its errors must say which field is wrong): each one that does not is counted and
 // printed.
 
+/// The engine's SplitMix64 with a bounded draw.
 struct Rng {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var g: SplitMix64
+    init(state: UInt64) { g = SplitMix64(seed: state) }
+    mutating func next() -> UInt64 { g.next() }
     mutating func below(_ n: Int) -> Int { n <= 1 ? 0 : Int(next() % UInt64(n)) }
 }
 
