@@ -8,7 +8,7 @@ version=0.3.36
 home=${TILLER_HOME:-$HOME/.cache/tiller}
 root=$home/bench/llama_cpp_python-$version
 bin=$root/build/bin
-if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-batched-bench" ]; then echo "$bin"; exit 0; fi
+if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-batched-bench" ] && [ "${REBUILD:-0}" != 1 ]; then echo "$bin"; exit 0; fi
 mkdir -p "$home/bench"
 sdist=$home/bench/llama_cpp_python-$version.tar.gz
 if [ ! -f "$sdist" ]; then
@@ -26,7 +26,12 @@ if [ ! -d "$root/vendor/llama.cpp" ]; then
     tar -xzf "$sdist" -C "$home/bench"
 fi
 command -v cmake >/dev/null || { echo "error: cmake is needed (apt-get install cmake)" >&2; exit 1; }
+# AMX tiles are left out: some VMs report AMX in cpuid and grant the tile permission, yet ggml's
+# AMX kernels die there on SIGILL (ldtilecfg); Tiller uses AVX-512 but not AMX, so both sides of
+# the comparison run the same instruction sets.
+extra=""
+if grep -q amx_tile /proc/cpuinfo 2>/dev/null; then extra="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi
 cmake -S "$root/vendor/llama.cpp" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DCMAKE_C_FLAGS="$extra" -DCMAKE_CXX_FLAGS="$extra" >&2
 cmake --build "$root/build" --target llama-bench llama-batched-bench -j "$(nproc)" >&2
 echo "$bin"
