@@ -72,7 +72,7 @@ final class TinyGGUFTests: XCTestCase {
 
     func checkGGUF(_ name: String, architecture: Architecture, windowDropped: Bool = false) throws {
         let hf = try HFWeightSource(directory: Fixtures.path("tiny-\(name)"))
-        let gguf = try GGUFWeightSource(path: Fixtures.path("tiny-\(name).gguf"))
+        let gguf = try GGUFWeightSource(path: Fixtures.path("tiny-\(name).gguf-bin"))
         let a = hf.config, b = gguf.config
         XCTAssertEqual(b.architecture, architecture)
         XCTAssertEqual(gguf.unmappedTensorNames, [])

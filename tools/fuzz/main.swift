@@ -32,7 +32,7 @@ enum Format: String, CaseIterable {
 
     var seeds: [String] {
         switch self {
-        case .gguf: return ["tiny-llama.gguf", "tiny-gemma3.gguf"]
+        case .gguf: return ["tiny-llama.gguf-bin", "tiny-gemma3.gguf-bin"]
         case .safetensors: return ["tiny.safetensors"]
         case .tokenizer: return ["tokenizer.json"]
         case .trait: return ["trait.json"]
@@ -179,7 +179,7 @@ let seeds: [[UInt8]] = try format.seeds.map { name in
 }
 // The chat body is decoded by a server on the tiny GGUF seed, with a vector `refusal` at layers 0 and 1.
 let chatServer: ChatServer = try {
-    let weights = try GGUFWeightSource(path: seedDir + "/tiny-llama.gguf")
+    let weights = try GGUFWeightSource(path: seedDir + "/tiny-llama.gguf-bin")
     let model = try LanguageModel(weights: weights, tokenizer: try loadTokenizer(gguf: weights.gguf), name: "smollm2-135m-instruct")
     let vectors = VectorStore()
     let h = model.hiddenSize

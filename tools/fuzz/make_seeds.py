@@ -82,8 +82,8 @@ def tiny_gguf(path, arch, spm):
     w.close()
 
 
-tiny_gguf(OUT / "tiny-llama.gguf", "llama", spm=False)
-tiny_gguf(OUT / "tiny-gemma3.gguf", "gemma3", spm=True)
+tiny_gguf(OUT / "tiny-llama.gguf-bin", "llama", spm=False)
+tiny_gguf(OUT / "tiny-gemma3.gguf-bin", "gemma3", spm=True)
 
 save_file({"a": rng.standard_normal((4, 8)).astype(np.float32),
            "b": rng.standard_normal((3,)).astype(np.float32).astype(np.float16),

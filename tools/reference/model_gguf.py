@@ -163,7 +163,7 @@ def compare_with_converter(llama_cpp, fixtures):
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for name in WRITERS:
-            ours = os.path.join(fixtures, f"tiny-{name}.gguf")
+            ours = os.path.join(fixtures, f"tiny-{name}.gguf-bin")
             theirs = os.path.join(tmp, f"tiny-{name}.gguf")
             subprocess.run([sys.executable, "-c", _CONVERT, llama_cpp, os.path.join(fixtures, f"tiny-{name}"), theirs],
                            check=True, capture_output=True)

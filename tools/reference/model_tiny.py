@@ -293,4 +293,4 @@ def build_all(out, only=None):
             _, resid = mc.forward_capture(model, prompts[1], [1])
             build_steering(name, model, prompts, out, coef=round(0.8 * mc.resid_norm_median(resid[1]), 1))
         if name in model_gguf.WRITERS:
-            model_gguf.write_tiny(name, model, os.path.join(out, f"tiny-{name}"), os.path.join(out, f"tiny-{name}.gguf"))
+            model_gguf.write_tiny(name, model, os.path.join(out, f"tiny-{name}"), os.path.join(out, f"tiny-{name}.gguf-bin"))
