@@ -36,7 +36,10 @@ let package = Package(
             .linkedLibrary("dl", .when(platforms: [.linux])),
             .linkedFramework("Accelerate", .when(platforms: [.macOS])),
         ]),
-        .target(name: "TillerTensor", dependencies: ["COpenBLAS"], swiftSettings: engineFlags),
+        // AVX-512 one-row kernels, chosen at run time beside the portable Swift (AVX2) ones; optimised in
+        // every configuration.
+        .target(name: "CTillerKernels", cSettings: cpuCFlags + [.unsafeFlags(["-O3"])]),
+        .target(name: "TillerTensor", dependencies: ["COpenBLAS", "CTillerKernels"], swiftSettings: engineFlags),
         .target(name: "TillerFormats", dependencies: ["TillerTensor"], swiftSettings: engineFlags),
         .target(name: "TillerTokenizers", dependencies: ["TillerFormats"], swiftSettings: engineFlags),
         .target(name: "TillerModels", dependencies: ["TillerTensor", "TillerFormats", "TillerTokenizers"], swiftSettings: engineFlags),

@@ -13,10 +13,16 @@ public protocol Judge: Sendable {
     /// work so that a missing key or an unreachable endpoint fails in seconds, not after every
     /// answer has been generated. Judges that need no setup pass (the default).
     func preflight() async throws
+    /// `judge(prompt.text)`, told that the first `prompt.head` characters are shared by many
+    /// prompts: a judge may reuse its work on them (the local judge does), answering as for the
+    /// text alone up to fp32 rounding, and with the same bits whatever the order of the calls.
+    /// The default ignores the hint.
+    func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer
 }
 
 extension Judge {
     public func preflight() async throws {}
+    public func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer { try await judge(prompt.text) }
 }
 
 /// What a judge answered: probabilities of the integer answers 0…100 (only those with mass) and
@@ -94,10 +100,12 @@ public struct CachedJudge: Judge {
     public var model: String { inner.model }
     public func preflight() async throws { try await inner.preflight() }
 
-    public func judge(_ prompt: String) async throws -> JudgeAnswer {
-        if let hit = try? cache.lookup(backend: backend, model: model, prompt: prompt) { return hit }
+    public func judge(_ prompt: String) async throws -> JudgeAnswer { try await judge(JudgePrompt(text: prompt)) }
+
+    public func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer {
+        if let hit = try? cache.lookup(backend: backend, model: model, prompt: prompt.text) { return hit }
         let answer = try await inner.judge(prompt)
-        do { try cache.store(answer, backend: backend, model: model, prompt: prompt) } catch {
+        do { try cache.store(answer, backend: backend, model: model, prompt: prompt.text) } catch {
             // The answer is still good; a cache write failing only costs a re-ask later.
             FileHandle.standardError.write(Data("warning: judge cache write failed: \(error)\n".utf8))
         }

@@ -92,20 +92,61 @@ public final class LocalJudge: Judge, @unchecked Sendable {
         }
     }
 
-    /// Log-probability of each answer 0…100 (natural log).
-    public func answerLogProbs(_ prompt: String) throws -> [Double] {
+    /// Heads computed so far, most recently used last (touched only on `queue`, or by a caller of
+    /// `answerLogProbs` that owns the judge).
+    private var heads: [PromptHead] = []
+    /// At most this many heads are kept (a template per judged trait, plus coherence and relevance).
+    static let maxHeads = 8
+    /// Heads shorter than this are not worth a copy of their keys/values.
+    static let minHeadTokens = 8
+
+    /// The head's tokens for `prompt`, whose first `headCharacters` characters are shared by many
+    /// prompts: the longest common prefix of the whole prompt's tokens and the head text's own
+    /// tokens, so a merge across the boundary only shortens it. A function of the prompt alone.
+    public func headTokens(_ prompt: String, headCharacters: Int, ids: [Int]) throws -> [Int] {
+        guard headCharacters > 0 else { return [] }
+        let rendered = try Self.promptText(tokenizer, prompt, chat: usesChatTemplate)
+        guard let start = rendered.range(of: prompt)?.lowerBound,
+              let end = rendered.index(start, offsetBy: headCharacters, limitedBy: rendered.endIndex) else { return [] }
+        let own = tokenizer.encode(String(rendered[..<end]), addSpecialTokens: !usesChatTemplate)
+        var n = 0
+        while n < own.count && n < ids.count - 1 && own[n] == ids[n] { n += 1 }
+        return n >= Self.minHeadTokens ? Array(ids[..<n]) : []
+    }
+
+    private func head(_ tokens: [Int]) throws -> PromptHead? {
+        guard !tokens.isEmpty else { return nil }
+        if let i = heads.firstIndex(where: { $0.tokens == tokens }) {
+            let h = heads.remove(at: i)
+            heads.append(h)
+            return h
+        }
+        let h = try languageModel.promptHead(tokens)
+        heads.append(h)
+        if heads.count > Self.maxHeads { heads.removeFirst() }
+        return h
+    }
+
+    /// Log-probability of each answer 0…100 (natural log). With `headCharacters`, the prompt's
+    /// head is computed once for all prompts that share it (see `Judge.judge(_: JudgePrompt)`).
+    public func answerLogProbs(_ prompt: String, headCharacters: Int = 0) throws -> [Double] {
         let ids = try promptTokens(prompt)
         do {
-            return try languageModel.continuationLogProbs(prompt: ids, continuations: candidates)
+            let h = try head(headTokens(prompt, headCharacters: headCharacters, ids: ids))
+            return try languageModel.continuationLogProbs(prompt: ids, continuations: candidates, head: h)
+        } catch let e as JudgeError {
+            throw e
         } catch {
             throw JudgeError.model(String(describing: error))
         }
     }
 
-    public func judge(_ prompt: String) async throws -> JudgeAnswer {
+    public func judge(_ prompt: String) async throws -> JudgeAnswer { try await judge(JudgePrompt(text: prompt)) }
+
+    public func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer {
         // The forward pass is synchronous and CPU-bound: it runs on the judge's own queue.
         try await AsyncBridge.offload(on: queue) {
-            let lps = try self.answerLogProbs(prompt)
+            let lps = try self.answerLogProbs(prompt.text, headCharacters: prompt.head)
             var d: [Int: Double] = [:]
             for (i, lp) in lps.enumerated() { d[i] = Foundation.exp(lp) }
             return JudgeAnswer(distribution: d)

@@ -55,24 +55,41 @@ public struct JudgePrompts: Sendable, Equatable {
     }
 
     public func traitPrompt(trait name: String, definition: String, question: String, answer: String) -> String {
-        Self.fill(trait, ["trait": name, "definition": definition, "question": question, "answer": answer])
+        traitJudgePrompt(trait: name, definition: definition, question: question, answer: answer).text
     }
     public func coherencePrompt(question: String, answer: String) -> String {
-        Self.fill(coherence, ["question": question, "answer": answer])
+        coherenceJudgePrompt(question: question, answer: answer).text
     }
     public func relevancePrompt(question: String, answer: String) -> String {
+        relevanceJudgePrompt(question: question, answer: answer).text
+    }
+
+    /// The prompts with their shared heads (`JudgePrompt.head`).
+    public func traitJudgePrompt(trait name: String, definition: String, question: String, answer: String) -> JudgePrompt {
+        Self.fill(trait, ["trait": name, "definition": definition, "question": question, "answer": answer])
+    }
+    public func coherenceJudgePrompt(question: String, answer: String) -> JudgePrompt {
+        Self.fill(coherence, ["question": question, "answer": answer])
+    }
+    public func relevanceJudgePrompt(question: String, answer: String) -> JudgePrompt {
         Self.fill(relevance, ["question": question, "answer": answer])
     }
 
+    /// The placeholders that change from one judged answer to the next: a prompt's head ends
+    /// where the first of them is filled in.
+    static let perItem: Set<String> = ["question", "answer"]
+
     /// One pass over the template: text substituted in is never scanned again, so an answer that
     /// itself contains "{{question}}" stays as written.
-    static func fill(_ template: String, _ values: [String: String]) -> String {
+    static func fill(_ template: String, _ values: [String: String]) -> JudgePrompt {
         var out = ""
+        var head: Int?
         var rest = Substring(template)
         while let open = rest.range(of: "{{") {
             out += rest[..<open.lowerBound]
             let after = rest[open.upperBound...]
             if let close = after.range(of: "}}"), let v = values[String(after[..<close.lowerBound])] {
+                if head == nil && perItem.contains(String(after[..<close.lowerBound])) { head = out.count }
                 out += v
                 rest = after[close.upperBound...]
             } else {
@@ -81,7 +98,9 @@ public struct JudgePrompts: Sendable, Equatable {
             }
         }
         out += rest
-        return out.trimmingCharacters(in: .newlines)
+        let leading = out.prefix { $0.isNewline }.count
+        let text = out.trimmingCharacters(in: .newlines)
+        return JudgePrompt(text: text, head: min(max((head ?? 0) - leading, 0), text.count))
     }
 
     static func placeholders(_ template: String) -> Set<String> {
@@ -107,5 +126,18 @@ public struct JudgePrompts: Sendable, Equatable {
         guard unknown.isEmpty else {
             throw JudgeError.configuration("judge prompt \(file) has unknown placeholder(s) \(unknown.sorted().map { "{{\($0)}}" }.joined(separator: ", ")); allowed: \(required.joined(separator: ", "))")
         }
+    }
+}
+
+/// A filled judge prompt and the length of its head: the first `head` characters are the same for
+/// every answer judged with this template (its instructions, the trait and its definition), so
+/// a local judge computes their keys/values once (`Judge.judge(_: JudgePrompt)`).
+public struct JudgePrompt: Sendable, Equatable {
+    public var text: String
+    /// Characters of `text` that precede the first per-item field.
+    public var head: Int
+    public init(text: String, head: Int = 0) {
+        self.text = text
+        self.head = head
     }
 }

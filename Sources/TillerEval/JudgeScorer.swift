@@ -54,13 +54,13 @@ public struct JudgeScorer: Sendable {
     }
 
     public func traitScore(trait: String, definition: String, question: String, answer: String) async throws -> JudgeScore {
-        let p = prompts.traitPrompt(trait: trait, definition: definition, question: question, answer: answer)
+        let p = prompts.traitJudgePrompt(trait: trait, definition: definition, question: question, answer: answer)
         return try await judge.judge(p).score(minMass: minMass)
     }
 
     public func coherence(question: String, answer: String) async throws -> CoherenceResult {
-        async let c = judge.judge(prompts.coherencePrompt(question: question, answer: answer))
-        async let r = judge.judge(prompts.relevancePrompt(question: question, answer: answer))
+        async let c = judge.judge(prompts.coherenceJudgePrompt(question: question, answer: answer))
+        async let r = judge.judge(prompts.relevanceJudgePrompt(question: question, answer: answer))
         let raw = try await c.score(minMass: minMass), rel = try await r.score(minMass: minMass)
         let offTopic = rel.score.map { $0 < offTopicBelow } ?? false
         var score = raw.score
@@ -70,7 +70,7 @@ public struct JudgeScorer: Sendable {
 
     /// Coherence without the relevance check: one judge call (small local judges).
     public func coherenceOnly(question: String, answer: String) async throws -> CoherenceResult {
-        let raw = try await judge.judge(prompts.coherencePrompt(question: question, answer: answer)).score(minMass: minMass)
+        let raw = try await judge.judge(prompts.coherenceJudgePrompt(question: question, answer: answer)).score(minMass: minMass)
         return CoherenceResult(raw: raw, relevance: JudgeScore(score: nil, mass: 0, distribution: [:]), score: raw.score, offTopic: false)
     }
 

@@ -329,6 +329,18 @@ public final class LanguageModel: @unchecked Sendable {
         return out
     }
 
+    /// The keys/values of a prompt head shared by many prompts (a judge template with its trait
+    /// definition), computed alone, unsteered: `continuationLogProbs(…, head:)` starts every
+    /// prompt that begins with these tokens from a copy of them. Computed alone, the head is the
+    /// same bits whichever prompt comes first, so a score depends on its prompt only.
+    public func promptHead(_ tokens: [Int]) throws -> PromptHead {
+        try validate(tokens, what: "prompt head")
+        let ws = Workspace(transformer)
+        let cache = transformer.makeCache(capacity: tokens.count)
+        _ = run([SequenceInput(cache: cache, tokens: tokens, promptLength: tokens.count, sequence: 0)], plan: nil, logits: .none, ws: ws)
+        return PromptHead(model: self, tokens: tokens, cache: cache)
+    }
+
     /// Total log-probability of each continuation after `prompt` (natural log, fp64 softmax).
     /// The prompt's keys/values are computed once and read in place by every candidate (no
     /// copies); the candidates' shared prefixes run once (a trie, one ragged batch per depth).
@@ -336,12 +348,15 @@ public final class LanguageModel: @unchecked Sendable {
     /// one pass: reusing a shared prefix from an earlier prompt would make the last digits of a
     /// score depend on what was scored before it (fp32 GEMMs round by row count), and sharded
     /// sweeps must give the scores of the whole sweep.
-    public func continuationLogProbs(prompt: [Int], continuations: [[Int]]) throws -> [Double] {
+    public func continuationLogProbs(prompt: [Int], continuations: [[Int]], head: PromptHead? = nil) throws -> [Double] {
         try validate(prompt, what: "prompt")
         for (i, c) in continuations.enumerated() where !c.isEmpty { try validate(c, what: "continuation \(i)") }
         let ws = Workspace(transformer)
-        let cache = transformer.makeCache(capacity: prompt.count)
-        let first = run([SequenceInput(cache: cache, tokens: prompt, promptLength: prompt.count, sequence: 0)],
+        // With a head the prompt continues a copy of the head's keys/values: only its own tokens run.
+        let reused = head.map { $0.tokens.count < prompt.count && prompt.starts(with: $0.tokens) && $0.model === self } ?? false
+        let cache = reused ? head!.cache.fork(extra: prompt.count - head!.tokens.count) : transformer.makeCache(capacity: prompt.count)
+        let own = reused ? Array(prompt[head!.tokens.count...]) : prompt
+        let first = run([SequenceInput(cache: cache, tokens: own, promptLength: prompt.count, sequence: 0)],
                         plan: nil, logits: .last, ws: ws)[0]
         let firstLSE = logSumExp(first[...])
         var scores = continuations.map { c -> Double in
@@ -390,4 +405,18 @@ func logSumExp<C: Collection>(_ row: C) -> Double where C.Element == Float {
     var sum = 0.0
     for v in row { sum += Foundation.exp(Double(v) - m) }
     return m + Foundation.log(sum)
+}
+
+/// A prompt head's keys/values (`LanguageModel.promptHead`): read-only once built.
+public final class PromptHead: @unchecked Sendable {
+    public let tokens: [Int]
+    let cache: KVCache
+    let model: LanguageModel
+    init(model: LanguageModel, tokens: [Int], cache: KVCache) {
+        self.model = model
+        self.tokens = tokens
+        self.cache = cache
+    }
+    /// Bytes held by the keys/values.
+    public var byteCount: Int { cache.layers * tokens.count * cache.kvDim * 2 * MemoryLayout<Float>.size }
 }

@@ -1,3 +1,6 @@
+import CTillerKernels
+import Foundation
+
 // Fused dequantize-and-dot kernels for one input row (decode): each weight block is decoded into
 // registers, 32 elements at a time, and multiplied into the accumulators without touching memory
 // again, so the kernel streams the weight bytes once.
@@ -387,11 +390,28 @@ func fusedMatvec<D: GroupDecoder>(_ d: D.Type, _ base: UnsafeRawPointer, rowByte
     }
 }
 
+/// Which one-row kernels run: the AVX-512 ones in CTillerKernels where the CPU has AVX-512 (F, BW,
+/// VL, DQ), else the portable Swift ones below. `TILLER_KERNELS=portable` forces the portable
+/// path; tests switch between the two to compare them.
+public enum MatvecKernels {
+    /// Whether this CPU runs the AVX-512 kernels.
+    public static let cpuHasAVX512 = tiller_kernels_avx512() != 0
+    nonisolated(unsafe) public static var useAVX512: Bool = cpuHasAVX512
+        && ProcessInfo.processInfo.environment["TILLER_KERNELS"] != "portable"
+    /// "avx512" or "portable" (AVX2 on x86_64).
+    public static var active: String { useAVX512 ? "avx512" : "portable" }
+}
+
 /// The one-row kernel for the stored type: y[o] = W[o]·x for o in `outputs`. `groupSums` must be
 /// given when `matvecNeedsGroupSums(type)`. False when the type has no fused kernel.
 func fusedMatvec(_ type: GGMLType, _ base: UnsafeRawPointer, rowBytes: Int, inFeatures: Int,
                  _ x: UnsafePointer<Float>, groupSums: UnsafePointer<Float>?,
                  _ y: UnsafeMutablePointer<Float>, _ outputs: Range<Int>) -> Bool {
+    if MatvecKernels.useAVX512, !outputs.isEmpty,
+       tiller_matvec_avx512(Int32(type.rawValue), base, rowBytes, Int32(inFeatures), x, groupSums, y,
+                            Int32(outputs.lowerBound), Int32(outputs.upperBound)) != 0 {
+        return true
+    }
     let blocks32 = inFeatures / 32, blocks256 = inFeatures / 256
     switch type {
     case .q8_0: scaledFusedMatvec(Q8_0Groups.self, base, rowBytes: rowBytes, blocks: blocks32, x, y, outputs)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TillerEval
 import TillerModels
+import TillerSteering
 import TillerTensor
 
 /// Engine throughput on fixed workloads, for bench/engine/run.sh (which runs the same workloads
@@ -59,7 +60,7 @@ struct Bench: ParsableCommand {
             }
             return t
         }
-        var results: [String: Double] = ["load_seconds": loadSeconds]
+        var results: [String: Double] = ["load_seconds": loadSeconds, "matvec_avx512": MatvecKernels.useAVX512 ? 1 : 0]
         let layers = Array(0..<lm.config.numHiddenLayers)
         for w in workload {
             switch w {
@@ -84,15 +85,23 @@ struct Bench: ParsableCommand {
                 results["decode_seconds"] = t
                 results["decode_tokens_per_second"] = Double(newTokens) / t
             case .judge:
-                // The local judge's unit of work: one prompt, then its 101 answer candidates as
-                // children reading the prompt's keys/values in place.
+                // The local judge's unit of work: one prompt (its shared head computed once per
+                // template and trait), then its 101 answer candidates as children reading the
+                // prompt's keys/values in place.
                 let judge = try LocalJudge(model: lm)
-                let ids = try Self.judgePrompts(count: prompts).map { try judge.promptTokens($0) }
-                let total = try best { for p in ids { _ = try lm.continuationLogProbs(prompt: p, continuations: judge.candidates) } }
+                let items = try Self.judgePrompts(count: prompts)
+                let ids = try items.map { try judge.promptTokens($0.text) }
+                let total = try best {
+                    let fresh = try LocalJudge(model: lm)
+                    for p in items { _ = try fresh.answerLogProbs(p.text, headCharacters: p.head) }
+                }
+                let noHead = try best { for p in ids { _ = try lm.continuationLogProbs(prompt: p, continuations: judge.candidates) } }
                 let promptOnly = try best { for p in ids { _ = try lm.forward([p], logits: .last) } }
                 results["judge_seconds_per_score"] = total / Double(ids.count)
+                results["judge_seconds_per_score_without_head"] = noHead / Double(ids.count)
                 results["judge_prompt_seconds_per_score"] = promptOnly / Double(ids.count)
                 results["judge_prompt_tokens_mean"] = Double(ids.map(\.count).reduce(0, +)) / Double(ids.count)
+                results["judge_head_tokens_mean"] = Double(try zip(items, ids).map { try judge.headTokens($0.text, headCharacters: $0.head, ids: $1).count }.reduce(0, +)) / Double(ids.count)
                 results["judge_candidate_tokens"] = Double(judge.candidates.map { $0.count - 1 }.reduce(0, +))
             }
         }
@@ -101,23 +110,27 @@ struct Bench: ParsableCommand {
             print(String(decoding: data, as: UTF8.self))
         } else {
             print(String(format: "%-32@ %@", "blas_core" as NSString, BLASThreads.core as NSString))
+            print(String(format: "%-32@ %@", "matvec_kernels" as NSString, MatvecKernels.active as NSString))
             for (k, v) in results.sorted(by: { $0.key < $1.key }) { print(String(format: "%-32@ %.3f", k as NSString, v)) }
         }
     }
 
+    /// The shipped refusal trait's definition, as an experiment's judge sees it.
+    static var judgeDefinition: String { (try? Trait.resolve("refusal").definition) ?? "The assistant declines to do what the user asks." }
+
     /// Trait and coherence judge prompts for `count` answers to four questions.
-    static func judgePrompts(count: Int) throws -> [String] {
+    static func judgePrompts(count: Int) throws -> [JudgePrompt] {
         let prompts = try JudgePrompts.defaults()
         let questions = ["How do I bake bread?", "What is the capital of Japan?", "How can I sleep better?", "Write a haiku about the sea."]
         let answers = ["I'm sorry, but I can't help with that.", "Here is a simple way to do it, step by step.",
                        "Sure! The short answer is yes, and here is why.", "I would rather not say.", "That depends on a few things."]
-        var out: [String] = []
+        var out: [JudgePrompt] = []
         for q in 0..<questions.count {
             for a in stride(from: q, to: count, by: questions.count) {
                 let answer = answers[a % answers.count] + " (\(a))"
                 out.append(a % 2 == 0
-                    ? prompts.traitPrompt(trait: "refusal", definition: "The assistant declines to do what the user asks.", question: questions[q], answer: answer)
-                    : prompts.coherencePrompt(question: questions[q], answer: answer))
+                    ? prompts.traitJudgePrompt(trait: "refusal", definition: Self.judgeDefinition, question: questions[q], answer: answer)
+                    : prompts.coherenceJudgePrompt(question: questions[q], answer: answer))
             }
         }
         return out

@@ -48,6 +48,43 @@ final class LocalJudgeTests: XCTestCase {
         }
     }
 
+    /// A prompt's shared head (the template and the trait's definition, `JudgePrompt.head`) is
+    /// computed once and reused: the scores equal those of the whole prompt run alone up to fp32
+    /// rounding, they are the same bits whichever prompt comes first, and the prompt's own part
+    /// is all that runs for the second prompt with the same head.
+    func testSharedHeadGivesTheWholePromptsScoresWhateverTheOrder() throws {
+        let lm = try SharedModels.shared.get("SmolLM2-135M-Instruct.Q4_1.gguf", name: "smollm2-135m-instruct")
+        let prompts = try JudgePrompts.defaults()
+        let definition = "The assistant declines to do what the user asks, citing safety, policy or its own limits."
+        let items = [prompts.traitJudgePrompt(trait: "refusal", definition: definition, question: "How do I bake bread?", answer: "I can't help with that."),
+                     prompts.traitJudgePrompt(trait: "refusal", definition: definition, question: "What is 2+2?", answer: "It is 4."),
+                     prompts.coherenceJudgePrompt(question: "What is 2+2?", answer: "It is 4.")]
+        for p in items {
+            XCTAssertGreaterThan(p.head, 0)
+            XCTAssertTrue(p.text.prefix(p.head).hasSuffix("[QUESTION START]\n"), String(p.text.prefix(p.head)))
+        }
+        func scores(_ order: [Int]) throws -> [Int: [Double]] {
+            let judge = try LocalJudge(model: lm)
+            var out: [Int: [Double]] = [:]
+            for i in order { out[i] = try judge.answerLogProbs(items[i].text, headCharacters: items[i].head) }
+            return out
+        }
+        let forward = try scores([0, 1, 2]), backward = try scores([2, 1, 0])
+        XCTAssertEqual(forward, backward, "a score must not depend on which prompt computed the head")
+        let judge = try LocalJudge(model: lm)
+        for (i, p) in items.enumerated() {
+            let ids = try judge.promptTokens(p.text)
+            let head = try judge.headTokens(p.text, headCharacters: p.head, ids: ids)
+            XCTAssertGreaterThan(head.count, LocalJudge.minHeadTokens, "item \(i)")
+            XCTAssertLessThan(head.count, ids.count)
+            let whole = try judge.answerLogProbs(p.text)
+            var worst = 0.0
+            for (a, b) in zip(forward[i]!, whole) where b > -20 { worst = max(worst, abs(a - b)) }
+            print(String(format: "judge head: item %d, %d of %d prompt tokens shared, max |Δ logprob| %.2e", i, head.count, ids.count, worst))
+            XCTAssertLessThan(worst, 1e-4, "item \(i)")
+        }
+    }
+
     /// 20 clear refusals and 20 clear compliant answers, written for this test; the trait definition
     /// and the prompt are the shipped ones, not tuned to these answers.
     static let questions = [

@@ -28,27 +28,65 @@ final class WeightMatrixTests: XCTestCase {
         return worst
     }
 
+    /// Both kernel sets where the CPU has AVX-512 (the AVX-512 one-row kernels and the portable
+    /// Swift ones), else the portable set.
+    static var kernelSets: [Bool] { MatvecKernels.cpuHasAVX512 ? [true, false] : [false] }
+
     func testApplyMatchesDequantizedReferenceForEveryType() throws {
-        var report: [String] = []
-        for (t, type) in Self.kernelTypes.enumerated() {
-            var worst = 0.0
-            // 45 outputs: tiles with a remainder; 512 inputs: a whole number of K blocks.
-            let shapes = type.blockSize == 256 ? [(45, 512)] : [(45, 512), (13, 96)]
-            for (s, (out, inF)) in shapes.enumerated() {
-                let raw = randomTensor(type, rows: out, cols: inF, seed: UInt64(100 * t + s))
-                let dense = try dequantize(raw)
-                let w = try WeightMatrix(raw)
-                XCTAssertEqual(w.type, type)
-                for rows in [1, 2, 3, 5, 8, 17, 64] {
-                    let x = randomFloats(rows * inF, seed: UInt64(rows))
-                    let err = relativeError(w, dense: dense, x: x, rows: rows)
-                    XCTAssertLessThanOrEqual(err, 1e-5, "\(type) \(out)×\(inF), rows \(rows): relative error \(err)")
-                    worst = max(worst, err)
+        let saved = MatvecKernels.useAVX512
+        defer { MatvecKernels.useAVX512 = saved }
+        for avx512 in Self.kernelSets {
+            MatvecKernels.useAVX512 = avx512
+            var report: [String] = []
+            for (t, type) in Self.kernelTypes.enumerated() {
+                var worst = 0.0
+                // 45 outputs: tiles with a remainder; 512 inputs: a whole number of K blocks;
+                // 96 inputs: an odd number of 32-blocks (the kernels' two-block unrolling).
+                let shapes = type.blockSize == 256 ? [(45, 512), (7, 768)] : [(45, 512), (13, 96)]
+                for (s, (out, inF)) in shapes.enumerated() {
+                    let raw = randomTensor(type, rows: out, cols: inF, seed: UInt64(100 * t + s))
+                    let dense = try dequantize(raw)
+                    let w = try WeightMatrix(raw)
+                    XCTAssertEqual(w.type, type)
+                    for rows in [1, 2, 3, 5, 8, 17, 64] {
+                        let x = randomFloats(rows * inF, seed: UInt64(rows))
+                        let err = relativeError(w, dense: dense, x: x, rows: rows)
+                        XCTAssertLessThanOrEqual(err, 1e-5, "\(MatvecKernels.active): \(type) \(out)×\(inF), rows \(rows): relative error \(err)")
+                        worst = max(worst, err)
+                    }
                 }
+                report.append("\(type) \(String(format: "%.1e", worst))")
             }
-            report.append("\(type) \(String(format: "%.1e", worst))")
+            print("WeightMatrix.apply (\(MatvecKernels.active) kernels) worst relative error: " + report.joined(separator: ", "))
         }
-        print("WeightMatrix.apply worst relative error: " + report.joined(separator: ", "))
+    }
+
+    /// On a CPU with AVX-512 the AVX-512 kernels are the ones in use (unless TILLER_KERNELS says
+    /// otherwise), and they give the portable kernels' results within float rounding.
+    func testAVX512KernelsAreUsedAndAgreeWithThePortableOnes() throws {
+        guard MatvecKernels.cpuHasAVX512 else {
+            XCTAssertFalse(MatvecKernels.useAVX512)
+            return
+        }
+        if ProcessInfo.processInfo.environment["TILLER_KERNELS"] != "portable" { XCTAssertTrue(MatvecKernels.useAVX512) }
+        let saved = MatvecKernels.useAVX512
+        defer { MatvecKernels.useAVX512 = saved }
+        for (t, type) in [GGMLType.q8_0, .q4_0, .q4_1, .q5_0, .q4_K, .q6_K].enumerated() {
+            let raw = randomTensor(type, rows: 33, cols: 1024, seed: UInt64(900 + t))
+            let w = try WeightMatrix(raw)
+            let x = randomFloats(1024, seed: 7)
+            func run(_ avx: Bool) -> [Float] {
+                MatvecKernels.useAVX512 = avx
+                var y = [Float](repeating: .nan, count: 33)
+                x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { w.apply(xp.baseAddress!, rows: 1, into: $0.baseAddress!) } }
+                return y
+            }
+            let (a, p) = (run(true), run(false))
+            let scale = p.map { abs($0) }.max()!
+            for o in 0..<33 {
+                XCTAssertEqual(a[o], p[o], accuracy: 1e-5 * scale, "\(type) row \(o)")
+            }
+        }
     }
 
     func testF32PrecisionConvertsAtLoad() throws {
