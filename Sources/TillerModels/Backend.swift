@@ -280,25 +280,79 @@ func attendHead(_ job: AttentionJob, head h: Int, scores: UnsafeMutablePointer<F
         if let w = job.window { lo = max(0, p - w + 1) }
         let q = job.q + t * job.qStride + h * d
         var m = -Float.infinity
-        for j in lo...p {
+        var j = lo
+        if d % 8 == 0 {
+            // Four keys at a time: each query vector is loaded once for the four.
+            while j + 4 <= p + 1 {
+                let k0 = j < split ? kPre + j * kvDim : kOwn + (j - split) * kvDim
+                let k1 = j + 1 < split ? kPre + (j + 1) * kvDim : kOwn + (j + 1 - split) * kvDim
+                let k2 = j + 2 < split ? kPre + (j + 2) * kvDim : kOwn + (j + 2 - split) * kvDim
+                let k3 = j + 3 < split ? kPre + (j + 3) * kvDim : kOwn + (j + 3 - split) * kvDim
+                var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                var i = 0
+                while i < d {
+                    let qv = vload(q + i)
+                    a0.addProduct(qv, vload(k0 + i)); a1.addProduct(qv, vload(k1 + i))
+                    a2.addProduct(qv, vload(k2 + i)); a3.addProduct(qv, vload(k3 + i))
+                    i += 8
+                }
+                var s = SIMD4<Float>(horizontalSum(a0), horizontalSum(a1), horizontalSum(a2), horizontalSum(a3)) * job.scale
+                if let cap = job.softcap {
+                    for o in 0..<4 { s[o] = cap * Foundation.tanh(s[o] / cap) }
+                }
+                for o in 0..<4 { scores[j + o - lo] = s[o] }
+                m = max(m, s.max())
+                j += 4
+            }
+        }
+        while j <= p {
             let k = j < split ? kPre + j * kvDim : kOwn + (j - split) * kvDim
             var s = dotProduct(q, k, count: d) * job.scale
             if let cap = job.softcap { s = cap * Foundation.tanh(s / cap) }
             scores[j - lo] = s
             m = max(m, s)
+            j += 1
         }
-        var sum: Float = 0
-        for j in 0...(p - lo) {
-            let e = Foundation.exp(scores[j] - m)
-            scores[j] = e
-            sum += e
+        // The softmax's exponentials, eight at a time (`vexp`); the tail through the same function.
+        let n = p - lo + 1
+        let mv = SIMD8<Float>(repeating: m)
+        var sums = SIMD8<Float>()
+        var e = 0
+        while e + 8 <= n {
+            let x = vexp(vload(scores + e) - mv)
+            vstore(x, scores + e)
+            sums += x
+            e += 8
+        }
+        var sum = horizontalSum(sums)
+        while e < n {
+            let x = vexp(SIMD8<Float>(repeating: scores[e] - m))[0]
+            scores[e] = x
+            sum += x
+            e += 1
         }
         let inv = 1 / sum
         let out = job.out + t * job.qStride + h * d
-        for i in 0..<d { out[i] = 0 }
-        for j in lo...p {
-            let v = j < split ? vPre + j * kvDim : vOwn + (j - split) * kvDim
-            axpy(scores[j - lo] * inv, v, out, count: d)
+        // Σ_j w_j·v_j, 32 output lanes at a time held in registers across the keys (an axpy per
+        // key would load and store the output row for every key).
+        var c = 0
+        while c + 32 <= d {
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            for j in lo...p {
+                let v = (j < split ? vPre + j * kvDim : vOwn + (j - split) * kvDim) + c
+                let w = SIMD8<Float>(repeating: scores[j - lo] * inv)
+                a0.addProduct(w, vload(v)); a1.addProduct(w, vload(v + 8))
+                a2.addProduct(w, vload(v + 16)); a3.addProduct(w, vload(v + 24))
+            }
+            vstore(a0, out + c); vstore(a1, out + c + 8); vstore(a2, out + c + 16); vstore(a3, out + c + 24)
+            c += 32
+        }
+        if c < d {
+            for i in c..<d { out[i] = 0 }
+            for j in lo...p {
+                let v = j < split ? vPre + j * kvDim : vOwn + (j - split) * kvDim
+                axpy(scores[j - lo] * inv, v + c, out + c, count: d - c)
+            }
         }
     }
 }

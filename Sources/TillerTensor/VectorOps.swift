@@ -121,3 +121,29 @@ public func horizontalSum(_ v: SIMD8<Float>) -> Float {
     let b = a.lowHalf + a.highHalf
     return b[0] + b[1]
 }
+
+/// e^x lane by lane, within 2 ulp of `Foundation.exp` for x in [-87, 88] (Cephes' expf: x = n·ln 2 + r
+/// with |r| ≤ ln 2 / 2, a degree-7 polynomial for e^r, then 2^n through the exponent bits).
+/// Below -87 it returns about 1e-38 rather than 0, above 88 about 2^127.
+@inlinable @inline(__always)
+public func vexp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let lo = SIMD8<Float>(repeating: -87.0), hi = SIMD8<Float>(repeating: 88.0)
+    var v = x.replacing(with: lo, where: x .< lo)
+    v = v.replacing(with: hi, where: v .> hi)
+    // Round v·log2(e) to the nearest integer n by adding 1.5·2^23: the sum's low mantissa bits are n.
+    let magic = SIMD8<Float>(repeating: 12_582_912)
+    let shifted = v * 1.442_695_040_888_963_4 + magic
+    let n = shifted - magic
+    let r = v - n * 0.693_359_375 - n * -2.121_944_400_546_905_8e-4
+    var p = SIMD8<Float>(repeating: 1.987_569_150_0e-4)
+    p = p * r + 1.398_199_950_7e-3
+    p = p * r + 8.333_451_907_3e-3
+    p = p * r + 4.166_579_589_4e-2
+    p = p * r + 1.666_666_545_9e-1
+    p = p * r + 5.000_000_120_1e-1
+    let y = p * (r * r) + r + 1
+    // n as an integer (two's complement, wrapping), then 2^n as the float with exponent n + 127.
+    let nBits = unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &- unsafeBitCast(magic, to: SIMD8<UInt32>.self)
+    let scale = unsafeBitCast((nBits &+ 127) &<< 23, to: SIMD8<Float>.self)
+    return y * scale
+}

@@ -68,3 +68,25 @@ final class WorkerPoolTests: XCTestCase {
         XCTAssertLessThan(perCall, 200)
     }
 }
+
+final class VectorExpTests: XCTestCase {
+    /// `vexp` (the attention softmax's exponential) against libm over the range softmax uses and
+    /// beyond: within 2 ulp of Foundation.exp, exactly 1 at 0.
+    func testVexpIsWithinTwoUlpOfLibm() {
+        var worstUlp: Float = 0
+        var x: Float = -87
+        while x <= 88 {
+            let lanes = SIMD8<Float>(x, x + 0.001, x + 0.0173, x + 0.25, x + 0.5, x + 0.618, x + 0.75, x + 0.9)
+            let v = vexp(lanes)
+            for i in 0..<8 where lanes[i] <= 88 {
+                let ref = Foundation.exp(lanes[i])
+                worstUlp = max(worstUlp, abs(v[i] - ref) / ref.ulp)
+            }
+            x += 0.37
+        }
+        print("vexp worst error: \(worstUlp) ulp")
+        XCTAssertLessThanOrEqual(worstUlp, 2)
+        XCTAssertEqual(vexp(SIMD8<Float>(repeating: 0))[0], 1)
+        XCTAssertLessThan(vexp(SIMD8<Float>(repeating: -1000))[0], 1e-37)
+    }
+}
