@@ -87,7 +87,7 @@ let package = Package(
             "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
         .testTarget(name: "TillerServerTests", dependencies: [
-            "TillerAsync", "TillerServer", "TillerModels", "TillerSteering", "TillerTestSupport"], swiftSettings: cpuFlags),
+            "TillerAsync", "TillerServer", "TillerModels", "TillerSteering", "TillerTokenizers", "TillerTestSupport"], swiftSettings: cpuFlags),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -329,6 +329,24 @@ public final class LanguageModel: @unchecked Sendable {
         return out
     }
 
+    /// The logits row that predicts each token of `tokens` after the first, in order:
+    /// `body(t, row)` sees the row at position t − 1 (the distribution over token t), valid during
+    /// the call only. The whole sequence counts as prompt for steering (`.response` edits do not
+    /// act). A served text completion's `echo` with `logprobs` scores its prompt with this.
+    public func predictionRows(_ tokens: [Int], steering: SteeringSpec? = nil,
+                               _ body: (_ position: Int, _ row: UnsafeBufferPointer<Float>) -> Void) throws {
+        try validate(tokens, what: "sequence")
+        guard tokens.count > 1 else { return }
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: 1, steering: [steering],
+                                capture: .none, callback: nil)
+        let seq = SequenceInput(cache: transformer.makeCache(capacity: tokens.count), tokens: tokens,
+                                promptLength: tokens.count, sequence: 0)
+        let V = vocabSize
+        run([seq], plan: plan, wants: { _, p in p < tokens.count - 1 }, ws: Workspace(transformer)) { _, p, row in
+            body(p + 1, UnsafeBufferPointer(start: row, count: V))
+        }
+    }
+
     /// The keys/values of a prompt head shared by many prompts (a judge template with its trait
     /// definition), computed alone, unsteered: `continuationLogProbs(…, head:)` starts every
     /// prompt that begins with these tokens from a copy of them. Computed alone, the head is the
@@ -398,8 +416,9 @@ public final class LanguageModel: @unchecked Sendable {
     }
 }
 
-/// log Σ exp(row) in fp64.
+/// log Σ exp(row): TillerTensor's vectorised one for contiguous rows, else in fp64.
 func logSumExp<C: Collection>(_ row: C) -> Double where C.Element == Float {
+    if let v = row.withContiguousStorageIfAvailable({ $0.isEmpty ? -.infinity : TillerTensor.logSumExp($0.baseAddress!, count: $0.count) }) { return v }
     var m = -Double.infinity
     for v in row { m = max(m, Double(v)) }
     var sum = 0.0

@@ -14,11 +14,16 @@ struct GenerationJob: Sendable {
     /// nil: no log-probabilities; k: the chosen token's plus the top k.
     var topLogprobs: Int?
     var stop: [String]
+    /// Text completions' `echo`: the prompt's text, sent before the answer; with `topLogprobs`
+    /// the prompt's tokens are scored too (the first has no log-probability). `maxTokens` may
+    /// then be 0: the prompt is only scored.
+    var echo: String? = nil
 }
 
 struct TokenLogprob: Sendable {
     var token: Int
-    var logprob: Double
+    /// nil for a prompt's first token, which nothing predicts.
+    var logprob: Double?
     var top: [(token: Int, logprob: Double)]
 }
 
@@ -28,6 +33,8 @@ struct GenerationOutput: Sendable {
     /// "stop" or "length"
     var finishReason: String
     var logprobs: [TokenLogprob]?
+    /// With `echo` and log-probabilities: the prompt's tokens, scored.
+    var promptLogprobs: [TokenLogprob]? = nil
     /// The most sequences that shared an engine step with this one.
     var batchSize: Int
     /// From arrival to the prefill step.
@@ -60,6 +67,7 @@ final class Ticket: @unchecked Sendable {
     var stopText: String?
     var peakBatch = 0
     var admitted: Date?
+    var promptLogprobs: [TokenLogprob]?
 
     init(job: GenerationJob, onDelta: DeltaHandler?) {
         self.job = job
@@ -189,6 +197,16 @@ final class BatchScheduler: @unchecked Sendable {
             let now = Date()
             for t in admit {
                 if t.isCancelled { t.complete(.failure(Cancelled())); continue }
+                if let echo = t.job.echo {
+                    do { try self.echo(echo, t) } catch { t.complete(.failure(error)); continue }
+                    if t.job.maxTokens == 0 {
+                        t.admitted = now
+                        t.complete(.success(GenerationOutput(tokens: [], text: "", finishReason: "length", logprobs: t.job.topLogprobs.map { _ in [] },
+                                                             promptLogprobs: t.promptLogprobs, batchSize: 0,
+                                                             queueSeconds: now.timeIntervalSince(t.enqueued))))
+                        continue
+                    }
+                }
                 let o = GenerationOptions(maxNewTokens: t.job.maxTokens, temperature: t.job.temperature, topP: t.job.topP,
                                           seed: t.job.seed ?? UInt64.random(in: 0 ... UInt64.max))
                 do {
@@ -220,6 +238,20 @@ final class BatchScheduler: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// `echo`: scores the prompt when log-probabilities are asked for (on the engine thread, which
+    /// owns the model) and sends the prompt's text first when streaming.
+    private func echo(_ text: String, _ t: Ticket) throws {
+        if let k = t.job.topLogprobs {
+            let prompt = t.job.prompt
+            var lps = [TokenLogprob(token: prompt[0], logprob: nil, top: [])]
+            try model.predictionRows(prompt, steering: t.job.steering) { p, row in
+                lps.append(Self.logprob(row, chosen: prompt[p], top: k))
+            }
+            t.promptLogprobs = lps
+        }
+        t.onDelta?(text, t.promptLogprobs ?? [])
     }
 
     /// A sampled token for one request: records it (and its log-probabilities), applies stop
@@ -265,7 +297,7 @@ final class BatchScheduler: @unchecked Sendable {
         if let onDelta = t.onDelta, !t.pendingLogprobs.isEmpty { onDelta("", t.pendingLogprobs) }
         let finish = t.stopText != nil || r.finishReason == .stop ? "stop" : "length"
         return GenerationOutput(tokens: r.tokens, text: text, finishReason: finish,
-                                logprobs: t.job.topLogprobs == nil ? nil : t.logprobs, batchSize: t.peakBatch,
+                                logprobs: t.job.topLogprobs == nil ? nil : t.logprobs, promptLogprobs: t.promptLogprobs, batchSize: t.peakBatch,
                                 queueSeconds: (t.admitted ?? Date()).timeIntervalSince(t.enqueued))
     }
 

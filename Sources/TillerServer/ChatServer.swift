@@ -17,12 +17,14 @@ public final class ChatServer: @unchecked Sendable {
         public var maxBatch = 32
         /// Largest request body (413 beyond).
         public var maxBodyBytes = 4 << 20
-        /// Largest request line plus headers (400 beyond).
+        /// Largest request line plus headers (431 beyond).
         public var maxHeaderBytes = 16 << 10
         /// Most connections open at once (503 beyond).
         public var maxConnections = 256
         /// Seconds a client has to send a whole request (408 beyond); also the keep-alive idle limit.
         public var readTimeout: TimeInterval = 30
+        /// Seconds a streamed answer may wait for a client that stopped reading; then it is cut.
+        public var writeTimeout: TimeInterval = 30
         /// When set, every route needs `Authorization: Bearer <key>` (401 otherwise).
         public var apiKey: String?
         public var defaultMaxTokens = 256
@@ -59,6 +61,7 @@ public final class ChatServer: @unchecked Sendable {
         limits.maxHeaderBytes = options.maxHeaderBytes
         limits.maxConnections = options.maxConnections
         limits.readTimeout = options.readTimeout
+        limits.writeTimeout = options.writeTimeout
         http = HTTPServer(limits: limits)
     }
 

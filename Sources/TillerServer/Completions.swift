@@ -23,11 +23,17 @@ struct CompletionRequest {
     /// Characters of each prompt's text (text completions' `text_offset` starts after it).
     var promptCharacters: [Int]
     var n: Int
+    /// Text completions' `best_of`: candidates generated per prompt, of which the n with the
+    /// highest mean token log-probability are returned (n when not sent).
+    var bestOf: Int
+    /// One engine job per candidate (prompt-major: job = prompt · bestOf + j).
     var jobs: [GenerationJob]
     var stream: Bool
     var includeUsage: Bool
     /// Chat: `logprobs: true`; text: `logprobs: k` (then `topLogprobs` is k).
     var logprobs: Bool
+    /// Text completions' `echo`: each choice's text (and logprobs) starts with its prompt.
+    var echo: Bool = false
 }
 
 extension ChatServer {
@@ -46,7 +52,8 @@ extension ChatServer {
         var steering: SteeringSpec?
     }
 
-    func parseSampling(_ f: RequestFields, defaultMaxTokens: Int) throws -> Sampling {
+    /// `zeroTokens`: max_tokens 0 is accepted (text completions' echo, which then only scores the prompt).
+    func parseSampling(_ f: RequestFields, defaultMaxTokens: Int, zeroTokens: Bool = false) throws -> Sampling {
         if let m = f["model"] {
             guard let s = m as? String else { throw ServerError.badRequest("model must be a string", param: "model") }
             guard s == modelName || s == model.name else {
@@ -54,8 +61,8 @@ extension ChatServer {
             }
         }
         let maxTokens = try f.integer("max_completion_tokens") ?? f.integer("max_tokens") ?? defaultMaxTokens
-        guard maxTokens >= 1, maxTokens <= options.maxTokensLimit else {
-            throw ServerError.badRequest("max_tokens must be between 1 and \(options.maxTokensLimit)", param: "max_tokens")
+        guard maxTokens >= (zeroTokens ? 0 : 1), maxTokens <= options.maxTokensLimit else {
+            throw ServerError.badRequest("max_tokens must be between \(zeroTokens ? 0 : 1) and \(options.maxTokensLimit)\(zeroTokens ? "" : " (0 only with echo on /v1/completions)")", param: "max_tokens")
         }
         let temperature = try f.number("temperature") ?? 1
         guard temperature >= 0, temperature <= 2 else { throw ServerError.badRequest("temperature must be between 0 and 2", param: "temperature") }
@@ -72,9 +79,6 @@ extension ChatServer {
         let n = try f.integer("n") ?? 1
         guard n >= 1, n <= options.maxChoices else {
             throw ServerError.badRequest("n must be between 1 and \(options.maxChoices)", param: "n")
-        }
-        if let b = try f.integer("best_of"), b != n {
-            throw ServerError.badRequest("best_of is not supported (send n alone)", param: "best_of")
         }
         for key in ["presence_penalty", "frequency_penalty"] {
             if let p = try f.number(key), p != 0 { throw ServerError.badRequest("\(key) is not supported (only 0)", param: key) }
@@ -161,12 +165,14 @@ extension ChatServer {
         }
     }
 
-    func jobs(_ prompts: [[Int]], _ s: Sampling, topLogprobs: Int?) -> [GenerationJob] {
-        prompts.flatMap { p in
-            (0..<s.n).map { j in
+    /// `candidates` jobs per prompt (n, or best_of); `echo`: each prompt's text, to echo.
+    func jobs(_ prompts: [[Int]], _ s: Sampling, candidates: Int, topLogprobs: Int?, echo: [String]? = nil) -> [GenerationJob] {
+        prompts.enumerated().flatMap { i, p in
+            (0..<candidates).map { j in
                 // Choice j samples with seed + j: choice 0 is what the same request with n = 1 gives.
                 GenerationJob(prompt: p, maxTokens: s.maxTokens, temperature: s.temperature, topP: s.topP,
-                              seed: s.seed.map { $0 &+ UInt64(j) }, steering: s.steering, topLogprobs: topLogprobs, stop: s.stop)
+                              seed: s.seed.map { $0 &+ UInt64(j) }, steering: s.steering, topLogprobs: topLogprobs, stop: s.stop,
+                              echo: echo?[i])
             }
         }
     }
@@ -198,6 +204,9 @@ extension ChatServer {
             }
             messages.append(ChatMessage(role: role == "developer" ? "system" : role, content: content))
         }
+        for key in ["best_of", "echo", "suffix"] where f[key] != nil {
+            throw ServerError.badRequest("\(key) is a field of /v1/completions, not of chat completions", param: key)
+        }
         let s = try parseSampling(f, defaultMaxTokens: options.defaultMaxTokens)
         let logprobs = try f.bool("logprobs") ?? false
         var top: Int?
@@ -209,7 +218,8 @@ extension ChatServer {
         try checkPromptText(messages.reduce(0) { $0 + $1.content.utf8.count }, param: "messages")
         let prompt = try encode(messages)
         try checkPrompt(prompt, maxTokens: s.maxTokens, param: "messages")
-        return CompletionRequest(kind: .chat, prompts: [prompt], promptCharacters: [0], n: s.n, jobs: jobs([prompt], s, topLogprobs: top),
+        return CompletionRequest(kind: .chat, prompts: [prompt], promptCharacters: [0], n: s.n, bestOf: s.n,
+                                 jobs: jobs([prompt], s, candidates: s.n, topLogprobs: top),
                                  stream: s.stream, includeUsage: s.includeUsage, logprobs: logprobs)
     }
 
@@ -239,11 +249,20 @@ extension ChatServer {
         } else {
             throw ServerError.badRequest("prompt must be a non-empty string or array", param: "prompt")
         }
-        if try f.bool("echo") == true { throw ServerError.badRequest("echo is not supported", param: "echo") }
-        if let sfx = try f.string("suffix"), !sfx.isEmpty { throw ServerError.badRequest("suffix is not supported", param: "suffix") }
-        let s = try parseSampling(f, defaultMaxTokens: 16)
-        guard texts.count * s.n <= options.maxChoices else {
-            throw ServerError.badRequest("\(texts.count) prompts × n = \(s.n) is more than \(options.maxChoices) choices", param: "prompt")
+        let echo = try f.bool("echo") ?? false
+        let suffix = try f.string("suffix").flatMap { $0.isEmpty ? nil : $0 }
+        let s = try parseSampling(f, defaultMaxTokens: 16, zeroTokens: echo)
+        let bestOf = try f.integer("best_of") ?? s.n
+        guard bestOf >= s.n else { throw ServerError.badRequest("best_of (\(bestOf)) must be at least n (\(s.n))", param: "best_of") }
+        guard bestOf == s.n || !s.stream else { throw ServerError.badRequest("best_of cannot be streamed (its choice needs every candidate)", param: "best_of") }
+        guard texts.count * bestOf <= options.maxChoices else {
+            throw ServerError.badRequest("\(texts.count) prompts × \(bestOf == s.n ? "n = \(s.n)" : "best_of = \(bestOf)") is more than \(options.maxChoices) choices", param: bestOf == s.n ? "prompt" : "best_of")
+        }
+        if let suffix {
+            guard !echo else { throw ServerError.badRequest("echo and suffix cannot be combined", param: "suffix") }
+            guard prompts.isEmpty, texts.count == 1 else { throw ServerError.badRequest("suffix needs a single text prompt", param: "suffix") }
+            try checkPromptText(texts[0]!.utf8.count + suffix.utf8.count, param: "prompt")
+            texts = [try Self.fillInTheMiddle(tok, model: model.name, prefix: texts[0]!, suffix: suffix)]
         }
         if prompts.isEmpty {
             for t in texts { try checkPromptText(t!.utf8.count, param: "prompt") }
@@ -255,10 +274,27 @@ extension ChatServer {
             top = k
         }
         for p in prompts { try checkPrompt(p, maxTokens: s.maxTokens, param: "prompt") }
-        let characters = zip(texts, prompts).map { t, p in (t ?? tok.decode(p, skipSpecialTokens: true)).unicodeScalars.count }
-        return CompletionRequest(kind: .text, prompts: prompts, promptCharacters: characters, n: s.n,
-                                 jobs: jobs(prompts, s, topLogprobs: top), stream: s.stream, includeUsage: s.includeUsage,
-                                 logprobs: top != nil)
+        let shown = zip(texts, prompts).map { t, p in t ?? tok.decode(p, skipSpecialTokens: true) }
+        // best_of ranks candidates by their tokens' log-probabilities, so they are always computed.
+        let internalTop = top ?? (bestOf > s.n ? 0 : nil)
+        return CompletionRequest(kind: .text, prompts: prompts, promptCharacters: shown.map { $0.unicodeScalars.count }, n: s.n,
+                                 bestOf: bestOf, jobs: jobs(prompts, s, candidates: bestOf, topLogprobs: internalTop, echo: echo ? shown : nil),
+                                 stream: s.stream, includeUsage: s.includeUsage, logprobs: top != nil, echo: echo)
+    }
+
+    /// The fill-in-the-middle prompt for `suffix`, in the prefix-suffix-middle order of the
+    /// model's own FIM tokens (`<fim_prefix>`… as StarCoder-lineage vocabularies, SmolLM2's
+    /// among them, spell them, or `<|fim_prefix|>`… as Qwen2.5's do); the answer is the middle.
+    static func fillInTheMiddle(_ tok: Tokenizer, model: String, prefix: String, suffix: String) throws -> String {
+        func single(_ s: String) -> Bool {
+            let ids = tok.encode(s, addSpecialTokens: false)
+            return ids.count == 1 && tok.token(ids[0]) == s
+        }
+        for (open, close) in [("<", ">"), ("<|", "|>")] {
+            let names = ["prefix", "suffix", "middle"].map { "\(open)fim_\($0)\(close)" }
+            if names.allSatisfy(single) { return names[0] + prefix + names[1] + suffix + names[2] }
+        }
+        throw ServerError.badRequest("suffix needs fill-in-the-middle tokens (<fim_prefix>, <fim_suffix>, <fim_middle> or <|fim_prefix|>…), and \(model)'s vocabulary has none", param: "suffix")
     }
 
     /// The prompt of a conversation, through the one prompt format extraction and evaluation use
@@ -310,8 +346,8 @@ extension ChatServer {
                 for t in tickets { t.cancel() }
                 throw error
             }
-            let choices = outs.enumerated().map { i, out in choiceJSON(req, index: i, out) }
             let completionTokens = outs.reduce(0) { $0 + $1.tokens.count }
+            let choices = best(req, outs).enumerated().map { i, out in choiceJSON(req, index: i, out) }
             return .json(.ok, [
                 "id": id, "object": req.kind.object, "created": created, "model": modelName, "choices": choices,
                 "usage": ["prompt_tokens": promptTokens, "completion_tokens": completionTokens, "total_tokens": promptTokens + completionTokens],
@@ -336,7 +372,7 @@ extension ChatServer {
             }
         }
         let tickets = try submitAll(req.jobs) { [self] i in
-            let offsets = TextOffsets(start: req.promptCharacters[i / req.n])
+            let offsets = TextOffsets(start: req.echo ? 0 : req.promptCharacters[i / req.n])
             return { text, lps in
                 var choice: [String: Any] = ["index": i, "finish_reason": NSNull()]
                 if kind == .chat {
@@ -392,14 +428,39 @@ extension ChatServer {
         return tickets
     }
 
+    /// The n answers of each prompt: all of them, or with best_of the n candidates whose tokens
+    /// have the highest mean log-probability (earlier candidates first on ties), best first.
+    func best(_ req: CompletionRequest, _ outs: [GenerationOutput]) -> [GenerationOutput] {
+        guard req.bestOf > req.n else { return outs }
+        func score(_ o: GenerationOutput) -> Double {
+            let lps = (o.logprobs ?? []).compactMap(\.logprob)
+            return lps.isEmpty ? -.infinity : lps.reduce(0, +) / Double(lps.count)
+        }
+        return stride(from: 0, to: outs.count, by: req.bestOf).flatMap { start in
+            let candidates = Array(outs[start ..< start + req.bestOf])
+            let order = candidates.indices.sorted { a, b in
+                let sa = score(candidates[a]), sb = score(candidates[b])
+                return sa > sb || (sa == sb && a < b)
+            }
+            return order.prefix(req.n).map { j in
+                var o = candidates[j]
+                if !req.logprobs { o.logprobs = nil }  // computed only to rank them
+                return o
+            }
+        }
+    }
+
     func choiceJSON(_ req: CompletionRequest, index i: Int, _ out: GenerationOutput) -> [String: Any] {
         switch req.kind {
         case .chat:
             let lp: Any = out.logprobs.map { lps in ["content": lps.map { tokenLogprobJSON($0) }] } ?? NSNull()
             return ["index": i, "message": ["role": "assistant", "content": out.text], "logprobs": lp, "finish_reason": out.finishReason]
         case .text:
-            let lp: Any = out.logprobs.map { legacyLogprobsJSON($0, TextOffsets(start: req.promptCharacters[i / req.n])) } ?? NSNull()
-            return ["index": i, "text": out.text, "logprobs": lp, "finish_reason": out.finishReason]
+            let p = i / req.n
+            let echoed = req.echo ? req.jobs[p * req.bestOf].echo ?? "" : ""
+            let offsets = TextOffsets(start: req.echo ? 0 : req.promptCharacters[p])
+            let lp: Any = out.logprobs.map { legacyLogprobsJSON((out.promptLogprobs ?? []) + $0, offsets) } ?? NSNull()
+            return ["index": i, "text": echoed + out.text, "logprobs": lp, "finish_reason": out.finishReason]
         }
     }
 
@@ -411,7 +472,7 @@ extension ChatServer {
             let s = tokenString(id)
             return ["token": s, "logprob": lp, "bytes": Array(s.utf8).map(Int.init)]
         }
-        var e = entry(t.token, t.logprob)
+        var e = entry(t.token, t.logprob ?? 0)
         e["top_logprobs"] = t.top.map { entry($0.token, $0.logprob) }
         return e
     }
@@ -419,18 +480,27 @@ extension ChatServer {
     /// Text completions' `logprobs`: parallel lists of tokens, their log-probabilities, the top k
     /// as token → log-probability, and each token's character offset in prompt + completion.
     func legacyLogprobsJSON(_ lps: [TokenLogprob], _ offsets: TextOffsets) -> [String: Any] {
-        var tokens: [String] = [], values: [Double] = [], tops: [[String: Double]] = [], starts: [Int] = []
+        var tokens: [String] = [], values: [Any] = [], tops: [Any] = [], starts: [Int] = []
+        let tok = model.tokenizer!
         for t in lps {
             let s = tokenString(t.token)
             tokens.append(s)
-            values.append(t.logprob)
+            guard let value = t.logprob else {
+                // An echoed prompt's first token: nothing predicts it (OpenAI sends null).
+                values.append(NSNull())
+                tops.append(NSNull())
+                starts.append(offsets.advance(by: tok.isSpecial(t.token) ? 0 : s.unicodeScalars.count))
+                continue
+            }
+            values.append(value)
             var top: [String: Double] = [:]
             for e in t.top {
                 let k = tokenString(e.token)
                 top[k] = max(top[k] ?? -.infinity, e.logprob)  // distinct ids can decode alike
             }
             tops.append(top)
-            starts.append(offsets.advance(by: s.unicodeScalars.count))
+            // Special tokens (an echoed BOS) are not in the text, so they take no characters.
+            starts.append(offsets.advance(by: tok.isSpecial(t.token) ? 0 : s.unicodeScalars.count))
         }
         return ["tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": starts]
     }

@@ -32,9 +32,9 @@ public typealias HTTPAdmission = @Sendable (HTTPRequestHead) -> HTTPResponse?
 public struct HTTPLimits: Sendable {
     /// Largest request body (413 beyond; the connection closes).
     public var maxBodyBytes = 4 << 20
-    /// Largest request line plus headers (400 beyond; the connection closes).
+    /// Largest request line plus headers (431 beyond; the connection closes).
     public var maxHeaderBytes = 16 << 10
-    /// Most header fields in one request.
+    /// Most header fields in one request (431 beyond).
     public var maxHeaderFields = 128
     /// Most connections open at once; more are answered 503 and closed at once.
     public var maxConnections = 256
@@ -42,12 +42,21 @@ public struct HTTPLimits: Sendable {
     /// connection or from the end of its previous answer; then it gets 408 (mid-request) or its
     /// idle keep-alive connection is closed. A request being answered is never timed out.
     public var readTimeout: TimeInterval = 30
+    /// A streamed answer whose client stops reading (its socket and NIO's outbound buffer full)
+    /// may wait this long for one chunk to leave; then the connection closes and its generation
+    /// stops, so that a stalled client holds neither a connection nor the engine.
+    public var writeTimeout: TimeInterval = 30
+    /// Each connection's kernel send buffer (SO_SNDBUF). Bounded rather than autotuned (Linux lets
+    /// it grow to 4 MiB): streamed chunks are small, so this costs no speed, keeps the kernel
+    /// memory of 256 connections under 128 MiB, and lets `writeTimeout` notice a stalled reader
+    /// within a few hundred kilobytes.
+    public var sendBufferBytes = 256 << 10
     public init() {}
 }
 
 /// A small HTTP/1.1 server on SwiftNIO: collects each request body within the limits, runs the
-/// async handler, writes the response. Malformed HTTP gets 400 from NIO's error handler; nothing
-/// a client sends can crash it.
+/// async handler, writes the response. Malformed HTTP gets 400 and headers over the caps 431
+/// (`ProtocolErrorAnswer`); nothing a client sends can crash it.
 public final class HTTPServer: @unchecked Sendable {
     public let group: MultiThreadedEventLoopGroup
     private var channel: Channel?
@@ -82,11 +91,13 @@ public final class HTTPServer: @unchecked Sendable {
                     return Self.refuse(channel, limit: limits.maxConnections)
                 }
                 channel.closeFuture.whenComplete { _ in connections.decrement() }
-                return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true, withDecoderLimitConfiguration: decoderLimits).flatMap {
-                    channel.pipeline.addHandler(RequestHandler(limits: limits, admission: admission, handler: handler, tasks: tasks))
+                return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: false, withDecoderLimitConfiguration: decoderLimits).flatMap {
+                    channel.pipeline.addHandlers([ProtocolErrorAnswer(limits: limits),
+                                                  RequestHandler(limits: limits, admission: admission, handler: handler, tasks: tasks)])
                 }
             }
             .childChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.so_sndbuf), value: SocketOptionValue(limits.sendBufferBytes))
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
         let ch = try bootstrap.bind(host: host, port: port).wait()
         channel = ch
@@ -120,6 +131,47 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     let tasks = TaskSet()
+}
+
+/// Answers what NIO's HTTP decoder cannot parse, when no answer has started on the connection:
+/// 431 for a request line plus headers over `maxHeaderBytes` or more than `maxHeaderFields`
+/// fields, 400 for anything else malformed, each with an OpenAI-style error body. The request
+/// handler then stops reading the connection (see its `errorCaught`).
+private final class ProtocolErrorAnswer: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let limits: HTTPLimits
+    /// An answer whose head is written and whose end is not.
+    private var answering = false
+    init(limits: HTTPLimits) { self.limits = limits }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let e = error as? HTTPParserError, !answering {
+            let tooBig = e == .headerOverflow
+            let body = tooBig
+                ? ServerError.errorBody("the request line and headers exceed this server's limit of \(limits.maxHeaderBytes) bytes or \(limits.maxHeaderFields) fields",
+                                        code: "request_header_fields_too_large")
+                : ServerError.errorBody("the request is not valid HTTP/1.1 (\(e))", code: "bad_request")
+            let headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", "\(body.count)"), ("Connection", "close")])
+            let head = HTTPResponseHead(version: .http1_1, status: tooBig ? .requestHeaderFieldsTooLarge : .badRequest, headers: headers)
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let h) where h.status.code >= 200: answering = true
+        case .end: answering = false
+        default: break
+        }
+        context.write(data, promise: promise)
+    }
 }
 
 private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -220,10 +272,11 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             let channel = context.channel
             let handler = self.handler
             let version = h.version
+            let writeTimeout = limits.writeTimeout
             let id = UUID()
             let task = Task {
                 let response = await handler(request)
-                await Self.write(response, to: channel, version: version, keepAlive: keepAlive)
+                await Self.write(response, to: channel, version: version, keepAlive: keepAlive, writeTimeout: writeTimeout)
             }
             tasks.insert(id, task)
             running.append(id)
@@ -306,7 +359,7 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         if !keepAlive { done.whenComplete { _ in if linger { Self.linger(channel) } else { channel.close(promise: nil) } } }
     }
 
-    static func write(_ response: HTTPResponse, to channel: Channel, version: HTTPVersion, keepAlive: Bool) async {
+    static func write(_ response: HTTPResponse, to channel: Channel, version: HTTPVersion, keepAlive: Bool, writeTimeout: TimeInterval) async {
         switch response {
         case .full:
             writeFull(response, channel, version, keepAlive: keepAlive)
@@ -317,10 +370,25 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             for await event in stream {
                 guard channel.isActive else { break }
                 let chunk = ByteBuffer(string: "data: \(event)\n\n")
-                channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk)), promise: nil)
+                let sent = channel.eventLoop.makePromise(of: Void.self)
+                channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk)), promise: sent)
+                if !channel.isWritable {
+                    // Over NIO's high-water mark: the client is reading slower than the engine
+                    // writes. Wait for this chunk to leave, at most writeTimeout.
+                    let stalled = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(writeTimeout * 1e9))) {
+                        channel.close(promise: nil)
+                    }
+                    _ = try? await sent.futureResult.get()
+                    stalled.cancel()
+                }
             }
-            // Without Content-Length the body ends when the connection closes.
-            Self.flushEnd(channel).whenComplete { _ in channel.close(promise: nil) }
+            // Without Content-Length the body ends when the connection closes; a client that
+            // stopped reading gets writeTimeout for the rest, then the close anyway.
+            let stalled = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(writeTimeout * 1e9))) { channel.close(promise: nil) }
+            Self.flushEnd(channel).whenComplete { _ in
+                stalled.cancel()
+                channel.close(promise: nil)
+            }
         }
     }
 }

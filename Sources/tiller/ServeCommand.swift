@@ -37,7 +37,7 @@ struct Serve: ParsableCommand {
     var batchWindowMs = 5.0
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body accepted (413 beyond).")
     var maxBodyBytes = 4 << 20
-    @Option(name: .customLong("max-header-bytes"), help: "Largest request line plus headers accepted (400 beyond).")
+    @Option(name: .customLong("max-header-bytes"), help: "Largest request line plus headers accepted (431 beyond).")
     var maxHeaderBytes = 16 << 10
     @Option(name: .customLong("max-prompt-tokens"), help: "Most tokens in one prompt (400 beyond; the model's context also bounds prompt + max_tokens).")
     var maxPromptTokens = 8192
@@ -45,6 +45,8 @@ struct Serve: ParsableCommand {
     var maxConnections = 256
     @Option(name: .customLong("read-timeout"), help: "Seconds a client has to send a whole request (408 beyond); idle keep-alive connections close after it.")
     var readTimeout = 30.0
+    @Option(name: .customLong("write-timeout"), help: "Seconds a streamed answer waits for a client that stopped reading before the connection is cut and its generation stops.")
+    var writeTimeout = 30.0
     @Option(name: .customLong("api-key"), help: "Require Authorization: Bearer KEY on every route (default: $TILLER_API_KEY; prefer the variable, which `ps` does not show).")
     var apiKey: String?
 
@@ -58,6 +60,7 @@ struct Serve: ParsableCommand {
         guard maxPromptTokens >= 1 else { throw ValidationError("--max-prompt-tokens must be at least 1") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard readTimeout > 0, readTimeout <= 3600 else { throw ValidationError("--read-timeout must be in (0, 3600] seconds") }
+        guard writeTimeout > 0, writeTimeout <= 3600 else { throw ValidationError("--write-timeout must be in (0, 3600] seconds") }
         if let k = resolvedAPIKey, k.isEmpty || k.contains(where: { $0.isWhitespace }) {
             throw ValidationError("the API key (--api-key or TILLER_API_KEY) must be non-empty and without spaces")
         }
@@ -88,6 +91,7 @@ struct Serve: ParsableCommand {
         o.maxPromptTokens = maxPromptTokens
         o.maxConnections = maxConnections
         o.readTimeout = readTimeout
+        o.writeTimeout = writeTimeout
         o.apiKey = resolvedAPIKey
         let server = try ChatServer(model: lm, vectors: vectors, options: o)
         let bound = try server.start()

@@ -5,6 +5,7 @@ import FoundationNetworking
 import TillerFormats
 import TillerModels
 import TillerSteering
+import TillerTokenizers
 import XCTest
 @testable import TillerServer
 
@@ -144,10 +145,138 @@ final class CompletionsTests: ServerTestCase {
         try await expect(["max_tokens": 4], "prompt is required")
         try await expect(["prompt": [1, "a"]], "prompt must be")
         try await expect(["prompt": [1, 999_999_999]], "token ids")
-        try await expect(["prompt": "x", "echo": true], "echo")
+        try await expect(["prompt": "x", "echo": true, "suffix": "y"], "echo and suffix")
+        try await expect(["prompt": "x", "max_tokens": 0], "0 only with echo")
+        try await expect(["prompt": "x", "n": 3, "best_of": 2], "best_of (2) must be at least n (3)")
+        try await expect(["prompt": "x", "best_of": 2, "stream": true], "best_of cannot be streamed")
         try await expect(["prompt": "x", "n": 0], "n must be")
         try await expect(["prompt": "x", "logprobs": 30], "logprobs")
         try await expect(["prompt": Array(repeating: "x", count: 9), "n": 2], "choices")
+    }
+
+    /// `echo` (the prompt, scored when logprobs are asked, as lm-evaluation-harness uses it),
+    /// `best_of` (the best candidates by mean token log-probability) and `suffix` (FIM).
+    func testEchoBestOfAndSuffixFollowTheEngine() async throws {
+        let (server, base) = try makeServer(file: gemmaFile, name: "gemma-3-270m")
+        defer { server.shutdown() }
+        let tok = server.model.tokenizer!
+        let prompt = "The capital of France is"
+        let ids = tok.encode(prompt, addSpecialTokens: true)
+        let expected = try generate(server, ids, GenerationOptions(maxNewTokens: 6))
+
+        // echo alone: the prompt's text, then the answer.
+        let (s0, plain, d0) = try await post(base, ["prompt": prompt, "max_tokens": 6, "temperature": 0, "echo": true], path: "/v1/completions")
+        XCTAssertEqual(s0, 200, String(decoding: d0, as: UTF8.self))
+        XCTAssertEqual(choices(plain).first.flatMap(choiceText), prompt + expected)
+
+        // echo + logprobs + max_tokens 0: every prompt token scored; the first has none.
+        let (s1, scored, d1) = try await post(base, ["prompt": prompt, "max_tokens": 0, "echo": true, "logprobs": 1], path: "/v1/completions")
+        XCTAssertEqual(s1, 200, String(decoding: d1, as: UTF8.self))
+        let c1 = try XCTUnwrap(choices(scored).first)
+        XCTAssertEqual(choiceText(c1), prompt)
+        XCTAssertEqual(c1["finish_reason"] as? String, "length")
+        let l1 = try XCTUnwrap(c1["logprobs"] as? [String: Any])
+        let values = try XCTUnwrap(l1["token_logprobs"] as? [Any])
+        XCTAssertEqual(values.count, ids.count)
+        XCTAssertTrue(values[0] is NSNull)
+        XCTAssertTrue((l1["top_logprobs"] as? [Any])?.first is NSNull)
+        let reference = try server.model.teacherForcedLogProbs([TeacherForcedItem(prompt: [ids[0]], continuation: Array(ids.dropFirst()))])[0]
+        for (v, r) in zip(values.dropFirst(), reference) { XCTAssertEqual(try XCTUnwrap(v as? Double), r, accuracy: 1e-4) }
+        let offsets = try XCTUnwrap(l1["text_offset"] as? [Int])
+        XCTAssertEqual(offsets.first, 0)
+        XCTAssertEqual(offsets, offsets.sorted())
+        XCTAssertEqual((scored["usage"] as? [String: Any])?["completion_tokens"] as? Int, 0)
+
+        // echo + logprobs + an answer: prompt tokens, then the answer's; streamed alike.
+        let body: [String: Any] = ["prompt": prompt, "max_tokens": 6, "temperature": 0, "echo": true, "logprobs": 0]
+        let (_, both, _) = try await post(base, body, path: "/v1/completions")
+        let c2 = try XCTUnwrap(choices(both).first)
+        XCTAssertEqual(choiceText(c2), prompt + expected)
+        let tokens2 = try XCTUnwrap((c2["logprobs"] as? [String: Any])?["tokens"] as? [String])
+        XCTAssertEqual(tokens2.count, ids.count + ((both["usage"] as? [String: Any])?["completion_tokens"] as? Int ?? -1))
+        var req = URLRequest(url: base.appendingPathComponent("/v1/completions"))
+        req.httpMethod = "POST"
+        var sbody = body
+        sbody["stream"] = true
+        req.httpBody = try JSONSerialization.data(withJSONObject: sbody)
+        let (sdata, _) = try await Self.session.data(for: req)
+        let st = try streamed(sdata, kind: "text_completion")
+        XCTAssertEqual(st.texts[0], prompt + expected)
+
+        // best_of 4, n 1: the candidate with the highest mean token log-probability among the
+        // four that n = 4 samples with the same seed (choice j uses seed + j).
+        let sampling: [String: Any] = ["prompt": prompt, "max_tokens": 6, "temperature": 1.0, "seed": 21]
+        var all = sampling
+        all["n"] = 4
+        all["logprobs"] = 0
+        let (_, four, _) = try await post(base, all, path: "/v1/completions")
+        let means = try choices(four).map { c -> Double in
+            let v = try XCTUnwrap((c["logprobs"] as? [String: Any])?["token_logprobs"] as? [Double])
+            return v.reduce(0, +) / Double(v.count)
+        }
+        XCTAssertEqual(means.count, 4)
+        let winner = means.indices.max { means[$0] < means[$1] || (means[$0] == means[$1] && $0 > $1) }!
+        var bestOf = sampling
+        bestOf["best_of"] = 4
+        let (sb, picked, db) = try await post(base, bestOf, path: "/v1/completions")
+        XCTAssertEqual(sb, 200, String(decoding: db, as: UTF8.self))
+        XCTAssertEqual(choices(picked).count, 1)
+        XCTAssertEqual(choices(picked).first.flatMap(choiceText), choices(four)[winner]["text"] as? String)
+        XCTAssertTrue(choices(picked).first?["logprobs"] is NSNull, "ranked with logprobs, returned without them")
+        XCTAssertEqual((picked["usage"] as? [String: Any])?["completion_tokens"] as? Int,
+                       (four["usage"] as? [String: Any])?["completion_tokens"] as? Int, "every candidate counts")
+
+        // suffix: fill-in-the-middle in the vocabulary's own tokens, or a 400 saying there are none.
+        let fim = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"].allSatisfy { tok.encode($0, addSpecialTokens: false).count == 1 }
+            || ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"].allSatisfy { tok.encode($0, addSpecialTokens: false).count == 1 }
+        let (sg, og, _) = try await post(base, ["prompt": "def add(a, b):\n    return", "suffix": "\n\nprint(add(1, 2))", "max_tokens": 4], path: "/v1/completions")
+        if !fim {
+            XCTAssertEqual(sg, 400)
+            XCTAssertTrue(((og["error"] as? [String: Any])?["message"] as? String ?? "").contains("fill-in-the-middle"), "\(og)")
+        }
+        let (smol, smolBase) = try makeServer()
+        defer { smol.shutdown() }
+        let (sf, of, _) = try await post(smolBase, ["prompt": "def add(a, b):\n    return", "suffix": "\n\nprint(add(1, 2))", "max_tokens": 4], path: "/v1/completions")
+        XCTAssertEqual(sf, 400, "SmolLM2's vocabulary has no FIM tokens")
+        XCTAssertTrue(((of["error"] as? [String: Any])?["message"] as? String ?? "").contains("smollm2-135m-instruct's vocabulary has none"), "\(of)")
+    }
+
+    /// suffix on a vocabulary with FIM tokens (Qwen2.5's spelling, added to the Qwen2-style
+    /// fixture tokenizer): prefix, suffix, middle, each FIM marker one token.
+    func testSuffixBuildsAFillInTheMiddlePromptFromTheVocabularysTokens() throws {
+        let style = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("TillerTokenizersTests/Fixtures/styles/qwen2")
+        var json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: style.appendingPathComponent("tokenizer.json"))) as? [String: Any])
+        var model = try XCTUnwrap(json["model"] as? [String: Any])
+        var vocab = try XCTUnwrap(model["vocab"] as? [String: Int])
+        var added = try XCTUnwrap(json["added_tokens"] as? [[String: Any]])
+        let names = ["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
+        let first = vocab.count
+        for (i, n) in names.enumerated() {
+            vocab[n] = first + i
+            added.append(["id": first + i, "content": n, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true])
+        }
+        model["vocab"] = vocab
+        json["model"] = model
+        json["added_tokens"] = added
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fim-tokenizer-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try JSONSerialization.data(withJSONObject: json).write(to: dir.appendingPathComponent("tokenizer.json"))
+        try FileManager.default.copyItem(at: style.appendingPathComponent("tokenizer_config.json"), to: dir.appendingPathComponent("tokenizer_config.json"))
+        let tok = try loadTokenizer(directory: dir.path)
+        let text = try ChatServer.fillInTheMiddle(tok, model: "fixture", prefix: "def f(x):", suffix: "return y")
+        XCTAssertEqual(text, "<|fim_prefix|>def f(x):<|fim_suffix|>return y<|fim_middle|>")
+        let ids = tok.encode(text, addSpecialTokens: true)
+        let at = [first, first + 2, first + 1].map { ids.firstIndex(of: $0) }
+        XCTAssertTrue(at.allSatisfy { $0 != nil }, "\(ids)")
+        XCTAssertEqual(at.compactMap { $0 }, at.compactMap { $0 }.sorted(), "prefix, suffix, middle")
+        XCTAssertEqual(ids.last, first + 1, "the answer follows <|fim_middle|>")
+        // Without the tokens: the error names the model.
+        let plain = try loadTokenizer(directory: style.path)
+        XCTAssertThrowsError(try ChatServer.fillInTheMiddle(plain, model: "fixture", prefix: "a", suffix: "b")) { e in
+            XCTAssertTrue(((e as? ServerError)?.message ?? "").contains("fixture's vocabulary has none"), "\(e)")
+        }
     }
 
     func testNChoicesInChatEachEqualTheEngine() async throws {

@@ -147,12 +147,19 @@ final class SoakTests: ServerTestCase {
         let (server, base) = try guarded { $0.readTimeout = 1.5 }
         defer { server.shutdown() }
         let raw = RawClient(port: base.port!)
-        // Headers beyond the cap: 400, connection closed.
+        // Headers beyond the cap: 431, connection closed.
         let big = raw.exchange([(0, raw.request("GET", "/v1/models", headers: ["X-Pad: " + String(repeating: "a", count: 5000)], key: Self.key))])
-        XCTAssertEqual(big.status, 400)
+        XCTAssertEqual(big.status, 431)
+        XCTAssertEqual(errorCode(big), "request_header_fields_too_large")
         XCTAssertTrue(big.closed)
         let longURL = raw.exchange([(0, raw.request("GET", "/v1/models?" + String(repeating: "q", count: 5000), key: Self.key))])
-        XCTAssertEqual(longURL.status, 400)
+        XCTAssertEqual(longURL.status, 431)
+        let many = raw.exchange([(0, raw.request("GET", "/v1/models", headers: (0..<200).map { "X-F\($0): 1" }, key: Self.key))])
+        XCTAssertEqual(many.status, 431)
+        // Bytes that are not HTTP: 400, with an error body.
+        let junk = raw.exchange([(0, Data("\u{01}\u{02} NOT HTTP\r\n\r\n".utf8))])
+        XCTAssertEqual(junk.status, 400)
+        XCTAssertEqual(errorCode(junk), "bad_request")
         // A declared body beyond the cap is refused before it is sent; a chunked one as it grows.
         let declared = raw.exchange([(0, Data("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(Self.key)\r\nContent-Length: 10000000\r\n\r\n".utf8))])
         XCTAssertEqual(declared.status, 413)
@@ -199,6 +206,38 @@ final class SoakTests: ServerTestCase {
         let (capped, cappedBase) = try guarded { $0.maxConnections = 6; $0.readTimeout = 4 }
         defer { capped.shutdown() }
         try checkConnectionCap(capped, RawClient(port: cappedBase.port!))
+    }
+
+    /// A streaming client that stops reading: once its socket and NIO's buffer are full, the
+    /// write timeout cuts the connection and the generation stops long before its budget.
+    func testAStreamWhoseClientStopsReadingIsCutAndStopsGenerating() throws {
+        let (server, base) = try guarded { $0.writeTimeout = 1; $0.readTimeout = 30 }
+        defer { server.shutdown() }
+        _ = RawClient.ignoreSIGPIPE
+        let fd = connectLoopback(port: base.port!, receiveBuffer: 2048)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        let budget = 3000
+        let body = try JSONSerialization.data(withJSONObject: chat("Tell me a very long story.", maxTokens: budget,
+            extra: ["stream": true, "logprobs": true, "top_logprobs": 20, "temperature": 1, "seed": 3]))
+        let req = RawClient(port: base.port!).request("POST", "/v1/chat/completions", body: body, key: Self.key)
+        XCTAssertEqual(req.withUnsafeBytes { send(fd, $0.baseAddress, req.count, 0) }, req.count)
+        let start = Date()
+        var waited = 0.0
+        // Never read: wait for the server to close its side (the engine then goes idle).
+        while (server.connectionStats.open > 0 || server.scheduler.stats.active > 0) && waited < 60 {
+            usleep(100_000)
+            waited += 0.1
+        }
+        let seconds = Date().timeIntervalSince(start)
+        XCTAssertEqual(server.connectionStats.open, 0, "the stalled connection is closed")
+        XCTAssertEqual(server.scheduler.stats.active, 0, "its generation stopped")
+        let steps = server.scheduler.stats.steps
+        XCTAssertLessThan(steps, budget / 2, "cut after \(steps) steps, not at the budget of \(budget)")
+        print("stalled stream: cut after \(steps) engine steps, \(String(format: "%.1f", seconds)) s")
+        XCTAssertLessThan(seconds, 20)
+        // The server answers others as before.
+        XCTAssertEqual(RawClient(port: base.port!).exchange([(0, RawClient(port: base.port!).request("GET", "/v1/models", key: Self.key))]).status, 200)
     }
 
     func checkConnectionCap(_ server: ChatServer, _ raw: RawClient) throws {
@@ -273,7 +312,7 @@ final class SoakTests: ServerTestCase {
                 return (r.status == 413 || (r.status == nil && r.closed), false, "chunkedHuge \(r.status as Any)")
             case .hugeHeader:
                 let r = raw.exchange([(0, raw.request("GET", "/v1/models", headers: ["X-Big: " + String(repeating: "z", count: 6000)], key: k))])
-                return (r.status == 400, false, "hugeHeader \(r.status as Any)")
+                return (r.status == 431, false, "hugeHeader \(r.status as Any)")
             case .unknownRoute:
                 let r = raw.exchange([(0, raw.request("GET", "/v1/engines/\(i)", key: k))])
                 return (r.status == 404, false, "unknownRoute \(r.status as Any)")

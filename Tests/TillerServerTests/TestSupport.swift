@@ -139,9 +139,11 @@ class ServerTestCase: XCTestCase {
 }
 
 /// A TCP socket connected to 127.0.0.1:`port`, or -1.
-func connectLoopback(port: Int) -> Int32 {
+/// `receiveBuffer`: SO_RCVBUF in bytes, set before connecting (a client that reads slowly fills it soon).
+func connectLoopback(port: Int, receiveBuffer: Int32? = nil) -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return -1 }
+    if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = in_port_t(UInt16(port).bigEndian)

@@ -7,10 +7,14 @@ final class WeightMatrixTests: XCTestCase {
     /// Largest |y − ref| / Σ_i |W[o,i]·x[r,i]|: the error relative to the size of the terms summed,
     /// against a double-precision loop over the dequantized weights.
     func relativeError(_ w: WeightMatrix, dense: [Float], x: [Float], rows: Int) -> Double {
-        let (out, inF) = (w.outFeatures, w.inFeatures)
+        relativeError(out: w.outFeatures, inF: w.inFeatures, dense: dense, x: x, rows: rows) { xp, yp in w.apply(xp, rows: rows, into: yp) }
+    }
+
+    func relativeError(out: Int, inF: Int, dense: [Float], x: [Float], rows: Int,
+                       _ apply: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Double {
         var y = [Float](repeating: .nan, count: rows * out)
         x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in w.apply(xp.baseAddress!, rows: rows, into: yp.baseAddress!) }
+            y.withUnsafeMutableBufferPointer { yp in apply(xp.baseAddress!, yp.baseAddress!) }
         }
         var worst = 0.0
         for r in 0..<rows {
@@ -87,6 +91,28 @@ final class WeightMatrixTests: XCTestCase {
                 XCTAssertEqual(a[o], p[o], accuracy: 1e-5 * scale, "\(type) row \(o)")
             }
         }
+    }
+
+    /// The packed fp32 copy (AVX-512 many-row kernel): every output of every row, partial and odd
+    /// slab counts, row counts that split into uneven chunks of at most 12.
+    func testPackedMatrixMatchesTheDequantizedReference() throws {
+        guard PackedMatrix.available else { return }
+        var worst = 0.0
+        for (t, (type, out, inF)) in [(GGMLType.q4_1, 45, 512), (.q8_0, 13, 96), (.f32, 64, 96), (.q6_K, 37, 256), (.bf16, 16, 64)].enumerated() {
+            let raw = randomTensor(type, rows: out, cols: inF, seed: UInt64(700 + t))
+            let dense = try dequantize(raw)
+            let p = PackedMatrix(try WeightMatrix(raw))
+            XCTAssertEqual(p.byteCount, (out + 15) / 16 * 16 * inF * 4)
+            for rows in [1, 8, 12, 13, 25, 32, 100] {
+                let x = randomFloats(rows * inF, seed: UInt64(rows + 50))
+                let err = relativeError(out: out, inF: inF, dense: dense, x: x, rows: rows) { xp, yp in
+                    XCTAssertTrue(p.apply(xp, rows: rows, into: yp))
+                }
+                XCTAssertLessThanOrEqual(err, 1e-5, "packed \(type) \(out)×\(inF), rows \(rows)")
+                worst = max(worst, err)
+            }
+        }
+        print("PackedMatrix.apply worst relative error: \(worst)")
     }
 
     func testF32PrecisionConvertsAtLoad() throws {

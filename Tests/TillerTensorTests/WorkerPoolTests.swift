@@ -89,4 +89,29 @@ final class VectorExpTests: XCTestCase {
         XCTAssertEqual(vexp(SIMD8<Float>(repeating: 0))[0], 1)
         XCTAssertLessThan(vexp(SIMD8<Float>(repeating: -1000))[0], 1e-37)
     }
+
+    /// The logits rows' log-sum-exp (every teacher-forced score and the local judge use it)
+    /// against fp64 libm, on vocabularies of SmolLM2's and Gemma 3's sizes and on odd lengths.
+    func testLogSumExpMatchesFP64() {
+        var worst = 0.0
+        for n in [1, 7, 8, 63, 64, 65, 1000, 49_152, 262_144] {
+            // A Weyl sequence spread over [-25, 15): logits-like, deterministic.
+            let row = (0..<n).map { i in Float((Double(i * 7 + n) * 0.618_033_988_749_9).truncatingRemainder(dividingBy: 1) * 40 - 25) }
+            var m = -Double.infinity
+            for v in row { m = max(m, Double(v)) }
+            let ref = m + Foundation.log(row.reduce(0.0) { $0 + Foundation.exp(Double($1) - m) })
+            let got = row.withUnsafeBufferPointer { logSumExp($0.baseAddress!, count: n) }
+            worst = max(worst, abs(got - ref))
+        }
+        print("logSumExp worst absolute error: \(worst)")
+        XCTAssertLessThan(worst, 1e-6)
+        var spiky = [Float](repeating: -1e30, count: 100)
+        spiky[37] = 3
+        XCTAssertEqual(spiky.withUnsafeBufferPointer { logSumExp($0.baseAddress!, count: 100) }, 3, accuracy: 1e-12)
+        var bad = [Float](repeating: 0, count: 20)
+        bad[13] = .nan
+        XCTAssertTrue(bad.withUnsafeBufferPointer { logSumExp($0.baseAddress!, count: 20) }.isNaN)
+        bad[3] = .nan
+        XCTAssertTrue(bad.withUnsafeBufferPointer { logSumExp($0.baseAddress!, count: 3) }.isFinite)
+    }
 }

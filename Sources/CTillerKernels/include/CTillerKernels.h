@@ -18,4 +18,14 @@ int tiller_kernels_avx512(void);
 int tiller_matvec_avx512(int type, const void *base, size_t row_bytes, int in_features, const float *x,
                          const float *group_sums, float *y, int o0, int o1);
 
+/// Packs a row-major out×in f32 matrix into 16-output slabs: slab s is `in_features` rows of 16
+/// floats (outputs 16s ..< 16s+16, zero past the last output). `packed` holds ⌈out/16⌉·16·in floats.
+void tiller_pack_slabs(const float *w, int out_features, int in_features, float *packed);
+
+/// y[r·ldy + o] = Σ_k x[r·in + k] · W[o, k] for every row r < rows and every output o of slabs
+/// [slab0, slab1), from weights packed by `tiller_pack_slabs`; fp32 accumulation in k order.
+/// Returns 0 (and writes nothing) when the CPU lacks AVX-512.
+int tiller_packed_gemm_avx512(const float *x, int rows, int in_features, const float *packed, int out_features,
+                              int slab0, int slab1, float *y, size_t ldy);
+
 #endif
