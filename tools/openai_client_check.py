@@ -187,11 +187,27 @@ def completion_checks(base):
     check(len(r.choices) == 3 and all(len(c.logprobs.tokens) == len(c.logprobs.token_logprobs) for c in r.choices)
           and r.choices[0].logprobs.text_offset[0] == len(prompts[0]),
           f"completions n=3 logprobs=2: {[c.text for c in r.choices]}")
+    # echo + logprobs + max_tokens 0: the prompt scored, as lm-evaluation-harness asks for it.
+    r = client.completions.create(model="gemma-3-270m", prompt=prompts[0], max_tokens=0, echo=True, logprobs=1)
+    lp = r.choices[0].logprobs
+    check(r.choices[0].text == prompts[0] and lp.token_logprobs[0] is None and len(lp.tokens) == r.usage.prompt_tokens
+          and all(v is not None and v <= 0 for v in lp.token_logprobs[1:]) and lp.text_offset[0] == 0,
+          f"completions echo + logprobs, max_tokens 0: {len(lp.tokens)} prompt tokens scored, "
+          f"sum {sum(lp.token_logprobs[1:]):.3f}")
+    r2 = client.completions.create(model="gemma-3-270m", prompt=prompts[0], max_tokens=6, temperature=0, echo=True)
+    check(r2.choices[0].text == prompts[0] + texts[0][:len(r2.choices[0].text) - len(prompts[0])]
+          and r2.choices[0].text.startswith(prompts[0]), f"completions echo: {r2.choices[0].text!r}")
+    # best_of: the best of 4 by mean token log-probability is one of the 4 that n=4 gives.
+    four = client.completions.create(model="gemma-3-270m", prompt=prompts[0], max_tokens=6, temperature=1, seed=9, n=4, logprobs=0)
+    means = [sum(c.logprobs.token_logprobs) / len(c.logprobs.token_logprobs) for c in four.choices]
+    best = client.completions.create(model="gemma-3-270m", prompt=prompts[0], max_tokens=6, temperature=1, seed=9, best_of=4)
+    check(best.choices[0].text == four.choices[means.index(max(means))].text and best.usage.completion_tokens == four.usage.completion_tokens,
+          f"completions best_of=4: {best.choices[0].text!r} (mean log-prob {max(means):.3f})")
     try:
-        client.completions.create(model="gemma-3-270m", prompt="x", echo=True)
-        check(False, "echo must be refused")
+        client.completions.create(model="gemma-3-270m", prompt="x", suffix="y")
+        check(False, "suffix must be refused on a vocabulary without FIM tokens")
     except openai.BadRequestError as err:
-        check("echo" in str(err), "completions echo: BadRequestError names echo")
+        check("fill-in-the-middle" in str(err), "completions suffix without FIM tokens: BadRequestError says so")
 
 
 def main():
