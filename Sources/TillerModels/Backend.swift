@@ -297,6 +297,11 @@ func attendHead(_ job: AttentionJob, head h: Int, scores: UnsafeMutablePointer<F
         var lo = 0
         if let w = job.window { lo = max(0, p - w + 1) }
         let q = job.q + t * job.qStride + h * d
+        if job.softcap == nil,
+           MatvecKernels.attendQuery(q, keys: kPre, kOwn, values: vPre, vOwn, split: split, kvDim: kvDim, headDim: d, lo: lo, p: p,
+                                     scale: job.scale, scores: scores, out: job.out + t * job.qStride + h * d) {
+            continue
+        }
         var m = -Float.infinity
         var j = lo
         if d % 8 == 0 {

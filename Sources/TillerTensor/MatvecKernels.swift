@@ -400,6 +400,17 @@ public enum MatvecKernels {
         && ProcessInfo.processInfo.environment["TILLER_KERNELS"] != "portable"
     /// "avx512" or "portable" (AVX2 on x86_64).
     public static var active: String { useAVX512 ? "avx512" : "portable" }
+
+    /// One query's attention in AVX-512 (`tiller_attend_query_avx512`); false when the kernels are
+    /// off or the head size has no kernel, and the caller's portable loop runs instead.
+    @inline(__always)
+    public static func attendQuery(_ q: UnsafePointer<Float>, keys kPre: UnsafePointer<Float>, _ kOwn: UnsafePointer<Float>,
+                                   values vPre: UnsafePointer<Float>, _ vOwn: UnsafePointer<Float>, split: Int, kvDim: Int,
+                                   headDim: Int, lo: Int, p: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
+                                   out: UnsafeMutablePointer<Float>) -> Bool {
+        useAVX512 && tiller_attend_query_avx512(q, kPre, kOwn, vPre, vOwn, Int32(split), Int32(kvDim), Int32(headDim),
+                                                Int32(lo), Int32(p), scale, scores, out) != 0
+    }
 }
 
 /// The one-row kernel for the stored type: y[o] = W[o]·x for o in `outputs`. `groupSums` must be

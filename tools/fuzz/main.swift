@@ -28,7 +28,7 @@ struct Rng {
 }
 
 enum Format: String, CaseIterable {
-    case gguf, safetensors, tokenizer, trait, experiment, chat
+    case gguf, safetensors, tokenizer, trait, experiment, chat, completions
 
     var seeds: [String] {
         switch self {
@@ -38,6 +38,7 @@ enum Format: String, CaseIterable {
         case .trait: return ["trait.json"]
         case .experiment: return ["experiment.yaml"]
         case .chat: return ["chat.json"]
+        case .completions: return ["completions.json"]
         }
     }
     var isText: Bool { ![.gguf, .safetensors].contains(self) }
@@ -108,10 +109,10 @@ enum Outcome { case accepted, rejected, unnamed(String) }
 
 /// Runs the loader of `format` on the file at `path`.
 func exercise(_ format: Format, path: String, directory: String) -> Outcome {
-    if format == .chat {
+    if format == .chat || format == .completions {
         // A body has no file: a rejection must be a client error that names the field at fault.
         guard let body = FileManager.default.contents(atPath: path) else { return .unnamed("cannot read \(path)") }
-        guard let problem = chatServer.check(body, chat: true) else { return .accepted }
+        guard let problem = chatServer.check(body, chat: format == .chat) else { return .accepted }
         // Errors about the body as a whole ("not valid JSON") name the body instead.
         return problem.isClientError && (problem.field != nil || problem.message.contains("body")) ? .rejected : .unnamed(problem.description)
     }
@@ -144,7 +145,7 @@ func exercise(_ format: Format, path: String, directory: String) -> Outcome {
             let s = try ExperimentSpec.load(path: path)
             try s.validate()
             _ = try s.variantSpecs()
-        case .chat:
+        case .chat, .completions:
             return .accepted // handled above
         }
         return .accepted
@@ -231,6 +232,6 @@ for i in start..<iterations {
     }
 }
 let seconds = Date().timeIntervalSince(t0)
-print("\(format.rawValue): \(iterations - start) mutants (iterations \(start)..<\(iterations), seed \(seed)) in \(String(format: "%.0f", seconds)) s: \(accepted) accepted, \(rejected) rejected with an error naming the \(format == .chat ? "field" : "file"), \(unnamed) errors without it")
+print("\(format.rawValue): \(iterations - start) mutants (iterations \(start)..<\(iterations), seed \(seed)) in \(String(format: "%.0f", seconds)) s: \(accepted) accepted, \(rejected) rejected with an error naming the \(format == .chat || format == .completions ? "field" : "file"), \(unnamed) errors without it")
 for e in examples { print("  " + e) }
 exit(unnamed == 0 ? 0 : 1)

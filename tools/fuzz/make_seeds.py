@@ -8,6 +8,7 @@ driver mutates, produced by the reference libraries themselves (gguf-py, safeten
   trait.json                          a trait in Tiller's format (copied from the shipped refusal trait, cut down)
   experiment.yaml                     experiments/demo.yaml
   chat.json                           an OpenAI chat-completions request body with steering
+  completions.json                    a text-completions body: two prompts, n, best_of, echo, logprobs, steering
 
 Regenerate: pip install gguf safetensors tokenizers numpy && python3 tools/fuzz/make_seeds.py
 """
@@ -111,5 +112,10 @@ shutil.copy(ROOT / "experiments/demo.yaml", OUT / "experiment.yaml")
     "model": "smollm2-135m-instruct", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}],
     "max_tokens": 8, "temperature": 0.7, "top_p": 0.9, "seed": 3, "stream": False, "n": 1,
     "steering": [{"vector": "refusal", "layer": 1, "coef": -4.5, "positions": "response"}, {"vector": "refusal", "layer": 0, "coef": 2}],
+}, indent=1) + "\n")
+(OUT / "completions.json").write_text(json.dumps({
+    "model": "smollm2-135m-instruct", "prompt": ["The capital of France is", "Water boils at"], "max_tokens": 4,
+    "temperature": 0.8, "top_p": 0.95, "seed": 5, "n": 2, "best_of": 3, "echo": True, "logprobs": 2, "stop": ["\n"],
+    "suffix": "", "steering": [{"vector": "refusal", "layer": 1, "coef": 3, "positions": "all"}],
 }, indent=1) + "\n")
 print("wrote", sorted(p.name for p in OUT.iterdir()))

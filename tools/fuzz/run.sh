@@ -17,7 +17,7 @@ cp "$bin" "$copy"
 bin=$copy
 n=${ITERATIONS:-1000000}
 status=0
-for f in ${FORMATS:-gguf safetensors tokenizer trait experiment chat}; do
+for f in ${FORMATS:-gguf safetensors tokenizer trait experiment chat completions}; do
     work=$(mktemp -d)
     start=0
     crashes=0

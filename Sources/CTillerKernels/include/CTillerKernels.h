@@ -28,4 +28,12 @@ void tiller_pack_slabs(const float *w, int out_features, int in_features, float 
 int tiller_packed_gemm_avx512(const float *x, int rows, int in_features, const float *packed, int out_features,
                               int slab0, int slab1, float *y, size_t ldy);
 
+/// One query's softmax attention (no soft-cap): scores[j − lo] = q·k_j·scale for keys lo…p,
+/// softmax, out = Σ w_j·v_j. Rows j < split are k_pre/v_pre + j·kv_dim, the rest
+/// k_own/v_own + (j − split)·kv_dim. `scores` holds p − lo + 1 floats. Returns 0 (nothing
+/// written) without AVX-512 or when head_dim is not a multiple of 16 up to 256.
+int tiller_attend_query_avx512(const float *q, const float *k_pre, const float *k_own, const float *v_pre,
+                               const float *v_own, int split, int kv_dim, int head_dim, int lo, int p, float scale,
+                               float *scores, float *out);
+
 #endif
