@@ -9,11 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
-
+// Plain C: the layout is the same on every CPU; only the kernel needs AVX-512.
 void tiller_pack_slabs(const float *w, int out_features, int in_features, float *packed) {
     int slabs = (out_features + 15) / 16;
     for (int s = 0; s < slabs; s++) {
@@ -26,6 +22,11 @@ void tiller_pack_slabs(const float *w, int out_features, int in_features, float 
         }
     }
 }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 
 // R input rows × NS slabs (16·NS outputs): R·NS accumulators, NS slab loads and R broadcasts per k.
 #define TILE(R, NS)                                                                                  \
@@ -87,15 +88,6 @@ int tiller_packed_gemm_avx512(const float *x, int rows, int in_features, const f
 }
 
 #else
-void tiller_pack_slabs(const float *w, int out_features, int in_features, float *packed) {
-    int slabs = (out_features + 15) / 16;
-    for (int s = 0; s < slabs; s++)
-        for (int k = 0; k < in_features; k++)
-            for (int j = 0; j < 16; j++) {
-                int o = s * 16 + j;
-                packed[((size_t)s * in_features + k) * 16 + j] = o < out_features ? w[(size_t)o * in_features + k] : 0.0f;
-            }
-}
 int tiller_packed_gemm_avx512(const float *x, int rows, int in_features, const float *packed, int out_features,
                               int slab0, int slab1, float *y, size_t ldy) {
     (void)x; (void)rows; (void)in_features; (void)packed; (void)out_features; (void)slab0; (void)slab1; (void)y; (void)ldy;

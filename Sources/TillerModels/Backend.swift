@@ -130,7 +130,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         let fits = modelBytesFP32 <= fp32CopyLimitBytes
         // On AVX-512 CPUs the copy is packed in slabs for the packed kernel (it replaces the
         // row-major one: every many-row product runs through it); elsewhere it is row-major, for sgemm.
-        if fits && PackedMatrix.available && ProcessInfo.processInfo.environment["TILLER_PACKED"] != "0" {
+        if fits && PackedMatrix.available {
             return CPUMatrix(native: native, fp32: nil, packed: PackedMatrix(native))
         }
         let copy = raw.type != .f32 && fits

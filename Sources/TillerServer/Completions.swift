@@ -485,20 +485,19 @@ extension ChatServer {
         for t in lps {
             let s = tokenString(t.token)
             tokens.append(s)
-            guard let value = t.logprob else {
+            if let value = t.logprob {
+                values.append(value)
+                var top: [String: Double] = [:]
+                for e in t.top {
+                    let k = tokenString(e.token)
+                    top[k] = max(top[k] ?? -.infinity, e.logprob)  // distinct ids can decode alike
+                }
+                tops.append(top)
+            } else {
                 // An echoed prompt's first token: nothing predicts it (OpenAI sends null).
                 values.append(NSNull())
                 tops.append(NSNull())
-                starts.append(offsets.advance(by: tok.isSpecial(t.token) ? 0 : s.unicodeScalars.count))
-                continue
             }
-            values.append(value)
-            var top: [String: Double] = [:]
-            for e in t.top {
-                let k = tokenString(e.token)
-                top[k] = max(top[k] ?? -.infinity, e.logprob)  // distinct ids can decode alike
-            }
-            tops.append(top)
             // Special tokens (an echoed BOS) are not in the text, so they take no characters.
             starts.append(offsets.advance(by: tok.isSpecial(t.token) ? 0 : s.unicodeScalars.count))
         }

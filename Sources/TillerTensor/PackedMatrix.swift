@@ -1,4 +1,5 @@
 import CTillerKernels
+import Foundation
 
 /// An fp32 copy of a weight matrix in 16-output slabs, for many-row products on AVX-512 CPUs
 /// (`tiller_packed_gemm_avx512`): sgemm packs the whole matrix on every call, which at batched
@@ -10,9 +11,11 @@ public final class PackedMatrix: @unchecked Sendable {
     let slabs: Int
     private let storage: OwnedBytes
 
-    /// Whether packed copies are made: the AVX-512 kernels are in use (`TILLER_KERNELS=portable`
-    /// turns them off with the rest).
-    public static var available: Bool { MatvecKernels.useAVX512 }
+    /// Whether packed copies are made and used: the AVX-512 kernels are in use
+    /// (`TILLER_KERNELS=portable` turns them off with the rest) and `TILLER_PACKED` is not 0
+    /// (which sends many-row products to sgemm on a row-major copy instead).
+    public static var available: Bool { MatvecKernels.useAVX512 && !disabledByEnvironment }
+    static let disabledByEnvironment = ProcessInfo.processInfo.environment["TILLER_PACKED"] == "0"
 
     /// Dequantizes and packs `matrix`, 16 rows at a time, over the worker pool.
     public init(_ matrix: WeightMatrix) {
