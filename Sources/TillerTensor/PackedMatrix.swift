@@ -50,11 +50,67 @@ public final class PackedMatrix: @unchecked Sendable {
         let tasks = min(pairs, pool.threadCount * (pairs >= 8 * pool.threadCount ? 2 : 1))
         let base = UnsafePointer(storage.pointer.assumingMemoryBound(to: Float.self))
         let (inF, out, slabCount) = (inFeatures, outFeatures, slabs)
+        Self.withPackedInputs(x, rows: rows, inFeatures: inF) { xp in
+            pool.parallelFor(tasks) { t in
+                let p0 = pairs * t / tasks, p1 = pairs * (t + 1) / tasks
+                let s0 = p0 * 2, s1 = min(slabCount, p1 * 2)
+                guard s0 < s1 else { return }
+                tiller_packed_gemm_avx512(x, xp, Int32(rows), Int32(inF), base, Int32(out), Int32(s0), Int32(s1), y, out)
+            }
+        }
+        return true
+    }
+
+    /// Input rows from which the packed kernel reads its inputs packed (`tiller_pack_inputs`): from
+    /// two chunks on, every chunk is read once per slab pair, and at prefill's thousands of rows a
+    /// chunk's rows have left L1 by the next pair.
+    static let packInputsMinRows = 24
+
+    /// Runs `body` with `x` packed for the kernel (packed over the pool), or with nil below
+    /// `packInputsMinRows` rows.
+    static func withPackedInputs(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int,
+                                 _ body: (UnsafePointer<Float>?) -> Void) {
+        guard rows >= packInputsMinRows else { body(nil); return }
+        let buffer = ScratchPool.shared.take(floats: rows * inFeatures)
+        defer { ScratchPool.shared.give(buffer) }
+        let xp = buffer.pointer
+        let chunks = Int(tiller_input_chunks(Int32(rows)))
+        let pool = WorkerPool.shared
+        let tasks = min(chunks, pool.threadCount)
         pool.parallelFor(tasks) { t in
-            let p0 = pairs * t / tasks, p1 = pairs * (t + 1) / tasks
-            let s0 = p0 * 2, s1 = min(slabCount, p1 * 2)
-            guard s0 < s1 else { return }
-            tiller_packed_gemm_avx512(x, Int32(rows), Int32(inF), base, Int32(out), Int32(s0), Int32(s1), y, out)
+            tiller_pack_inputs(x, Int32(rows), Int32(inFeatures), Int32(chunks * t / tasks), Int32(chunks * (t + 1) / tasks), xp)
+        }
+        body(UnsafePointer(xp))
+    }
+
+    /// The packed kernel on a quantized (or bf16/f16) matrix that has no packed copy, as
+    /// `WeightMatrix.apply` for many rows: each task dequantizes its panel 16 rows at a time into
+    /// slabs in a scratch (about 512 KiB, so still in L2 when the kernel reads it), then runs the
+    /// kernel over every input row. This is the many-row path for models whose fp32 copy does not
+    /// fit the copy limit (Gemma-2-2B on a 24 GiB machine); sgemm would pack each panel again.
+    static func applyDequantizingPanels(_ matrix: WeightMatrix, _ x: UnsafePointer<Float>, rows: Int,
+                                        into y: UnsafeMutablePointer<Float>) -> Bool {
+        guard rows > 0, available else { return false }
+        let pool = WorkerPool.shared
+        let (panel, tasks) = matrix.panelPlan(threads: pool.threadCount)
+        let (inF, out) = (matrix.inFeatures, matrix.outFeatures)
+        withPackedInputs(x, rows: rows, inFeatures: inF) { xp in
+            pool.parallelFor(tasks) { t in
+                let start = t * panel
+                let n = min(panel, out - start)
+                guard n > 0 else { return }
+                let slabCount = (n + 15) / 16
+                let slabs = ScratchPool.shared.take(floats: slabCount * 16 * inF + 16 * inF)
+                defer { ScratchPool.shared.give(slabs) }
+                let rowsBuffer = slabs.pointer + slabCount * 16 * inF
+                for s in 0..<slabCount {
+                    let m = min(16, n - s * 16)
+                    for j in 0..<m { matrix.dequantizeRow(start + s * 16 + j, into: rowsBuffer + j * inF) }
+                    tiller_pack_slabs(rowsBuffer, Int32(m), Int32(inF), slabs.pointer + s * 16 * inF)
+                }
+                tiller_packed_gemm_avx512(x, xp, Int32(rows), Int32(inF), slabs.pointer, Int32(n), 0, Int32(slabCount),
+                                          y + start, out)
+            }
         }
         return true
     }

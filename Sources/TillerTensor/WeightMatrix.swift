@@ -118,6 +118,7 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 
     private func applyPanels(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        if type != .f32, PackedMatrix.applyDequantizingPanels(self, x, rows: rows, into: y) { return }
         BLASThreads.configure()
         let pool = WorkerPool.shared
         let (panel, tasks) = panelPlan(threads: pool.threadCount)

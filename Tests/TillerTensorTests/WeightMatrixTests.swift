@@ -1,5 +1,6 @@
 import XCTest
 import TillerTensor
+import CTillerKernels
 
 final class WeightMatrixTests: XCTestCase {
     static let kernelTypes: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K]
@@ -103,7 +104,7 @@ final class WeightMatrixTests: XCTestCase {
             let dense = try dequantize(raw)
             let p = PackedMatrix(try WeightMatrix(raw))
             XCTAssertEqual(p.byteCount, (out + 15) / 16 * 16 * inF * 4)
-            for rows in [1, 8, 12, 13, 25, 32, 100] {
+            for rows in [1, 8, 12, 13, 23, 24, 25, 32, 100, 301] {
                 let x = randomFloats(rows * inF, seed: UInt64(rows + 50))
                 let err = relativeError(out: out, inF: inF, dense: dense, x: x, rows: rows) { xp, yp in
                     XCTAssertTrue(p.apply(xp, rows: rows, into: yp))
@@ -113,6 +114,42 @@ final class WeightMatrixTests: XCTestCase {
             }
         }
         print("PackedMatrix.apply worst relative error: \(worst)")
+    }
+
+    /// Many-row products on a matrix without a packed copy (a model over the fp32-copy limit)
+    /// dequantize panels into slabs and run the same kernel: bit-identical to the packed copy, and
+    /// packed inputs (from 24 rows on) give the unpacked kernel's results bit for bit.
+    func testDequantizingPanelsAndPackedInputsGiveThePackedCopysResults() throws {
+        guard PackedMatrix.available else { return }
+        for (t, (type, out, inF)) in [(GGMLType.q4_1, 45, 512), (.q8_0, 300, 96), (.bf16, 33, 64)].enumerated() {
+            let raw = randomTensor(type, rows: out, cols: inF, seed: UInt64(800 + t))
+            let dense = try dequantize(raw)
+            let native = try WeightMatrix(raw)
+            let p = PackedMatrix(native)
+            for rows in [8, 24, 61] {
+                let x = randomFloats(rows * inF, seed: UInt64(rows + 90))
+                var a = [Float](repeating: .nan, count: rows * out), b = a, c = a
+                x.withUnsafeBufferPointer { xp in
+                    a.withUnsafeMutableBufferPointer { XCTAssertTrue(p.apply(xp.baseAddress!, rows: rows, into: $0.baseAddress!)) }
+                    b.withUnsafeMutableBufferPointer { native.apply(xp.baseAddress!, rows: rows, into: $0.baseAddress!) }
+                    // The kernel itself, inputs as they are (no packing), over every slab.
+                    var slabs = [Float](repeating: 0, count: (out + 15) / 16 * 16 * inF)
+                    var rowMajor = [Float](repeating: 0, count: out * inF)
+                    rowMajor.withUnsafeMutableBufferPointer { r in
+                        for o in 0..<out { native.dequantizeRow(o, into: r.baseAddress! + o * inF) }
+                        tiller_pack_slabs(r.baseAddress!, Int32(out), Int32(inF), &slabs)
+                    }
+                    c.withUnsafeMutableBufferPointer {
+                        XCTAssertEqual(tiller_packed_gemm_avx512(xp.baseAddress!, nil, Int32(rows), Int32(inF), slabs, Int32(out), 0,
+                                                                 Int32((out + 15) / 16), $0.baseAddress!, out), 1)
+                    }
+                }
+                XCTAssertEqual(a, b, "\(type) \(out)×\(inF), rows \(rows): dequantizing panels vs packed copy")
+                XCTAssertEqual(a, c, "\(type) \(out)×\(inF), rows \(rows): packed inputs vs rows as they are")
+                let err = relativeError(native, dense: dense, x: x, rows: rows)
+                XCTAssertLessThanOrEqual(err, 1e-5, "\(type) rows \(rows)")
+            }
+        }
     }
 
     func testF32PrecisionConvertsAtLoad() throws {

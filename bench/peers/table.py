@@ -7,22 +7,24 @@ sg = json.load(open(os.path.join(out, "sgemm.json")))
 print(f"sgemm limit ({sg['threads']} threads): {sg['square_2048']:.0f} GFLOP/s square, {sg['batch32_576x1536']:.0f} at 32 rows, "
       f"{sg['prefill2048_576x1536']:.0f} at 2048 rows")
 
-def flops_per_token(path):
-    """2 × the matrix weights a token passes through (every block's projections and the LM head)."""
+def flops_per_token(path, head=True):
+    """2 × the matrix weights a token passes through: every block's projections, plus the LM head
+    when `head` (generation computes logits; capture, with logits off, does not)."""
     try:
         import gguf
         r = gguf.GGUFReader(path)
-        n, embd, head = 0, 0, False
+        n, embd, output = 0, 0, 0
         for t in r.tensors:
             if len(t.shape) < 2:
                 continue
             e = int(t.n_elements)
             if t.name == "token_embd.weight":
                 embd = e
+            elif t.name == "output.weight":
+                output = e
             else:
                 n += e
-                head = head or t.name == "output.weight"
-        return 2 * (n + (0 if head else embd))
+        return 2 * (n + ((output or embd) if head else 0))
     except Exception:
         return None
 
@@ -53,12 +55,12 @@ for m in models:
     rows = [("capture 32×64, all layers / pp512", t.get("capture_tokens_per_second"), pp, tr.get("capture_tokens_per_second")),
             ("generate 32×64 steered / batched 32", t.get("generate_new_tokens_per_second"), batched.get(32), tr.get("generate_new_tokens_per_second")),
             ("batch-1 decode / tg64", t.get("decode_tokens_per_second"), tg, tr.get("decode_tokens_per_second"))]
-    fl = flops_per_token(m)
+    fl, fl_body = flops_per_token(m), flops_per_token(m, head=False)
     if fl and t.get("generate_new_tokens_per_second"):
         g = t["generate_new_tokens_per_second"] * fl / 1e9
-        c = (t.get("capture_tokens_per_second") or 0) * fl / 1e9
-        print(f"tiller at {fl / 1e9:.2f} GFLOP/token: generate {g:.0f} GFLOP/s ({100 * g / sg['batch32_576x1536']:.0f}% of the 32-row sgemm limit), "
-              f"capture {c:.0f} GFLOP/s ({100 * c / sg['square_2048']:.0f}% of the square limit)")
+        c = (t.get("capture_tokens_per_second") or 0) * fl_body / 1e9
+        print(f"tiller: generate {g:.0f} GFLOP/s at {fl / 1e9:.3f} GFLOP/token ({100 * g / sg['batch32_576x1536']:.0f}% of the 32-row sgemm limit), "
+              f"capture {c:.0f} GFLOP/s at {fl_body / 1e9:.3f} GFLOP/token, no LM head ({100 * c / sg['square_2048']:.0f}% of the square limit)")
     for label, mine, lc, hf in rows:
         f = lambda v: f"{v:9.1f}" if v else "        -"
         r = lambda a, b: f"{a / b:6.2f}×" if a and b else "      -"

@@ -22,11 +22,19 @@ int tiller_matvec_avx512(int type, const void *base, size_t row_bytes, int in_fe
 /// floats (outputs 16s ..< 16s+16, zero past the last output). `packed` holds ⌈out/16⌉·16·in floats.
 void tiller_pack_slabs(const float *w, int out_features, int in_features, float *packed);
 
+/// The row chunks (at most 12 rows each) that the packed kernel runs `rows` input rows in.
+int tiller_input_chunks(int rows);
+
+/// Packs chunks [chunk0, chunk1) of row-major rows×in inputs for the packed kernel: chunk c, of n
+/// rows starting at r0, goes to xp + r0·in as xp[k·n + r]. `xp` holds rows·in floats.
+void tiller_pack_inputs(const float *x, int rows, int in_features, int chunk0, int chunk1, float *xp);
+
 /// y[r·ldy + o] = Σ_k x[r·in + k] · W[o, k] for every row r < rows and every output o of slabs
 /// [slab0, slab1), from weights packed by `tiller_pack_slabs`; fp32 accumulation in k order.
-/// Returns 0 (and writes nothing) when the CPU lacks AVX-512.
-int tiller_packed_gemm_avx512(const float *x, int rows, int in_features, const float *packed, int out_features,
-                              int slab0, int slab1, float *y, size_t ldy);
+/// `xp`, when not null, is `x` packed by `tiller_pack_inputs` and is read instead (same result,
+/// bit for bit). Returns 0 (and writes nothing) when the CPU lacks AVX-512.
+int tiller_packed_gemm_avx512(const float *x, const float *xp, int rows, int in_features, const float *packed,
+                              int out_features, int slab0, int slab1, float *y, size_t ldy);
 
 /// One query's softmax attention (no soft-cap): scores[j − lo] = q·k_j·scale for keys lo…p,
 /// softmax, out = Σ w_j·v_j. Rows j < split are k_pre/v_pre + j·kv_dim, the rest
