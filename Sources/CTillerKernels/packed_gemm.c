@@ -46,37 +46,13 @@ void tiller_pack_inputs(const float *x, int rows, int in_features, int chunk0, i
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 
 // R input rows × NS slabs (16·NS outputs): R·NS accumulators, NS slab loads and R broadcasts per k.
-#define TILE(R, NS)                                                                                  \
-    AVX512 static void tile_##R##_##NS(const float *x, size_t ldx, int K, const float *slab,           \
-                                       size_t slab_stride, float *y, size_t ldy, int last_count) {    \
-        __m512 acc[R][NS];                                                                           \
-        for (int r = 0; r < R; r++)                                                                  \
-            for (int s = 0; s < NS; s++) acc[r][s] = _mm512_setzero_ps();                           \
-        for (int k = 0; k < K; k++) {                                                                \
-            __m512 w[NS];                                                                            \
-            for (int s = 0; s < NS; s++) w[s] = _mm512_loadu_ps(slab + s * slab_stride + (size_t)k * 16); \
-            for (int r = 0; r < R; r++) {                                                            \
-                __m512 xv = _mm512_set1_ps(x[r * ldx + k]);                                          \
-                for (int s = 0; s < NS; s++) acc[r][s] = _mm512_fmadd_ps(xv, w[s], acc[r][s]);      \
-            }                                                                                        \
-        }                                                                                            \
-        __mmask16 tail = (__mmask16)((1u << last_count) - 1u);                                       \
-        for (int r = 0; r < R; r++)                                                                  \
-            for (int s = 0; s < NS; s++) {                                                           \
-                if (s == NS - 1 && last_count < 16)                                                  \
-                    _mm512_mask_storeu_ps(y + r * ldy + s * 16, tail, acc[r][s]);                    \
-                else                                                                                 \
-                    _mm512_storeu_ps(y + r * ldy + s * 16, acc[r][s]);                               \
-            }                                                                                        \
-    }
-
-// The same tile reading its inputs packed by `tiller_pack_inputs` (xp[k·R + r]): the R broadcasts
-// of a k come from one cache line instead of R rows' lines. At capture's thousands of rows the
-// rows' lines fall out of L1 between slabs; packed, the tile ran 112 against 70–83 GFLOP/s on one
-// thread here (2048 × 576 × 1536).
-#define TILEP(R, NS)                                                                                 \
-    AVX512 static void ptile_##R##_##NS(const float *xp, size_t ldx, int K, const float *slab,          \
-                                        size_t slab_stride, float *y, size_t ldy, int last_count) {   \
+// X_AT is input (r, k)'s address expression: rows as they are, x[r·ldx + k], or packed by
+// `tiller_pack_inputs`, xp[k·R + r], where the R broadcasts of a k come from one cache line
+// instead of R rows' lines. At capture's thousands of rows the rows' lines fall out of L1 between
+// slabs; packed, the tile ran 112 against 70–83 GFLOP/s on one thread here (2048 × 576 × 1536).
+#define TILE_WITH(NAME, R, NS, X_AT)                                                                 \
+    AVX512 static void NAME##_##R##_##NS(const float *x, size_t ldx, int K, const float *slab,        \
+                                         size_t slab_stride, float *y, size_t ldy, int last_count) {  \
         (void)ldx;                                                                                   \
         __m512 acc[R][NS];                                                                           \
         for (int r = 0; r < R; r++)                                                                  \
@@ -85,7 +61,7 @@ void tiller_pack_inputs(const float *x, int rows, int in_features, int chunk0, i
             __m512 w[NS];                                                                            \
             for (int s = 0; s < NS; s++) w[s] = _mm512_loadu_ps(slab + s * slab_stride + (size_t)k * 16); \
             for (int r = 0; r < R; r++) {                                                            \
-                __m512 xv = _mm512_set1_ps(xp[(size_t)k * R + r]);                                   \
+                __m512 xv = _mm512_set1_ps(X_AT);                                                    \
                 for (int s = 0; s < NS; s++) acc[r][s] = _mm512_fmadd_ps(xv, w[s], acc[r][s]);      \
             }                                                                                        \
         }                                                                                            \
@@ -98,6 +74,8 @@ void tiller_pack_inputs(const float *x, int rows, int in_features, int chunk0, i
                     _mm512_storeu_ps(y + r * ldy + s * 16, acc[r][s]);                               \
             }                                                                                        \
     }
+#define TILE(R, NS) TILE_WITH(tile, R, NS, x[r * ldx + k])
+#define TILEP(R, NS) TILE_WITH(ptile, R, NS, x[(size_t)k * R + r])
 
 TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
 TILE(7, 2) TILE(8, 2) TILE(9, 2) TILE(10, 2) TILE(11, 2) TILE(12, 2)
