@@ -26,13 +26,19 @@ public final class PackedMatrix: @unchecked Sendable {
         let dst = storage.pointer.assumingMemoryBound(to: Float.self)
         let (out, inF) = (outFeatures, inFeatures)
         WorkerPool.shared.parallelFor(slabs) { s in
-            var rows = [Float](repeating: 0, count: 16 * inF)
-            let n = min(16, out - s * 16)
-            rows.withUnsafeMutableBufferPointer { b in
-                for j in 0..<n { matrix.dequantizeRow(s * 16 + j, into: b.baseAddress! + j * inF) }
-                tiller_pack_slabs(b.baseAddress!, Int32(n), Int32(inF), dst + s * 16 * inF)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 16 * inF) { rows in
+                Self.packSlab(matrix, first: s * 16, count: min(16, out - s * 16), rows: rows.baseAddress!, into: dst + s * 16 * inF)
             }
         }
+    }
+
+    /// Dequantizes rows first ..< first + count (at most 16) of `matrix` into `rows` (16 rows of
+    /// scratch) and packs them as one slab at `slab`, zero past `count`.
+    static func packSlab(_ matrix: WeightMatrix, first: Int, count: Int, rows: UnsafeMutablePointer<Float>,
+                         into slab: UnsafeMutablePointer<Float>) {
+        let inF = matrix.inFeatures
+        for j in 0..<count { matrix.dequantizeRow(first + j, into: rows + j * inF) }
+        tiller_pack_slabs(rows, Int32(count), Int32(inF), slab)
     }
 
     /// Bytes of the packed copy.
@@ -104,9 +110,7 @@ public final class PackedMatrix: @unchecked Sendable {
                 defer { ScratchPool.shared.give(slabs) }
                 let rowsBuffer = slabs.pointer + slabCount * 16 * inF
                 for s in 0..<slabCount {
-                    let m = min(16, n - s * 16)
-                    for j in 0..<m { matrix.dequantizeRow(start + s * 16 + j, into: rowsBuffer + j * inF) }
-                    tiller_pack_slabs(rowsBuffer, Int32(m), Int32(inF), slabs.pointer + s * 16 * inF)
+                    packSlab(matrix, first: start + s * 16, count: min(16, n - s * 16), rows: rowsBuffer, into: slabs.pointer + s * 16 * inF)
                 }
                 tiller_packed_gemm_avx512(x, xp, Int32(rows), Int32(inF), slabs.pointer, Int32(n), 0, Int32(slabCount),
                                           y + start, out)
