@@ -237,11 +237,210 @@ int tiller_matvec_avx512(int type, const void *base, size_t row_bytes, int in_fe
     return 1;
 }
 
+
+// MARK: - One-row VNNI kernels on 16-row slabs
+
+// The input row is written as four base-128 int8 digits per 32-element block: with s the block's
+// max |x| / 127, x ≈ s·(q1 + q2/128 + q3/128² + q4/128³), each digit the rounded remainder of the
+// ones before, so the residual is at most s/(2·128³) ≈ 1.9e-9 · max |x| — some 60 times below the
+// fp32 rounding of the block's largest element, and below the rounding an fp32 dot product of
+// the block makes anyway. Integer dot products of the digits with the weights' integers are exact
+// (vpdpbusd, int32); only their combination with the scales is rounded, in fp32.
+
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+
+int tiller_kernels_vnni(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = tiller_kernels_avx512() && __builtin_cpu_supports("avx512vnni");
+    }
+    return cached;
+}
+
+/// Bytes of one block column of a slab (16 rows × 32 elements), as many as the GGUF blocks: Q4_1:
+/// d[16] f16, m[16] f16, 256 bytes of nibbles; Q8_0: d[16] f16, 512 bytes of weights + 128.
+enum { VNNIBlockQ4_1 = 320, VNNIBlockQ8_0 = 544 };
+static size_t vnni_block_bytes(int type) {
+    switch (type) {
+    case TillerKernelQ4_1: return VNNIBlockQ4_1;
+    case TillerKernelQ8_0: return VNNIBlockQ8_0;
+    default: return 0;
+    }
+}
+
+size_t tiller_vnni_slab_bytes(int type, int in_features) {
+    if (in_features % 32) return 0;
+    return vnni_block_bytes(type) * (size_t)(in_features / 32);
+}
+
+// Layout of a block column, rows r < 16, elements e < 32 of the block:
+//   Q4_1 chunk c < 4 (64 bytes at 64 + 64c): byte 4r + j holds element 4c + j of row r in its low
+//   nibble and element 16 + 4c + j in its high nibble (the nibble pairs of the GGUF block).
+//   Q8_0 chunk g < 8 (64 bytes at 32 + 64g): byte 4r + j is element 4g + j of row r plus 128, as
+//   an unsigned byte (vpdpbusd multiplies unsigned by signed bytes; the digits are the signed ones).
+// Each 4-byte lane is one row's four elements, so one vpdpbusd against four broadcast digits adds
+// them to 16 rows at once, and the 16 rows' scales are one vector.
+void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_features, int out_features,
+                      int slab0, int slab1, void *packed) {
+    const size_t bb = vnni_block_bytes(type);
+    const int blocks = in_features / 32;
+    for (int s = slab0; s < slab1; s++) {
+        uint8_t *slab = (uint8_t *)packed + (size_t)s * bb * blocks;
+        memset(slab, 0, bb * blocks);
+        for (int r = 0; r < 16 && 16 * s + r < out_features; r++) {
+            const uint8_t *row = (const uint8_t *)base + row_bytes * (size_t)(16 * s + r);
+            for (int b = 0; b < blocks; b++) {
+                uint8_t *o = slab + bb * b;
+                if (type == TillerKernelQ4_1) {
+                    const uint8_t *p = row + 20 * b;
+                    memcpy(o + 2 * r, p, 2);
+                    memcpy(o + 32 + 2 * r, p + 2, 2);
+                    for (int c = 0; c < 4; c++) memcpy(o + 64 + 64 * c + 4 * r, p + 4 + 4 * c, 4);
+                } else {
+                    const uint8_t *p = row + 34 * b;
+                    memcpy(o + 2 * r, p, 2);
+                    for (int g = 0; g < 8; g++)
+                        for (int j = 0; j < 4; j++) o[32 + 64 * g + 4 * r + j] = p[2 + 4 * g + j] ^ 0x80;
+                }
+            }
+        }
+    }
+}
+
+VNNI static void vnni_digits(const float *x, int in_features, int8_t *digits, float *scales, int32_t *offsets) {
+    const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int b = 0; b < in_features / 32; b++) {
+        __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(x0, magnitude), _mm512_and_ps(x1, magnitude)));
+        const float s1 = amax / 127.0f;
+        // Digit scales are s1 / 128^k, exact powers of two apart; the kernel needs s1/128 and s1/128³.
+        scales[3 * b] = s1 / 128.0f;
+        scales[3 * b + 1] = s1 / 2097152.0f;
+        scales[3 * b + 2] = _mm512_reduce_add_ps(_mm512_add_ps(x0, x1));
+        __m512 s = _mm512_set1_ps(s1), inv = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+        int32_t level_sums[4];
+        for (int l = 0; l < 4; l++) {
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, inv)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, inv));
+            x0 = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(q0), s, x0);
+            x1 = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(q1), s, x1);
+            level_sums[l] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            _mm_storeu_si128((__m128i *)(digits + 128 * b + 32 * l), _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(digits + 128 * b + 32 * l + 16), _mm512_cvtepi32_epi8(q1));
+            s = _mm512_mul_ps(s, _mm512_set1_ps(1.0f / 128));
+            inv = _mm512_mul_ps(inv, _mm512_set1_ps(128.0f));
+        }
+        // What Q8_0's weights + 128 add to the two combined sums (see slab_q8_0).
+        offsets[2 * b] = 128 * (128 * level_sums[0] + level_sums[1]);
+        offsets[2 * b + 1] = 128 * (128 * level_sums[2] + level_sums[3]);
+    }
+}
+
+int tiller_vnni_digits(const float *x, int in_features, int8_t *digits, float *scales, int32_t *offsets) {
+    if (!tiller_kernels_vnni() || in_features % 32) return 0;
+    vnni_digits(x, in_features, digits, scales, offsets);
+    return 1;
+}
+
+/// Four digits of group `at` (4 elements) of level l, broadcast to every lane.
+#define DIGITS(xb, l, at) _mm512_set1_epi32(*(const int32_t *)((xb) + 32 * (l) + (at)))
+
+/// Σ over the block of digits × weights, combined: s1/128·(128·A1 + A2) + s1/128³·(128·A3 + A4),
+/// each parenthesis an exact integer below 2^24 for Q4_1 (so converted exactly).
+/// `offsets` (two a block) are subtracted from the two parentheses.
+VNNI static inline __m512 combine(__m512i a1, __m512i a2, __m512i a3, __m512i a4, const int32_t *offsets, const float *scales) {
+    __m512 hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(a1, 7), a2), _mm512_set1_epi32(offsets[0])));
+    __m512 lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(a3, 7), a4), _mm512_set1_epi32(offsets[1])));
+    return _mm512_fmadd_ps(lo, _mm512_set1_ps(scales[1]), _mm512_mul_ps(hi, _mm512_set1_ps(scales[0])));
+}
+
+VNNI static __m512 slab_q4_1(const uint8_t *w, int blocks, const int8_t *digits, const float *scales) {
+    static const int32_t none[2] = {0, 0};
+    const __m512i low = _mm512_set1_epi8(0x0F), zero = _mm512_setzero_si512();
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < blocks; b++) {
+        const uint8_t *p = w + VNNIBlockQ4_1 * b;
+        const int8_t *xb = digits + 128 * b;
+        __m512i a1 = zero, a2 = zero, a3 = zero, a4 = zero;
+        for (int c = 0; c < 4; c++) {
+            const __m512i v = _mm512_loadu_si512(p + 64 + 64 * c);
+            const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            a1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a1, lo, DIGITS(xb, 0, 4 * c)), hi, DIGITS(xb, 0, 16 + 4 * c));
+            a2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a2, lo, DIGITS(xb, 1, 4 * c)), hi, DIGITS(xb, 1, 16 + 4 * c));
+            a3 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a3, lo, DIGITS(xb, 2, 4 * c)), hi, DIGITS(xb, 2, 16 + 4 * c));
+            a4 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a4, lo, DIGITS(xb, 3, 4 * c)), hi, DIGITS(xb, 3, 16 + 4 * c));
+        }
+        // w = d·q + m: Σ w·x = d·Σ q·x + m·Σ x.
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
+        acc = _mm512_fmadd_ps(d, combine(a1, a2, a3, a4, none, scales + 3 * b), acc);
+        acc = _mm512_fmadd_ps(m, _mm512_set1_ps(scales[3 * b + 2]), acc);
+    }
+    return acc;
+}
+
+VNNI static __m512 slab_q8_0(const uint8_t *w, int blocks, const int8_t *digits, const float *scales, const int32_t *offsets) {
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < blocks; b++) {
+        const uint8_t *p = w + VNNIBlockQ8_0 * b;
+        const int8_t *xb = digits + 128 * b;
+        __m512i a1 = zero, a2 = zero, a3 = zero, a4 = zero;
+        for (int g = 0; g < 8; g++) {
+            // The weights + 128 are the unsigned operand, the digits the signed one.
+            const __m512i v = _mm512_loadu_si512(p + 32 + 64 * g);
+            a1 = _mm512_dpbusd_epi32(a1, v, DIGITS(xb, 0, 4 * g));
+            a2 = _mm512_dpbusd_epi32(a2, v, DIGITS(xb, 1, 4 * g));
+            a3 = _mm512_dpbusd_epi32(a3, v, DIGITS(xb, 2, 4 * g));
+            a4 = _mm512_dpbusd_epi32(a4, v, DIGITS(xb, 3, 4 * g));
+        }
+        // Level l's sum carries 128·Σ digits of level l; the offsets take that out of both parentheses.
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        acc = _mm512_fmadd_ps(d, combine(a1, a2, a3, a4, offsets + 2 * b, scales + 3 * b), acc);
+    }
+    return acc;
+}
+
+VNNI static void matvec_vnni(int type, const uint8_t *packed, int in_features, const int8_t *digits,
+                             const float *scales, const int32_t *offsets, float *y, int out_features, int slab0, int slab1) {
+    const int blocks = in_features / 32;
+    const size_t slab_bytes = vnni_block_bytes(type) * (size_t)blocks;
+    for (int s = slab0; s < slab1; s++) {
+        const uint8_t *w = packed + slab_bytes * s;
+        const __m512 r = type == TillerKernelQ4_1 ? slab_q4_1(w, blocks, digits, scales)
+                                                  : slab_q8_0(w, blocks, digits, scales, offsets);
+        const int n = out_features - 16 * s;
+        _mm512_mask_storeu_ps(y + 16 * s, n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1), r);
+    }
+}
+
+int tiller_matvec_vnni(int type, const void *packed, int in_features, const int8_t *digits, const float *scales,
+                       const int32_t *offsets, float *y, int out_features, int slab0, int slab1) {
+    if (!tiller_kernels_vnni() || !vnni_block_bytes(type) || in_features % 32) return 0;
+    matvec_vnni(type, (const uint8_t *)packed, in_features, digits, scales, offsets, y, out_features, slab0, slab1);
+    return 1;
+}
+
 #else
 int tiller_kernels_avx512(void) { return 0; }
 int tiller_matvec_avx512(int type, const void *base, size_t row_bytes, int in_features, const float *x,
                          const float *group_sums, float *y, int o0, int o1) {
     (void)type; (void)base; (void)row_bytes; (void)in_features; (void)x; (void)group_sums; (void)y; (void)o0; (void)o1;
+    return 0;
+}
+int tiller_kernels_vnni(void) { return 0; }
+size_t tiller_vnni_slab_bytes(int type, int in_features) { (void)type; (void)in_features; return 0; }
+void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_features, int out_features,
+                      int slab0, int slab1, void *packed) {
+    (void)type; (void)base; (void)row_bytes; (void)in_features; (void)out_features; (void)slab0; (void)slab1; (void)packed;
+}
+int tiller_vnni_digits(const float *x, int in_features, int8_t *digits, float *scales, int32_t *offsets) {
+    (void)x; (void)in_features; (void)digits; (void)scales; (void)offsets;
+    return 0;
+}
+int tiller_matvec_vnni(int type, const void *packed, int in_features, const int8_t *digits, const float *scales,
+                       const int32_t *offsets, float *y, int out_features, int slab0, int slab1) {
+    (void)type; (void)packed; (void)in_features; (void)digits; (void)scales; (void)offsets; (void)y; (void)out_features; (void)slab0; (void)slab1;
     return 0;
 }
 #endif

@@ -127,14 +127,16 @@ public final class CPUBackend: Backend, @unchecked Sendable {
 
     public func matrix(_ raw: RawTensor, modelBytesFP32: Int) throws -> MatrixOperator {
         let native = try WeightMatrix(raw, keep: .native)
+        // Batch-1 decode reads Q4_1/Q8_0 matrices from slabs for the VNNI kernel where the CPU has it.
+        let decode = VNNIMatrix(native)
         let fits = modelBytesFP32 <= fp32CopyLimitBytes
         // On AVX-512 CPUs the copy is packed in slabs for the packed kernel (it replaces the
         // row-major one: every many-row product runs through it); elsewhere it is row-major, for sgemm.
         if fits && PackedMatrix.available {
-            return CPUMatrix(native: native, fp32: nil, packed: PackedMatrix(native))
+            return CPUMatrix(native: native, fp32: nil, packed: PackedMatrix(native), decode: decode)
         }
         let copy = raw.type != .f32 && fits
-        return CPUMatrix(native: native, fp32: copy ? try WeightMatrix(raw, keep: .f32) : nil)
+        return CPUMatrix(native: native, fp32: copy ? try WeightMatrix(raw, keep: .f32) : nil, decode: decode)
     }
 
     public func parallelFor(_ n: Int, _ body: @escaping @Sendable (Int) -> Void) {
@@ -254,10 +256,12 @@ final class CPUMatrix: MatrixOperator, @unchecked Sendable {
     let native: WeightMatrix
     let fp32: WeightMatrix?
     let packed: PackedMatrix?
-    init(native: WeightMatrix, fp32: WeightMatrix?, packed: PackedMatrix? = nil) {
+    let decode: VNNIMatrix?
+    init(native: WeightMatrix, fp32: WeightMatrix?, packed: PackedMatrix? = nil, decode: VNNIMatrix? = nil) {
         self.native = native
         self.fp32 = fp32
         self.packed = packed
+        self.decode = decode
     }
     var outFeatures: Int { native.outFeatures }
     var inFeatures: Int { native.inFeatures }
@@ -266,6 +270,11 @@ final class CPUMatrix: MatrixOperator, @unchecked Sendable {
         // dequantization (sgemm: 3.4× on batch-16 decode of SmolLM2; packed: 302 vs 209 tok/s on
         // 32×64 steered generation, since sgemm re-packs the whole matrix on every call).
         if let p = packed, rows >= WeightMatrix.gemmMinRows, p.apply(x, rows: rows, into: y) {
+            return
+        }
+        // Up to three rows (as WeightMatrix.apply's one-row kernels), the VNNI slabs row by row.
+        if let d = decode, rows <= 3, VNNIMatrix.available {
+            for r in 0..<rows { d.apply(x + r * inFeatures, into: y + r * outFeatures) }
             return
         }
         if let f = fp32, rows >= WeightMatrix.gemmMinRows {

@@ -14,7 +14,8 @@ public enum WeightPrecision: Sendable {
 ///
 /// Results equal an f32 matmul with the dequantized weights up to summation order (transformers
 /// dequantizes GGUF checkpoints to f32, and that is the parity reference): weights are turned into
-/// f32 inside the kernels and activations are never quantized.
+/// f32 inside the kernels and activations are never quantized. (The CPU backend's batch-1 decode
+/// may instead read a `VNNIMatrix`, whose integer digits of the input are fp32-accurate.)
 ///
 /// Two paths: with few input rows (decode) a fused dequantize-and-dot kernel streams the weight
 /// bytes once, spread over `WorkerPool.shared`; with many rows (prefill, batches) panels of the

@@ -1,5 +1,6 @@
 import Foundation
 import TillerFormats
+import TillerTensor
 import XCTest
 @testable import TillerModels
 
@@ -77,6 +78,40 @@ final class RealModelParityTests: XCTestCase {
         }
         print(String(format: "\(fixture): batched greedy (3 × 12 tokens) %.3fs", dt))
         print("\(fixture): worst relative error \(worst)")
+    }
+
+    /// Batch-1 decode (the VNNI slabs where the CPU has them, else the fp32 one-row kernels)
+    /// against the many-row path, on a real model with massive activations: the residuals of the
+    /// generated positions equal those of a forward over prompt + generated tokens, at every
+    /// position and with each position's own scale (the massive dims do not hide the others).
+    func testSmolLM2DecodeMatchesTheFullForward() throws {
+        let model = try loadReal("SmolLM2-135M-Instruct.Q4_1.gguf")
+        let expected = try FixtureFile(Fixtures.path("smollm2.expected.safetensors"))
+        let tokens = try expected.ints("tokens.0")
+        let layers = [0, 3, 15, 29]
+        let spec = CaptureSpec(layers: layers, positions: .all)
+        let gen = try model.generate([tokens], options: GenerationOptions(maxNewTokens: 8, stopTokens: []), capture: spec)
+        let all = tokens + gen[0].tokens
+        let full = try model.forward([all], capture: spec)
+        let width = model.hiddenSize
+        var worst: Float = 0, worstWithoutMassive: Float = 0
+        for l in layers {
+            let a = try XCTUnwrap(gen[0].activations?[l]), b = try XCTUnwrap(full.activations[0][l])
+            XCTAssertEqual(a.count, b.count, "layer \(l)")
+            guard a.count == b.count else { continue }
+            for pos in tokens.count..<(a.count / width) {
+                let ra = Array(a[(pos * width)..<((pos + 1) * width)]), rb = Array(b[(pos * width)..<((pos + 1) * width)])
+                let e = relativeError(ra, rb)
+                worst = max(worst, e)
+                XCTAssertLessThanOrEqual(e, 2e-5, "layer \(l) position \(pos)")
+                // The same row with its three largest dims left out.
+                let keep = rb.indices.sorted { abs(rb[$0]) > abs(rb[$1]) }.dropFirst(3)
+                let e2 = relativeError(keep.map { ra[$0] }, keep.map { rb[$0] })
+                worstWithoutMassive = max(worstWithoutMassive, e2)
+                XCTAssertLessThanOrEqual(e2, 1e-4, "layer \(l) position \(pos), without its 3 largest dims")
+            }
+        }
+        print("smollm2 decode vs forward (\(VNNIMatrix.available ? "vnni" : "fp32") one-row kernels): worst relative error \(worst), \(worstWithoutMassive) without each row's 3 largest dims")
     }
 }
 

@@ -116,6 +116,34 @@ final class WeightMatrixTests: XCTestCase {
         print("PackedMatrix.apply worst relative error: \(worst)")
     }
 
+    /// Batch-1 decode's VNNI slabs (Q4_1, Q8_0): every output, slab counts with a partial last
+    /// slab, odd block counts, and inputs with a massive dim (3,000× the rest) — the digits of the
+    /// input are relative to each block's largest element.
+    func testVNNIMatrixMatchesTheDequantizedReference() throws {
+        guard VNNIMatrix.available else {
+            XCTAssertNil(VNNIMatrix(try WeightMatrix(randomTensor(.q8_0, rows: 16, cols: 64, seed: 1))))
+            return
+        }
+        XCTAssertNil(VNNIMatrix(try WeightMatrix(randomTensor(.q6_K, rows: 16, cols: 256, seed: 1))), "no layout for Q6_K")
+        var worst = 0.0
+        for (t, (type, out, inF)) in [(GGMLType.q4_1, 45, 512), (.q4_1, 16, 96), (.q8_0, 13, 96), (.q8_0, 300, 64), (.q8_0, 37, 1024)].enumerated() {
+            let raw = randomTensor(type, rows: out, cols: inF, seed: UInt64(1100 + t))
+            let dense = try dequantize(raw)
+            let v = try XCTUnwrap(VNNIMatrix(try WeightMatrix(raw)))
+            XCTAssertEqual(v.byteCount, (out + 15) / 16 * (inF / 32) * (type == .q4_1 ? 320 : 544))
+            for massive in [false, true] {
+                var x = randomFloats(inF, seed: UInt64(t + 60))
+                if massive { x[5] = 3000; x[inF - 1] = -700 }
+                let err = relativeError(out: out, inF: inF, dense: dense, x: x, rows: 1) { xp, yp in
+                    XCTAssertTrue(v.apply(xp, into: yp))
+                }
+                XCTAssertLessThanOrEqual(err, 1e-5, "vnni \(type) \(out)×\(inF), massive \(massive)")
+                worst = max(worst, err)
+            }
+        }
+        print("VNNIMatrix.apply worst relative error: \(worst)")
+    }
+
     /// Many-row products on a matrix without a packed copy (a model over the fp32-copy limit)
     /// dequantize panels into slabs and run the same kernel: bit-identical to the packed copy, and
     /// packed inputs (from 24 rows on) give the unpacked kernel's results bit for bit.

@@ -1,6 +1,7 @@
 #ifndef CTILLER_KERNELS_H
 #define CTILLER_KERNELS_H
 #include <stddef.h>
+#include <stdint.h>
 
 /// GGML type ids of the blocks the AVX-512 one-row kernels read (ggml's numbering).
 enum {
@@ -43,5 +44,28 @@ int tiller_packed_gemm_avx512(const float *x, const float *xp, int rows, int in_
 int tiller_attend_query_avx512(const float *q, const float *k_pre, const float *k_own, const float *v_pre,
                                const float *v_own, int split, int kv_dim, int head_dim, int lo, int p, float scale,
                                float *scores, float *out);
+
+/// 1 when the CPU runs the one-row VNNI kernels (the AVX-512 set above plus AVX-512 VNNI).
+int tiller_kernels_vnni(void);
+
+/// Bytes of one 16-row slab of `type` (Q4_1 or Q8_0) re-laid for `tiller_matvec_vnni`, `in_features`
+/// long; 0 for other types.
+size_t tiller_vnni_slab_bytes(int type, int in_features);
+
+/// Re-lays rows 16s ..< 16s+16 (zero past `out_features`) of a matrix stored as GGUF blocks of
+/// `type`, `row_bytes` apart, as slab s of `packed`, for s in [slab0, slab1).
+void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_features, int out_features,
+                      int slab0, int slab1, void *packed);
+
+/// Writes one input row as the VNNI kernels read it, per 32-element block: four int8 digits of its
+/// 32 elements (`digits`, 128 bytes a block), three floats (`scales`: the scales of the two digit
+/// pairs and Σx) and two int32 (`offsets`, for Q8_0's weights stored + 128). Returns 0 without VNNI.
+int tiller_vnni_digits(const float *x, int in_features, int8_t *digits, float *scales, int32_t *offsets);
+
+/// y[o] = W[o]·x for the outputs of slabs [slab0, slab1) (outputs ≥ out_features are not written),
+/// from slabs written by `tiller_vnni_pack` and an input written by `tiller_vnni_digits`. Returns 0
+/// (and writes nothing) without VNNI or for a type without a layout.
+int tiller_matvec_vnni(int type, const void *packed, int in_features, const int8_t *digits, const float *scales,
+                       const int32_t *offsets, float *y, int out_features, int slab0, int slab1);
 
 #endif
