@@ -361,15 +361,22 @@ VNNI static __m512 slab_q4_1(const uint8_t *w, int blocks, const int8_t *digits,
     for (int b = 0; b < blocks; b++) {
         const uint8_t *p = w + VNNIBlockQ4_1 * b;
         const int8_t *xb = digits + 128 * b;
-        __m512i a1 = zero, a2 = zero, a3 = zero, a4 = zero;
+        // Low and high nibbles in their own accumulators: eight dependency chains.
+        __m512i a1 = zero, a2 = zero, a3 = zero, a4 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero;
         for (int c = 0; c < 4; c++) {
             const __m512i v = _mm512_loadu_si512(p + 64 + 64 * c);
             const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-            a1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a1, lo, DIGITS(xb, 0, 4 * c)), hi, DIGITS(xb, 0, 16 + 4 * c));
-            a2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a2, lo, DIGITS(xb, 1, 4 * c)), hi, DIGITS(xb, 1, 16 + 4 * c));
-            a3 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a3, lo, DIGITS(xb, 2, 4 * c)), hi, DIGITS(xb, 2, 16 + 4 * c));
-            a4 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a4, lo, DIGITS(xb, 3, 4 * c)), hi, DIGITS(xb, 3, 16 + 4 * c));
+            a1 = _mm512_dpbusd_epi32(a1, lo, DIGITS(xb, 0, 4 * c));
+            a2 = _mm512_dpbusd_epi32(a2, lo, DIGITS(xb, 1, 4 * c));
+            a3 = _mm512_dpbusd_epi32(a3, lo, DIGITS(xb, 2, 4 * c));
+            a4 = _mm512_dpbusd_epi32(a4, lo, DIGITS(xb, 3, 4 * c));
+            b1 = _mm512_dpbusd_epi32(b1, hi, DIGITS(xb, 0, 16 + 4 * c));
+            b2 = _mm512_dpbusd_epi32(b2, hi, DIGITS(xb, 1, 16 + 4 * c));
+            b3 = _mm512_dpbusd_epi32(b3, hi, DIGITS(xb, 2, 16 + 4 * c));
+            b4 = _mm512_dpbusd_epi32(b4, hi, DIGITS(xb, 3, 16 + 4 * c));
         }
+        a1 = _mm512_add_epi32(a1, b1), a2 = _mm512_add_epi32(a2, b2);
+        a3 = _mm512_add_epi32(a3, b3), a4 = _mm512_add_epi32(a4, b4);
         // w = d·q + m: Σ w·x = d·Σ q·x + m·Σ x.
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
@@ -385,15 +392,22 @@ VNNI static __m512 slab_q8_0(const uint8_t *w, int blocks, const int8_t *digits,
     for (int b = 0; b < blocks; b++) {
         const uint8_t *p = w + VNNIBlockQ8_0 * b;
         const int8_t *xb = digits + 128 * b;
-        __m512i a1 = zero, a2 = zero, a3 = zero, a4 = zero;
-        for (int g = 0; g < 8; g++) {
+        // Two sets of accumulators (even and odd groups): eight dependency chains hide vpdpbusd's latency.
+        __m512i a1 = zero, a2 = zero, a3 = zero, a4 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero;
+        for (int g = 0; g < 8; g += 2) {
             // The weights + 128 are the unsigned operand, the digits the signed one.
-            const __m512i v = _mm512_loadu_si512(p + 32 + 64 * g);
+            const __m512i v = _mm512_loadu_si512(p + 32 + 64 * g), u = _mm512_loadu_si512(p + 96 + 64 * g);
             a1 = _mm512_dpbusd_epi32(a1, v, DIGITS(xb, 0, 4 * g));
             a2 = _mm512_dpbusd_epi32(a2, v, DIGITS(xb, 1, 4 * g));
             a3 = _mm512_dpbusd_epi32(a3, v, DIGITS(xb, 2, 4 * g));
             a4 = _mm512_dpbusd_epi32(a4, v, DIGITS(xb, 3, 4 * g));
+            b1 = _mm512_dpbusd_epi32(b1, u, DIGITS(xb, 0, 4 * g + 4));
+            b2 = _mm512_dpbusd_epi32(b2, u, DIGITS(xb, 1, 4 * g + 4));
+            b3 = _mm512_dpbusd_epi32(b3, u, DIGITS(xb, 2, 4 * g + 4));
+            b4 = _mm512_dpbusd_epi32(b4, u, DIGITS(xb, 3, 4 * g + 4));
         }
+        a1 = _mm512_add_epi32(a1, b1), a2 = _mm512_add_epi32(a2, b2);
+        a3 = _mm512_add_epi32(a3, b3), a4 = _mm512_add_epi32(a4, b4);
         // Level l's sum carries 128·Σ digits of level l; the offsets take that out of both parentheses.
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         acc = _mm512_fmadd_ps(d, combine(a1, a2, a3, a4, offsets + 2 * b, scales + 3 * b), acc);

@@ -69,8 +69,9 @@ public final class PackedMatrix: @unchecked Sendable {
 
     /// Input rows from which the packed kernel reads its inputs packed (`tiller_pack_inputs`): from
     /// two chunks on, every chunk is read once per slab pair, and at prefill's thousands of rows a
-    /// chunk's rows have left L1 by the next pair.
-    static let packInputsMinRows = 24
+    /// chunk's rows have left L1 by the next pair. 24 on Intel, 48 on AMD (measured; see
+    /// `tiller_pack_inputs_min_rows`).
+    static let packInputsMinRows = Int(tiller_pack_inputs_min_rows())
 
     /// Runs `body` with `x` packed for the kernel (packed over the pool), or with nil below
     /// `packInputsMinRows` rows.

@@ -146,7 +146,8 @@ final class WeightMatrixTests: XCTestCase {
 
     /// Many-row products on a matrix without a packed copy (a model over the fp32-copy limit)
     /// dequantize panels into slabs and run the same kernel: bit-identical to the packed copy, and
-    /// packed inputs (from 24 rows on) give the unpacked kernel's results bit for bit.
+    /// packed inputs (from 24 or 48 rows on, by CPU; 61 rows are packed on every CPU) give the
+    /// unpacked kernel's results bit for bit.
     func testDequantizingPanelsAndPackedInputsGiveThePackedCopysResults() throws {
         guard PackedMatrix.available else { return }
         for (t, (type, out, inF)) in [(GGMLType.q4_1, 45, 512), (.q8_0, 300, 96), (.bf16, 33, 64)].enumerated() {

@@ -26,6 +26,9 @@ void tiller_pack_slabs(const float *w, int out_features, int in_features, float 
 /// The row chunks (at most 12 rows each) that the packed kernel runs `rows` input rows in.
 int tiller_input_chunks(int rows);
 
+/// Input rows from which the packed kernel should read packed inputs on this CPU.
+int tiller_pack_inputs_min_rows(void);
+
 /// Packs chunks [chunk0, chunk1) of row-major rows×in inputs for the packed kernel: chunk c, of n
 /// rows starting at r0, goes to xp + r0·in as xp[k·n + r]. `xp` holds rows·in floats.
 void tiller_pack_inputs(const float *x, int rows, int in_features, int chunk0, int chunk1, float *xp);
