@@ -428,6 +428,92 @@ VNNI static void matvec_vnni(int type, const uint8_t *packed, int in_features, c
     }
 }
 
+// Four input rows against one slab (batched decode of a model without an fp32 copy): each chunk
+// of weights is loaded once for the four rows, sixteen independent accumulators (row × digit).
+// Rows past the caller's count point at a real row and their results are dropped.
+VNNI static void rows4_q8_0(const uint8_t *w, int blocks, const int8_t *const *d, const float *const *sc,
+                            const int32_t *const *off, __m512 *out) {
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < blocks; b++) {
+        const uint8_t *p = w + VNNIBlockQ8_0 * b;
+        __m512i a[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < 4; l++) a[r][l] = _mm512_setzero_si512();
+        for (int g = 0; g < 8; g++) {
+            const __m512i v = _mm512_loadu_si512(p + 32 + 64 * g);
+            for (int r = 0; r < 4; r++)
+                for (int l = 0; l < 4; l++) a[r][l] = _mm512_dpbusd_epi32(a[r][l], v, DIGITS(d[r] + 128 * b, l, 4 * g));
+        }
+        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        for (int r = 0; r < 4; r++)
+            acc[r] = _mm512_fmadd_ps(dv, combine(a[r][0], a[r][1], a[r][2], a[r][3], off[r] + 2 * b, sc[r] + 3 * b), acc[r]);
+    }
+    for (int r = 0; r < 4; r++) out[r] = acc[r];
+}
+
+VNNI static void rows4_q4_1(const uint8_t *w, int blocks, const int8_t *const *d, const float *const *sc, __m512 *out) {
+    static const int32_t none[2] = {0, 0};
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < blocks; b++) {
+        const uint8_t *p = w + VNNIBlockQ4_1 * b;
+        __m512i a[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < 4; l++) a[r][l] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            const __m512i v = _mm512_loadu_si512(p + 64 + 64 * c);
+            const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            for (int r = 0; r < 4; r++)
+                for (int l = 0; l < 4; l++)
+                    a[r][l] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[r][l], lo, DIGITS(d[r] + 128 * b, l, 4 * c)), hi,
+                                                  DIGITS(d[r] + 128 * b, l, 16 + 4 * c));
+        }
+        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        const __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
+        for (int r = 0; r < 4; r++) {
+            acc[r] = _mm512_fmadd_ps(dv, combine(a[r][0], a[r][1], a[r][2], a[r][3], none, sc[r] + 3 * b), acc[r]);
+            acc[r] = _mm512_fmadd_ps(mv, _mm512_set1_ps(sc[r][3 * b + 2]), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = acc[r];
+}
+
+VNNI static void matmul_vnni(int type, const uint8_t *packed, int in_features, int rows, const int8_t *digits,
+                             const float *scales, const int32_t *offsets, float *y, size_t ldy, int out_features,
+                             int slab0, int slab1) {
+    const int blocks = in_features / 32;
+    const size_t slab_bytes = vnni_block_bytes(type) * (size_t)blocks;
+    for (int s = slab0; s < slab1; s++) {
+        const uint8_t *w = packed + slab_bytes * s;
+        const int n = out_features - 16 * s;
+        const __mmask16 mask = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            const int8_t *d[4];
+            const float *sc[4];
+            const int32_t *off[4];
+            for (int r = 0; r < 4; r++) {
+                const int row = r0 + r < rows ? r0 + r : r0;
+                d[r] = digits + (size_t)row * 128 * blocks;
+                sc[r] = scales + (size_t)row * 3 * blocks;
+                off[r] = offsets + (size_t)row * 2 * blocks;
+            }
+            __m512 out[4];
+            if (type == TillerKernelQ4_1) rows4_q4_1(w, blocks, d, sc, out);
+            else rows4_q8_0(w, blocks, d, sc, off, out);
+            for (int r = 0; r < 4 && r0 + r < rows; r++) _mm512_mask_storeu_ps(y + (size_t)(r0 + r) * ldy + 16 * s, mask, out[r]);
+        }
+    }
+}
+
+int tiller_matmul_vnni(int type, const void *packed, int in_features, int rows, const int8_t *digits, const float *scales,
+                       const int32_t *offsets, float *y, size_t ldy, int out_features, int slab0, int slab1) {
+    if (!tiller_kernels_vnni() || !vnni_block_bytes(type) || in_features % 32) return 0;
+    matmul_vnni(type, (const uint8_t *)packed, in_features, rows, digits, scales, offsets, y, ldy, out_features, slab0, slab1);
+    return 1;
+}
+
 int tiller_matvec_vnni(int type, const void *packed, int in_features, const int8_t *digits, const float *scales,
                        const int32_t *offsets, float *y, int out_features, int slab0, int slab1) {
     if (!tiller_kernels_vnni() || !vnni_block_bytes(type) || in_features % 32) return 0;
@@ -450,6 +536,12 @@ void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_featu
 }
 int tiller_vnni_digits(const float *x, int in_features, int8_t *digits, float *scales, int32_t *offsets) {
     (void)x; (void)in_features; (void)digits; (void)scales; (void)offsets;
+    return 0;
+}
+int tiller_matmul_vnni(int type, const void *packed, int in_features, int rows, const int8_t *digits, const float *scales,
+                       const int32_t *offsets, float *y, size_t ldy, int out_features, int slab0, int slab1) {
+    (void)type; (void)packed; (void)in_features; (void)rows; (void)digits; (void)scales; (void)offsets; (void)y; (void)ldy;
+    (void)out_features; (void)slab0; (void)slab1;
     return 0;
 }
 int tiller_matvec_vnni(int type, const void *packed, int in_features, const int8_t *digits, const float *scales,

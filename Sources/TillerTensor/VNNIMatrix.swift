@@ -53,24 +53,37 @@ public final class VNNIMatrix: @unchecked Sendable {
     /// Bytes of the slabs.
     public var byteCount: Int { storage.count }
 
-    /// y[o] = W[o]·x for one input row, over the worker pool. False (nothing written) when the
-    /// kernels are off.
+    /// Input rows up to which `apply` beats dequantizing panels for the fp32 kernel, on a matrix
+    /// without an fp32 copy (the digits cost as many instructions per product as fp32 FMAs, and
+    /// the weights stay bytes): batched decode of a model over the fp32-copy limit.
+    public static let maxRows = 64
+
+    /// y[r, o] = W[o]·x[r] for `rows` input rows (row-major, as `WeightMatrix.apply`), over the
+    /// worker pool. False (nothing written) when the kernels are off.
     @discardableResult
-    public func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) -> Bool {
-        guard Self.available else { return false }
+    public func apply(_ x: UnsafePointer<Float>, rows: Int = 1, into y: UnsafeMutablePointer<Float>) -> Bool {
+        guard Self.available, rows > 0 else { return false }
         let blocks = inFeatures / 32
-        return withUnsafeTemporaryAllocation(of: Int8.self, capacity: 128 * blocks) { digits in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * blocks) { scalesBuffer in
-                withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * blocks) { offsetsBuffer in
+        return withUnsafeTemporaryAllocation(of: Int8.self, capacity: rows * 128 * blocks) { digits in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 3 * blocks) { scalesBuffer in
+                withUnsafeTemporaryAllocation(of: Int32.self, capacity: rows * 2 * blocks) { offsetsBuffer in
                     let (d, scales, offsets) = (digits.baseAddress!, scalesBuffer.baseAddress!, offsetsBuffer.baseAddress!)
-                    guard tiller_vnni_digits(x, Int32(inFeatures), d, scales, offsets) != 0 else { return false }
+                    for r in 0..<rows {
+                        guard tiller_vnni_digits(x + r * inFeatures, Int32(inFeatures), d + r * 128 * blocks,
+                                                 scales + r * 3 * blocks, offsets + r * 2 * blocks) != 0 else { return false }
+                    }
                     let pool = WorkerPool.shared
                     // Several slabs a task, and a few tasks a thread so that a late thread does not
                     // hold the others up.
                     let tasks = min(slabs, pool.threadCount * 4)
                     let (t, inF, out, total, base) = (Int32(type.rawValue), Int32(inFeatures), Int32(outFeatures), slabs, UnsafeRawPointer(storage.pointer))
                     pool.parallelFor(tasks) { k in
-                        tiller_matvec_vnni(t, base, inF, d, scales, offsets, y, out, Int32(total * k / tasks), Int32(total * (k + 1) / tasks))
+                        let (s0, s1) = (Int32(total * k / tasks), Int32(total * (k + 1) / tasks))
+                        if rows == 1 {
+                            tiller_matvec_vnni(t, base, inF, d, scales, offsets, y, out, s0, s1)
+                        } else {
+                            tiller_matmul_vnni(t, base, inF, Int32(rows), d, scales, offsets, y, outFeatures, out, s0, s1)
+                        }
                     }
                     return true
                 }

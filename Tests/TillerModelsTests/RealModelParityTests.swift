@@ -113,6 +113,30 @@ final class RealModelParityTests: XCTestCase {
         }
         print("smollm2 decode vs forward (\(VNNIMatrix.available ? "vnni" : "fp32") one-row kernels): worst relative error \(worst), \(worstWithoutMassive) without each row's 3 largest dims")
     }
+
+    /// A model over the fp32-copy limit (a copy limit of 0 bytes here): prefill through dequantized
+    /// panels, batched decode of six sequences through the VNNI slabs four rows a pass where the
+    /// CPU has them. Greedy tokens equal transformers', and the residuals of the generated
+    /// positions equal the default backend's.
+    func testSmolLM2OverTheCopyLimitGeneratesTheSameTokens() throws {
+        let path = try realModelPath("SmolLM2-135M-Instruct.Q4_1.gguf")
+        let small = try LanguageModel(weights: GGUFWeightSource(path: path), tokenizer: nil, name: path,
+                                      backend: CPUBackend(fp32CopyLimitBytes: 0))
+        let model = try loadReal("SmolLM2-135M-Instruct.Q4_1.gguf")
+        let expected = try FixtureFile(Fixtures.path("smollm2.expected.safetensors"))
+        let count = (expected.metadata["prompts"] as! [[String: Any]]).count
+        let prompts = try (0..<count).map { try expected.ints("tokens.\($0)") }
+        let six = prompts + prompts
+        let spec = CaptureSpec(layers: [15], positions: .all)
+        let options = GenerationOptions(maxNewTokens: 12, stopTokens: [])
+        let a = try small.generate(six, options: options, capture: spec)
+        let b = try model.generate(six, options: options, capture: spec)
+        for (i, g) in a.enumerated() {
+            XCTAssertEqual(g.tokens, try expected.ints("greedy.\(i % count)"), "sequence \(i)")
+            let e = relativeError(try XCTUnwrap(g.activations?[15]), try XCTUnwrap(b[i].activations?[15]))
+            XCTAssertLessThanOrEqual(e, 2e-5, "sequence \(i) resid_post.15")
+        }
+    }
 }
 
 func loadReal(_ gguf: String) throws -> LanguageModel {

@@ -116,8 +116,8 @@ final class WeightMatrixTests: XCTestCase {
         print("PackedMatrix.apply worst relative error: \(worst)")
     }
 
-    /// Batch-1 decode's VNNI slabs (Q4_1, Q8_0): every output, slab counts with a partial last
-    /// slab, odd block counts, and inputs with a massive dim (3,000× the rest) — the digits of the
+    /// The VNNI slabs (Q4_1, Q8_0) for one row and for several: every output, slab counts with a
+    /// partial last slab, odd block counts, and inputs with a massive dim (3,000× the rest) — the digits of the
     /// input are relative to each block's largest element.
     func testVNNIMatrixMatchesTheDequantizedReference() throws {
         guard VNNIMatrix.available else {
@@ -131,14 +131,17 @@ final class WeightMatrixTests: XCTestCase {
             let dense = try dequantize(raw)
             let v = try XCTUnwrap(VNNIMatrix(try WeightMatrix(raw)))
             XCTAssertEqual(v.byteCount, (out + 15) / 16 * (inF / 32) * (type == .q4_1 ? 320 : 544))
-            for massive in [false, true] {
-                var x = randomFloats(inF, seed: UInt64(t + 60))
-                if massive { x[5] = 3000; x[inF - 1] = -700 }
-                let err = relativeError(out: out, inF: inF, dense: dense, x: x, rows: 1) { xp, yp in
-                    XCTAssertTrue(v.apply(xp, into: yp))
+            // One row (the matvec kernel) and several (four rows a pass, with a remainder).
+            for rows in [1, 2, 4, 7, 32] {
+                for massive in [false, true] {
+                    var x = randomFloats(rows * inF, seed: UInt64(t + 60 + rows))
+                    if massive { for r in 0..<rows { x[r * inF + 5] = 3000; x[r * inF + inF - 1] = -700 } }
+                    let err = relativeError(out: out, inF: inF, dense: dense, x: x, rows: rows) { xp, yp in
+                        XCTAssertTrue(v.apply(xp, rows: rows, into: yp))
+                    }
+                    XCTAssertLessThanOrEqual(err, 1e-5, "vnni \(type) \(out)×\(inF), rows \(rows), massive \(massive)")
+                    worst = max(worst, err)
                 }
-                XCTAssertLessThanOrEqual(err, 1e-5, "vnni \(type) \(out)×\(inF), massive \(massive)")
-                worst = max(worst, err)
             }
         }
         print("VNNIMatrix.apply worst relative error: \(worst)")

@@ -71,4 +71,10 @@ int tiller_vnni_digits(const float *x, int in_features, int8_t *digits, float *s
 int tiller_matvec_vnni(int type, const void *packed, int in_features, const int8_t *digits, const float *scales,
                        const int32_t *offsets, float *y, int out_features, int slab0, int slab1);
 
+/// The same for `rows` input rows, each written by `tiller_vnni_digits` at row r's offsets
+/// (digits + r·128·blocks, scales + r·3·blocks, offsets + r·2·blocks, blocks = in_features / 32):
+/// y[r·ldy + o]. Four rows share each load of the weights.
+int tiller_matmul_vnni(int type, const void *packed, int in_features, int rows, const int8_t *digits, const float *scales,
+                       const int32_t *offsets, float *y, size_t ldy, int out_features, int slab0, int slab1);
+
 #endif
