@@ -288,15 +288,13 @@ final class CPUMatrix: MatrixOperator, @unchecked Sendable {
         if let p = packed, rows >= WeightMatrix.gemmMinRows, p.apply(x, rows: rows, into: y) {
             return
         }
-        // The VNNI slabs: up to three rows (as WeightMatrix.apply's one-row kernels) row by row;
-        // without an fp32 copy (a model over the copy limit) up to VNNIMatrix.maxRows rows at once,
+        // The VNNI slabs: up to three rows always (where WeightMatrix.apply would run its one-row
+        // kernels); without an fp32 copy (a model over the copy limit) up to VNNIMatrix.maxRows,
         // instead of dequantizing every panel on every decode step.
-        if let d = decode, VNNIMatrix.available {
-            if rows <= 3 {
-                for r in 0..<rows { d.apply(x + r * inFeatures, into: y + r * outFeatures) }
-                return
-            }
-            if packed == nil, fp32 == nil, rows <= VNNIMatrix.maxRows, d.apply(x, rows: rows, into: y) { return }
+        if let d = decode,
+           rows <= VNNIMatrix.oneRowKernelMaxRows || (packed == nil && fp32 == nil && rows <= VNNIMatrix.maxRows),
+           d.apply(x, rows: rows, into: y) {
+            return
         }
         if let f = fp32, rows >= WeightMatrix.gemmMinRows {
             f.apply(x, rows: rows, into: y)

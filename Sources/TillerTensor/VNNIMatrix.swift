@@ -57,6 +57,9 @@ public final class VNNIMatrix: @unchecked Sendable {
     /// without an fp32 copy (the digits cost as many instructions per product as fp32 FMAs, and
     /// the weights stay bytes): batched decode of a model over the fp32-copy limit.
     public static let maxRows = 64
+    /// Up to this many rows the one-row kernel runs per row (its eight accumulator chains beat the
+    /// four-row kernel's padding), as `WeightMatrix.apply` does with its one-row kernels.
+    public static let oneRowKernelMaxRows = 3
 
     /// y[r, o] = W[o]·x[r] for `rows` input rows (row-major, as `WeightMatrix.apply`), over the
     /// worker pool. False (nothing written) when the kernels are off.
@@ -79,8 +82,11 @@ public final class VNNIMatrix: @unchecked Sendable {
                     let (t, inF, out, total, base) = (Int32(type.rawValue), Int32(inFeatures), Int32(outFeatures), slabs, UnsafeRawPointer(storage.pointer))
                     pool.parallelFor(tasks) { k in
                         let (s0, s1) = (Int32(total * k / tasks), Int32(total * (k + 1) / tasks))
-                        if rows == 1 {
-                            tiller_matvec_vnni(t, base, inF, d, scales, offsets, y, out, s0, s1)
+                        if rows <= Self.oneRowKernelMaxRows {
+                            for r in 0..<rows {
+                                tiller_matvec_vnni(t, base, inF, d + r * 128 * blocks, scales + r * 3 * blocks,
+                                                   offsets + r * 2 * blocks, y + r * outFeatures, out, s0, s1)
+                            }
                         } else {
                             tiller_matmul_vnni(t, base, inF, Int32(rows), d, scales, offsets, y, outFeatures, out, s0, s1)
                         }
