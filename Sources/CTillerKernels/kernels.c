@@ -269,9 +269,47 @@ static size_t vnni_block_bytes(int type) {
     }
 }
 
+int tiller_vnni_slab_type(int type) {
+    switch (type) {
+    case TillerKernelQ4_1: return TillerKernelQ4_1;
+    // Q4_0 and Q5_0 are d·(q − 8) and d·(q − 16) with the same fp16 d per 32 elements: their
+    // integers fit a byte, so they re-lay exactly as Q8_0 blocks (a byte a weight instead of
+    // 0.56 or 0.69, read by the kernel that does not turn nibbles into floats).
+    case TillerKernelQ8_0: case TillerKernelQ4_0: case TillerKernelQ5_0: return TillerKernelQ8_0;
+    default: return -1;
+    }
+}
+
 size_t tiller_vnni_slab_bytes(int type, int in_features) {
-    if (in_features % 32) return 0;
-    return vnni_block_bytes(type) * (size_t)(in_features / 32);
+    if (in_features % 32 || tiller_vnni_slab_type(type) < 0) return 0;
+    return vnni_block_bytes(tiller_vnni_slab_type(type)) * (size_t)(in_features / 32);
+}
+
+/// Bytes of one GGUF block of a type that re-lays as Q8_0.
+static size_t q8_source_block_bytes(int type) { return type == TillerKernelQ5_0 ? 22 : type == TillerKernelQ4_0 ? 18 : 34; }
+
+/// The 32 integers of one GGUF block of a type that re-lays as Q8_0 (Q8_0, Q5_0, Q4_0); each of
+/// these blocks starts with its fp16 scale.
+static void block_as_q8(int type, const uint8_t *p, int8_t q[32]) {
+    switch (type) {
+    case TillerKernelQ5_0: {
+        uint32_t qh;
+        memcpy(&qh, p + 2, 4);
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)(((p[6 + j] & 0x0F) | (((qh >> j) & 1) << 4)) - 16);
+            q[j + 16] = (int8_t)(((p[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
+        }
+        return;
+    }
+    case TillerKernelQ4_0:
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)((p[2 + j] & 0x0F) - 8);
+            q[j + 16] = (int8_t)((p[2 + j] >> 4) - 8);
+        }
+        return;
+    default:
+        memcpy(q, p + 2, 32);
+    }
 }
 
 // Layout of a block column, rows r < 16, elements e < 32 of the block:
@@ -283,7 +321,9 @@ size_t tiller_vnni_slab_bytes(int type, int in_features) {
 // them to 16 rows at once, and the 16 rows' scales are one vector.
 void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_features, int out_features,
                       int slab0, int slab1, void *packed) {
-    const size_t bb = vnni_block_bytes(type);
+    const int layout = tiller_vnni_slab_type(type);
+    if (layout < 0 || in_features % 32) return;
+    const size_t bb = vnni_block_bytes(layout);
     const int blocks = in_features / 32;
     for (int s = slab0; s < slab1; s++) {
         uint8_t *slab = (uint8_t *)packed + (size_t)s * bb * blocks;
@@ -298,10 +338,12 @@ void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_featu
                     memcpy(o + 32 + 2 * r, p + 2, 2);
                     for (int c = 0; c < 4; c++) memcpy(o + 64 + 64 * c + 4 * r, p + 4 + 4 * c, 4);
                 } else {
-                    const uint8_t *p = row + 34 * b;
+                    int8_t q[32];
+                    const uint8_t *p = row + q8_source_block_bytes(type) * b;
+                    block_as_q8(type, p, q);
                     memcpy(o + 2 * r, p, 2);
                     for (int g = 0; g < 8; g++)
-                        for (int j = 0; j < 4; j++) o[32 + 64 * g + 4 * r + j] = p[2 + 4 * g + j] ^ 0x80;
+                        for (int j = 0; j < 4; j++) o[32 + 64 * g + 4 * r + j] = (uint8_t)q[4 * g + j] ^ 0x80;
                 }
             }
         }
@@ -530,6 +572,7 @@ int tiller_matvec_avx512(int type, const void *base, size_t row_bytes, int in_fe
 }
 int tiller_kernels_vnni(void) { return 0; }
 size_t tiller_vnni_slab_bytes(int type, int in_features) { (void)type; (void)in_features; return 0; }
+int tiller_vnni_slab_type(int type) { (void)type; return -1; }
 void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_features, int out_features,
                       int slab0, int slab1, void *packed) {
     (void)type; (void)base; (void)row_bytes; (void)in_features; (void)out_features; (void)slab0; (void)slab1; (void)packed;

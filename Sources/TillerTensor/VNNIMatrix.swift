@@ -1,8 +1,9 @@
 import CTillerKernels
 import Foundation
 
-/// A Q4_1 or Q8_0 matrix re-laid in 16-row slabs for batch-1 decode on CPUs with AVX-512 VNNI
-/// (`tiller_matvec_vnni`). The fp32 one-row kernels spend most of their time turning weight bytes
+/// A Q4_1, Q8_0, Q5_0 or Q4_0 matrix re-laid in 16-row slabs for batch-1 decode on CPUs with
+/// AVX-512 VNNI (`tiller_matvec_vnni`); Q5_0 and Q4_0, whose integers fit a byte, are re-laid
+/// exactly as Q8_0 blocks (`tiller_vnni_slab_type`). The fp32 one-row kernels spend most of their time turning weight bytes
 /// into floats; here the weights stay integers and the input row is written once per call as four
 /// base-128 int8 digits per 32-element block, so that one vpdpbusd multiplies four elements of 16
 /// rows. The digits represent x to within 1.9e-9 of its block's largest |x| (below the fp32
@@ -14,6 +15,8 @@ import Foundation
 /// lookups and many-row products.
 public final class VNNIMatrix: @unchecked Sendable {
     public let type: GGMLType
+    /// The slab layout and kernel: Q4_1 or Q8_0.
+    public let layout: GGMLType
     public let outFeatures: Int
     public let inFeatures: Int
     let slabs: Int
@@ -29,14 +32,15 @@ public final class VNNIMatrix: @unchecked Sendable {
     static let disabledByEnvironment = ProcessInfo.processInfo.environment["TILLER_VNNI"] == "0"
 
     /// The stored types with a slab layout.
-    public static func supports(_ type: GGMLType) -> Bool { type == .q4_1 || type == .q8_0 }
+    public static func supports(_ type: GGMLType) -> Bool { tiller_vnni_slab_type(Int32(type.rawValue)) >= 0 }
 
     /// Re-lays `matrix` over the worker pool; nil when its type has no layout or the kernels are off.
     public init?(_ matrix: WeightMatrix) {
         guard Self.available, Self.supports(matrix.type) else { return nil }
         let bytes = tiller_vnni_slab_bytes(Int32(matrix.type.rawValue), Int32(matrix.inFeatures))
-        guard bytes > 0 else { return nil }
+        guard bytes > 0, let layout = GGMLType(rawValue: UInt32(max(tiller_vnni_slab_type(Int32(matrix.type.rawValue)), 0))) else { return nil }
         type = matrix.type
+        self.layout = layout
         outFeatures = matrix.outFeatures
         inFeatures = matrix.inFeatures
         slabs = (outFeatures + 15) / 16
@@ -79,7 +83,7 @@ public final class VNNIMatrix: @unchecked Sendable {
                     // Several slabs a task, and a few tasks a thread so that a late thread does not
                     // hold the others up.
                     let tasks = min(slabs, pool.threadCount * 4)
-                    let (t, inF, out, total, base) = (Int32(type.rawValue), Int32(inFeatures), Int32(outFeatures), slabs, UnsafeRawPointer(storage.pointer))
+                    let (t, inF, out, total, base) = (Int32(layout.rawValue), Int32(inFeatures), Int32(outFeatures), slabs, UnsafeRawPointer(storage.pointer))
                     pool.parallelFor(tasks) { k in
                         let (s0, s1) = (Int32(total * k / tasks), Int32(total * (k + 1) / tasks))
                         if rows <= Self.oneRowKernelMaxRows {

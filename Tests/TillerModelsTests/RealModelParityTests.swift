@@ -85,10 +85,19 @@ final class RealModelParityTests: XCTestCase {
     /// generated positions equal those of a forward over prompt + generated tokens, at every
     /// position and with each position's own scale (the massive dims do not hide the others).
     func testSmolLM2DecodeMatchesTheFullForward() throws {
-        let model = try loadReal("SmolLM2-135M-Instruct.Q4_1.gguf")
-        let expected = try FixtureFile(Fixtures.path("smollm2.expected.safetensors"))
+        try checkDecodeMatchesTheFullForward(gguf: "SmolLM2-135M-Instruct.Q4_1.gguf", fixture: "smollm2", layers: [0, 3, 15, 29])
+    }
+
+    /// The same on Gemma 3 270M, whose Q5_0 matrices decode through Q8_0-laid VNNI slabs and
+    /// whose Q4_K and Q6_K ones through the fp32 one-row kernels.
+    func testGemma3DecodeMatchesTheFullForward() throws {
+        try checkDecodeMatchesTheFullForward(gguf: "gemma-3-270m-q4_k_m.gguf", fixture: "gemma3", layers: [0, 5, 17])
+    }
+
+    private func checkDecodeMatchesTheFullForward(gguf: String, fixture: String, layers: [Int]) throws {
+        let model = try loadReal(gguf)
+        let expected = try FixtureFile(Fixtures.path("\(fixture).expected.safetensors"))
         let tokens = try expected.ints("tokens.0")
-        let layers = [0, 3, 15, 29]
         let spec = CaptureSpec(layers: layers, positions: .all)
         let gen = try model.generate([tokens], options: GenerationOptions(maxNewTokens: 8, stopTokens: []), capture: spec)
         let all = tokens + gen[0].tokens
@@ -111,7 +120,7 @@ final class RealModelParityTests: XCTestCase {
                 XCTAssertLessThanOrEqual(e2, 1e-4, "layer \(l) position \(pos), without its 3 largest dims")
             }
         }
-        print("smollm2 decode vs forward (\(VNNIMatrix.available ? "vnni" : "fp32") one-row kernels): worst relative error \(worst), \(worstWithoutMassive) without each row's 3 largest dims")
+        print("\(fixture) decode vs forward (\(VNNIMatrix.available ? "vnni" : "fp32") one-row kernels): worst relative error \(worst), \(worstWithoutMassive) without each row's 3 largest dims")
     }
 
     /// A model over the fp32-copy limit (a copy limit of 0 bytes here): prefill through dequantized

@@ -51,12 +51,18 @@ int tiller_attend_query_avx512(const float *q, const float *k_pre, const float *
 /// 1 when the CPU runs the one-row VNNI kernels (the AVX-512 set above plus AVX-512 VNNI).
 int tiller_kernels_vnni(void);
 
-/// Bytes of one 16-row slab of `type` (Q4_1 or Q8_0) re-laid for `tiller_matvec_vnni`, `in_features`
-/// long; 0 for other types.
+/// The slab layout a matrix stored as `type` is re-laid in, which is the type the kernels below
+/// are called with: Q4_1 as Q4_1; Q8_0, Q5_0 and Q4_0 as Q8_0 (their integers fit a byte, so the
+/// re-lay is exact); -1 for types without a layout.
+int tiller_vnni_slab_type(int type);
+
+/// Bytes of one 16-row slab of a matrix stored as `type` re-laid for `tiller_matvec_vnni`,
+/// `in_features` long; 0 for types without a layout.
 size_t tiller_vnni_slab_bytes(int type, int in_features);
 
 /// Re-lays rows 16s ..< 16s+16 (zero past `out_features`) of a matrix stored as GGUF blocks of
-/// `type`, `row_bytes` apart, as slab s of `packed`, for s in [slab0, slab1).
+/// `type`, `row_bytes` apart, as slab s of `packed` (in the layout of `tiller_vnni_slab_type`),
+/// for s in [slab0, slab1).
 void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_features, int out_features,
                       int slab0, int slab1, void *packed);
 
@@ -66,8 +72,9 @@ void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_featu
 int tiller_vnni_digits(const float *x, int in_features, int8_t *digits, float *scales, int32_t *offsets);
 
 /// y[o] = W[o]·x for the outputs of slabs [slab0, slab1) (outputs ≥ out_features are not written),
-/// from slabs written by `tiller_vnni_pack` and an input written by `tiller_vnni_digits`. Returns 0
-/// (and writes nothing) without VNNI or for a type without a layout.
+/// from slabs written by `tiller_vnni_pack` and an input written by `tiller_vnni_digits`; `type`
+/// is the slab layout (`tiller_vnni_slab_type`). Returns 0 (and writes nothing) without VNNI or
+/// for a type without a layout.
 int tiller_matvec_vnni(int type, const void *packed, int in_features, const int8_t *digits, const float *scales,
                        const int32_t *offsets, float *y, int out_features, int slab0, int slab1);
 
