@@ -233,7 +233,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     }
 
     public func softcap(_ x: UnsafeMutablePointer<Float>, cap: Float, count: Int) {
-        for i in 0..<count { x[i] = cap * Foundation.tanh(x[i] / cap) }
+        softcapInPlace(x, cap: cap, count: count)
     }
 
     public func ropeTables(positions: [Int], invFreq: UnsafePointer<Float>, half: Int,
@@ -347,23 +347,19 @@ func attendHead(_ job: AttentionJob, head h: Int, scores: UnsafeMutablePointer<F
                     a2.addProduct(qv, vload(k2 + i)); a3.addProduct(qv, vload(k3 + i))
                     i += 8
                 }
-                var s = SIMD4<Float>(horizontalSum(a0), horizontalSum(a1), horizontalSum(a2), horizontalSum(a3)) * job.scale
-                if let cap = job.softcap {
-                    for o in 0..<4 { s[o] = cap * Foundation.tanh(s[o] / cap) }
-                }
+                let s = SIMD4<Float>(horizontalSum(a0), horizontalSum(a1), horizontalSum(a2), horizontalSum(a3)) * job.scale
                 for o in 0..<4 { scores[j + o - lo] = s[o] }
-                m = max(m, s.max())
                 j += 4
             }
         }
         while j <= p {
             let k = j < split ? kPre + j * kvDim : kOwn + (j - split) * kvDim
-            var s = dotProduct(q, k, count: d) * job.scale
-            if let cap = job.softcap { s = cap * Foundation.tanh(s / cap) }
-            scores[j - lo] = s
-            m = max(m, s)
+            scores[j - lo] = dotProduct(q, k, count: d) * job.scale
             j += 1
         }
+        // The soft-cap over the row of scores at once (`vtanh`), then its maximum.
+        if let cap = job.softcap { softcapInPlace(scores, cap: cap, count: p - lo + 1) }
+        m = maxValue(scores, count: p - lo + 1)
         // The softmax's exponentials, eight at a time (`vexp`); the tail through the same function.
         let n = p - lo + 1
         let mv = SIMD8<Float>(repeating: m)

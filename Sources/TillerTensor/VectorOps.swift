@@ -150,6 +150,63 @@ public func vexp(_ x: SIMD8<Float>) -> SIMD8<Float> {
     return y * scale
 }
 
+/// The largest of x[0..<n] (−∞ for none); NaN elements are passed over, as `Swift.max` does.
+public func maxValue(_ x: UnsafePointer<Float>, count n: Int) -> Float {
+    var i = 0
+    var m = -Float.infinity
+    if n >= 8 {
+        var mv = SIMD8<Float>(repeating: -.infinity)
+        while i + 8 <= n {
+            let v = vload(x + i)
+            mv = mv.replacing(with: v, where: v .> mv)
+            i += 8
+        }
+        m = mv.max()
+    }
+    while i < n {
+        m = Swift.max(m, x[i])
+        i += 1
+    }
+    return m
+}
+
+/// tanh lane by lane, for the logit and attention soft-caps (Gemma 2): an odd Taylor polynomial
+/// below |u| = 1/4 (truncation under 3e-10 relative), 1 − 2/(e^(2|u|) + 1) through `vexp` above
+/// it, the sign put back. Within a few ulp of Foundation.tanh (the test bounds it); ±1 for large
+/// |u|, NaN for NaN.
+@inlinable @inline(__always)
+public func vtanh(_ u: SIMD8<Float>) -> SIMD8<Float> {
+    let bits = unsafeBitCast(u, to: SIMD8<UInt32>.self)
+    let sign = bits & 0x8000_0000
+    let a = unsafeBitCast(bits & 0x7FFF_FFFF, to: SIMD8<Float>.self)
+    let z = a * a
+    var p = SIMD8<Float>(repeating: 21844.0 / 6_081_075)
+    p = p * z + -1382.0 / 155_925
+    p = p * z + 62.0 / 2835
+    p = p * z + -17.0 / 315
+    p = p * z + 2.0 / 15
+    p = p * z + -1.0 / 3
+    let small = a + a * (z * p)
+    let large = 1 - 2 / (vexp(a + a) + 1)
+    let t = large.replacing(with: small, where: a .< 0.25)
+    return unsafeBitCast(unsafeBitCast(t, to: SIMD8<UInt32>.self) | sign, to: SIMD8<Float>.self)
+}
+
+/// x[i] ← cap · tanh(x[i] / cap) (a logit or attention-score soft-cap), eight lanes at a time
+/// through `vtanh`, the tail through Foundation.tanh.
+public func softcapInPlace(_ x: UnsafeMutablePointer<Float>, cap: Float, count n: Int) {
+    var i = 0
+    let c = SIMD8<Float>(repeating: cap)
+    while i + 8 <= n {
+        vstore(c * vtanh(vload(x + i) / c), x + i)
+        i += 8
+    }
+    while i < n {
+        x[i] = cap * Foundation.tanh(x[i] / cap)
+        i += 1
+    }
+}
+
 /// log Σ exp(x) of a logits row: the maximum, then e^(x − max) eight lanes at a time (`vexp`),
 /// summed in fp32 over blocks of 64 and the blocks in fp64, so that a 262k-entry vocabulary
 /// keeps about 1e-7 relative error in the sum (≈ 1e-7 absolute in the result). NaN in, NaN out.

@@ -90,6 +90,34 @@ final class VectorExpTests: XCTestCase {
         XCTAssertLessThan(vexp(SIMD8<Float>(repeating: -1000))[0], 1e-37)
     }
 
+    /// `vtanh` (Gemma 2's logit and attention soft-caps) against fp64 tanh, across the switch from
+    /// its polynomial to its exponential form at 1/4 and into saturation; and the soft-cap of a row
+    /// with a tail against the scalar formula.
+    func testVtanhIsWithinAFewUlpOfLibm() {
+        var worstUlp: Float = 0
+        var x: Float = -12
+        while x <= 12 {
+            let lanes = SIMD8<Float>(x, x + 0.0007, -x * 0.01, x * 0.02, x + 0.25, 0.2499 + x * 1e-4, x * 1e-6, x + 0.9)
+            let v = vtanh(lanes)
+            for i in 0..<8 {
+                let ref = Float(Foundation.tanh(Double(lanes[i])))
+                worstUlp = max(worstUlp, abs(v[i] - ref) / max(ref.magnitude.ulp, Float.leastNormalMagnitude))
+            }
+            x += 0.0137
+        }
+        print("vtanh worst error: \(worstUlp) ulp")
+        XCTAssertLessThanOrEqual(worstUlp, 8)
+        XCTAssertEqual(vtanh(SIMD8<Float>(repeating: 0))[0], 0)
+        XCTAssertEqual(vtanh(SIMD8<Float>(repeating: -.infinity))[0], -1)
+        XCTAssertEqual(vtanh(SIMD8<Float>(repeating: 200))[0], 1)
+        XCTAssertTrue(vtanh(SIMD8<Float>(repeating: .nan))[0].isNaN)
+        var row = (0..<29).map { Float($0) * 7.3 - 100 }
+        let expected = row.map { 50 * Float(Foundation.tanh(Double($0 / 50))) }
+        row.withUnsafeMutableBufferPointer { softcapInPlace($0.baseAddress!, cap: 50, count: 29) }
+        for (a, b) in zip(row, expected) { XCTAssertEqual(a, b, accuracy: 8 * b.magnitude.ulp + 1e-6) }
+        XCTAssertEqual(row.withUnsafeBufferPointer { maxValue($0.baseAddress!, count: 29) }, row.max())
+    }
+
     /// The logits rows' log-sum-exp (every teacher-forced score and the local judge use it)
     /// against fp64 libm, on vocabularies of SmolLM2's and Gemma 3's sizes and on odd lengths.
     func testLogSumExpMatchesFP64() {
