@@ -19,8 +19,8 @@ struct Bench: ParsableCommand {
           judge     local-judge scores (101 candidates each) of P trait and coherence prompts, and
                     the share of the prompt's forward pass in them (Tiller only)
         EOS does not stop generation, so every run produces exactly the requested tokens.
-        generate and decode rates count the decode steps alone (new tokens − 1, timed as the run
-        minus the same run with one new token, i.e. without the prefill), as llama-bench's tg and
+        generate and decode rates count the decode steps alone (new tokens − 1, timed from the
+        first new token, which the prefill's logits give, to the end), as llama-bench's tg and
         llama-batched-bench's S_TG do; *_with_prefill_tokens_per_second keeps the whole run.
         """)
 
@@ -63,14 +63,24 @@ struct Bench: ParsableCommand {
             }
             return t
         }
-        /// Seconds of `newTokens` new tokens, and of their decode steps alone: the same run with one
-        /// new token (the prefill and the first token, which comes from the prefill's logits)
-        /// subtracted, so that the rate counts the newTokens − 1 steps as llama-bench's tg and
-        /// llama-batched-bench's S_TG count theirs (without the prompt).
-        func stepSeconds(_ body: (Int) throws -> Void) throws -> (Double, Double) {
-            let first = try best { try body(1) }
-            let all = try best { try body(newTokens) }
-            return (all, max(all - first, 1e-9))
+        /// Seconds of `newTokens` new tokens, and of their decode steps alone: from the first
+        /// token (which comes from the prefill's logits) to the end, so that the rate counts the
+        /// newTokens − 1 steps as llama-bench's tg and llama-batched-bench's S_TG count theirs
+        /// (without the prompt). Best of `repeats` for each.
+        func stepSeconds(_ body: (@escaping TokenCallback) throws -> Void) throws -> (Double, Double) {
+            var all = Double.infinity, steps = Double.infinity
+            for _ in 0..<max(repeats, 1) {
+                var first: Date?
+                let start = Date()
+                try body { _ in
+                    if first == nil { first = Date() }
+                    return true
+                }
+                let end = Date()
+                all = min(all, end.timeIntervalSince(start))
+                steps = min(steps, end.timeIntervalSince(first ?? start))
+            }
+            return (all, max(steps, 1e-9))
         }
         var results: [String: Double] = ["load_seconds": loadSeconds, "matvec_avx512": MatvecKernels.useAVX512 ? 1 : 0]
         let layers = Array(0..<lm.config.numHiddenLayers)
@@ -87,16 +97,16 @@ struct Bench: ParsableCommand {
                 let v = (0..<lm.config.hiddenSize).map { Float(sin(Double($0) * 0.37)) / Float(lm.config.hiddenSize).squareRoot() }
                 let spec = SteeringSpec(edits: [.add(layer: mid, vector: v, coef: 4)])
                 let steering = Array(repeating: spec, count: prompts)
-                let (t, steps) = try stepSeconds { n in
-                    _ = try lm.generate(b, options: GenerationOptions(maxNewTokens: n, stopTokens: []), steering: steering)
-                }
+                let options = GenerationOptions(maxNewTokens: newTokens, stopTokens: [])
+                let (t, steps) = try stepSeconds { onToken in _ = try lm.generate(b, options: options, steering: steering, onToken: onToken) }
                 results["generate_seconds"] = t
                 results["generate_step_seconds"] = steps
                 results["generate_new_tokens_per_second"] = Double(prompts * (newTokens - 1)) / steps
                 results["generate_with_prefill_tokens_per_second"] = Double(prompts * newTokens) / t
             case .decode:
                 let b = batch(1, 16)
-                let (t, steps) = try stepSeconds { n in _ = try lm.generate(b, options: GenerationOptions(maxNewTokens: n, stopTokens: [])) }
+                let options = GenerationOptions(maxNewTokens: newTokens, stopTokens: [])
+                let (t, steps) = try stepSeconds { onToken in _ = try lm.generate(b, options: options, onToken: onToken) }
                 results["decode_seconds"] = t
                 results["decode_step_seconds"] = steps
                 results["decode_tokens_per_second"] = Double(newTokens - 1) / steps
