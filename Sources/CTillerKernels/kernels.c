@@ -258,13 +258,16 @@ int tiller_kernels_vnni(void) {
     return cached;
 }
 
-/// Bytes of one block column of a slab (16 rows × 32 elements), as many as the GGUF blocks: Q4_1:
-/// d[16] f16, m[16] f16, 256 bytes of nibbles; Q8_0: d[16] f16, 512 bytes of weights + 128.
-enum { VNNIBlockQ4_1 = 320, VNNIBlockQ8_0 = 544 };
+/// Bytes of one block column of a slab (16 rows × 32 elements): Q4_1: d[16] f16, m[16] f16, 256
+/// bytes of nibbles (as many as the GGUF blocks); Q8_0: d[16] f16, 512 bytes of weights + 128; Q4_K:
+/// the Q4_1 shape with fp32 scales, a[16] = d·sc and b[16] = −dmin·m of each row's 32-element
+/// sub-block (exact: an fp16 times a 6-bit integer), then 256 bytes of nibbles.
+enum { VNNIBlockQ4_1 = 320, VNNIBlockQ8_0 = 544, VNNIBlockQ4_K = 384 };
 static size_t vnni_block_bytes(int type) {
     switch (type) {
     case TillerKernelQ4_1: return VNNIBlockQ4_1;
     case TillerKernelQ8_0: return VNNIBlockQ8_0;
+    case TillerKernelQ4_K: return VNNIBlockQ4_K;
     default: return 0;
     }
 }
@@ -276,12 +279,15 @@ int tiller_vnni_slab_type(int type) {
     // integers fit a byte, so they re-lay exactly as Q8_0 blocks (a byte a weight instead of
     // 0.56 or 0.69, read by the kernel that does not turn nibbles into floats).
     case TillerKernelQ8_0: case TillerKernelQ4_0: case TillerKernelQ5_0: return TillerKernelQ8_0;
+    // Q4_K's 32-element sub-blocks are Q4_1 blocks with a 6-bit scale and min under the
+    // super-block's two fp16: re-laid with the products as fp32 (its own layout).
+    case TillerKernelQ4_K: return TillerKernelQ4_K;
     default: return -1;
     }
 }
 
 size_t tiller_vnni_slab_bytes(int type, int in_features) {
-    if (in_features % 32 || tiller_vnni_slab_type(type) < 0) return 0;
+    if (in_features % (type == TillerKernelQ4_K ? 256 : 32) || tiller_vnni_slab_type(type) < 0) return 0;
     return vnni_block_bytes(tiller_vnni_slab_type(type)) * (size_t)(in_features / 32);
 }
 
@@ -322,7 +328,7 @@ static void block_as_q8(int type, const uint8_t *p, int8_t q[32]) {
 void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_features, int out_features,
                       int slab0, int slab1, void *packed) {
     const int layout = tiller_vnni_slab_type(type);
-    if (layout < 0 || in_features % 32) return;
+    if (layout < 0 || !tiller_vnni_slab_bytes(type, in_features)) return;
     const size_t bb = vnni_block_bytes(layout);
     const int blocks = in_features / 32;
     for (int s = slab0; s < slab1; s++) {
@@ -332,7 +338,30 @@ void tiller_vnni_pack(int type, const void *base, size_t row_bytes, int in_featu
             const uint8_t *row = (const uint8_t *)base + row_bytes * (size_t)(16 * s + r);
             for (int b = 0; b < blocks; b++) {
                 uint8_t *o = slab + bb * b;
-                if (type == TillerKernelQ4_1) {
+                if (type == TillerKernelQ4_K) {
+                    // Sub-block b is element range 32(b % 8) of super-block b / 8 (144 bytes: d,
+                    // dmin, 12 bytes of 6-bit scales and mins, 128 of nibbles): even sub-blocks
+                    // in the low nibbles of a 32-byte run, odd ones in the high.
+                    const uint8_t *sb = row + 144 * (size_t)(b / 8);
+                    const int j = b % 8;
+                    const uint8_t *sc = sb + 4;
+                    int scale, min;
+                    if (j < 4) { scale = sc[j] & 63; min = sc[j + 4] & 63; }
+                    else { scale = (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4); min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4); }
+                    uint16_t dh, mh;
+                    memcpy(&dh, sb, 2);
+                    memcpy(&mh, sb + 2, 2);
+                    const float a = _cvtsh_ss(dh) * (float)scale, m = -(_cvtsh_ss(mh) * (float)min);
+                    memcpy(o + 4 * r, &a, 4);
+                    memcpy(o + 64 + 4 * r, &m, 4);
+                    uint8_t q[32];
+                    const uint8_t *qs = sb + 16 + 32 * (j / 2);
+                    for (int l = 0; l < 32; l++) q[l] = (j % 2) ? qs[l] >> 4 : qs[l] & 0x0F;
+                    // As the Q4_1 layout pairs them: element e < 16 low, e + 16 high.
+                    for (int c = 0; c < 4; c++)
+                        for (int jj = 0; jj < 4; jj++)
+                            o[128 + 64 * c + 4 * r + jj] = (uint8_t)(q[4 * c + jj] | (q[16 + 4 * c + jj] << 4));
+                } else if (type == TillerKernelQ4_1) {
                     const uint8_t *p = row + 20 * b;
                     memcpy(o + 2 * r, p, 2);
                     memcpy(o + 32 + 2 * r, p + 2, 2);
@@ -396,17 +425,25 @@ VNNI static inline __m512 combine(__m512i a1, __m512i a2, __m512i a3, __m512i a4
     return _mm512_fmadd_ps(lo, _mm512_set1_ps(scales[1]), _mm512_mul_ps(hi, _mm512_set1_ps(scales[0])));
 }
 
-VNNI static __m512 slab_q4_1(const uint8_t *w, int blocks, const int8_t *digits, const float *scales) {
+/// A block column's 16 scales and mins and its nibbles: fp16 in the Q4_1 layout, fp32 in Q4_K's.
+VNNI static inline __m512 nibble_scales(const uint8_t *p, int f32) {
+    return f32 ? _mm512_loadu_ps(p) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+#define NIBBLE_BLOCK(f32) ((f32) ? VNNIBlockQ4_K : VNNIBlockQ4_1)
+#define NIBBLE_MINS(f32) ((f32) ? 64 : 32)
+#define NIBBLE_DATA(f32) ((f32) ? 128 : 64)
+
+VNNI static inline __m512 slab_nibbles(const uint8_t *w, int blocks, const int8_t *digits, const float *scales, const int f32) {
     static const int32_t none[2] = {0, 0};
     const __m512i low = _mm512_set1_epi8(0x0F), zero = _mm512_setzero_si512();
     __m512 acc = _mm512_setzero_ps();
     for (int b = 0; b < blocks; b++) {
-        const uint8_t *p = w + VNNIBlockQ4_1 * b;
+        const uint8_t *p = w + NIBBLE_BLOCK(f32) * b;
         const int8_t *xb = digits + 128 * b;
         // Low and high nibbles in their own accumulators: eight dependency chains.
         __m512i a1 = zero, a2 = zero, a3 = zero, a4 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero;
         for (int c = 0; c < 4; c++) {
-            const __m512i v = _mm512_loadu_si512(p + 64 + 64 * c);
+            const __m512i v = _mm512_loadu_si512(p + NIBBLE_DATA(f32) + 64 * c);
             const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
             a1 = _mm512_dpbusd_epi32(a1, lo, DIGITS(xb, 0, 4 * c));
             a2 = _mm512_dpbusd_epi32(a2, lo, DIGITS(xb, 1, 4 * c));
@@ -420,8 +457,7 @@ VNNI static __m512 slab_q4_1(const uint8_t *w, int blocks, const int8_t *digits,
         a1 = _mm512_add_epi32(a1, b1), a2 = _mm512_add_epi32(a2, b2);
         a3 = _mm512_add_epi32(a3, b3), a4 = _mm512_add_epi32(a4, b4);
         // w = d·q + m: Σ w·x = d·Σ q·x + m·Σ x.
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
+        const __m512 d = nibble_scales(p, f32), m = nibble_scales(p + NIBBLE_MINS(f32), f32);
         acc = _mm512_fmadd_ps(d, combine(a1, a2, a3, a4, none, scales + 3 * b), acc);
         acc = _mm512_fmadd_ps(m, _mm512_set1_ps(scales[3 * b + 2]), acc);
     }
@@ -463,7 +499,8 @@ VNNI static void matvec_vnni(int type, const uint8_t *packed, int in_features, c
     const size_t slab_bytes = vnni_block_bytes(type) * (size_t)blocks;
     for (int s = slab0; s < slab1; s++) {
         const uint8_t *w = packed + slab_bytes * s;
-        const __m512 r = type == TillerKernelQ4_1 ? slab_q4_1(w, blocks, digits, scales)
+        const __m512 r = type == TillerKernelQ4_1 ? slab_nibbles(w, blocks, digits, scales, 0)
+                       : type == TillerKernelQ4_K ? slab_nibbles(w, blocks, digits, scales, 1)
                                                   : slab_q8_0(w, blocks, digits, scales, offsets);
         const int n = out_features - 16 * s;
         _mm512_mask_storeu_ps(y + 16 * s, n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1), r);
@@ -494,26 +531,26 @@ VNNI static void rows4_q8_0(const uint8_t *w, int blocks, const int8_t *const *d
     for (int r = 0; r < 4; r++) out[r] = acc[r];
 }
 
-VNNI static void rows4_q4_1(const uint8_t *w, int blocks, const int8_t *const *d, const float *const *sc, __m512 *out) {
+VNNI static inline void rows4_nibbles(const uint8_t *w, int blocks, const int8_t *const *d, const float *const *sc, __m512 *out,
+                                      const int f32) {
     static const int32_t none[2] = {0, 0};
     const __m512i low = _mm512_set1_epi8(0x0F);
     __m512 acc[4];
     for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
     for (int b = 0; b < blocks; b++) {
-        const uint8_t *p = w + VNNIBlockQ4_1 * b;
+        const uint8_t *p = w + NIBBLE_BLOCK(f32) * b;
         __m512i a[4][4];
         for (int r = 0; r < 4; r++)
             for (int l = 0; l < 4; l++) a[r][l] = _mm512_setzero_si512();
         for (int c = 0; c < 4; c++) {
-            const __m512i v = _mm512_loadu_si512(p + 64 + 64 * c);
+            const __m512i v = _mm512_loadu_si512(p + NIBBLE_DATA(f32) + 64 * c);
             const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
             for (int r = 0; r < 4; r++)
                 for (int l = 0; l < 4; l++)
                     a[r][l] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[r][l], lo, DIGITS(d[r] + 128 * b, l, 4 * c)), hi,
                                                   DIGITS(d[r] + 128 * b, l, 16 + 4 * c));
         }
-        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        const __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
+        const __m512 dv = nibble_scales(p, f32), mv = nibble_scales(p + NIBBLE_MINS(f32), f32);
         for (int r = 0; r < 4; r++) {
             acc[r] = _mm512_fmadd_ps(dv, combine(a[r][0], a[r][1], a[r][2], a[r][3], none, sc[r] + 3 * b), acc[r]);
             acc[r] = _mm512_fmadd_ps(mv, _mm512_set1_ps(sc[r][3 * b + 2]), acc[r]);
@@ -542,7 +579,8 @@ VNNI static void matmul_vnni(int type, const uint8_t *packed, int in_features, i
                 off[r] = offsets + (size_t)row * 2 * blocks;
             }
             __m512 out[4];
-            if (type == TillerKernelQ4_1) rows4_q4_1(w, blocks, d, sc, out);
+            if (type == TillerKernelQ4_1) rows4_nibbles(w, blocks, d, sc, out, 0);
+            else if (type == TillerKernelQ4_K) rows4_nibbles(w, blocks, d, sc, out, 1);
             else rows4_q8_0(w, blocks, d, sc, off, out);
             for (int r = 0; r < 4 && r0 + r < rows; r++) _mm512_mask_storeu_ps(y + (size_t)(r0 + r) * ldy + 16 * s, mask, out[r]);
         }

@@ -1,9 +1,9 @@
 import CTillerKernels
 import Foundation
 
-/// A Q4_1, Q8_0, Q5_0 or Q4_0 matrix re-laid in 16-row slabs for batch-1 decode on CPUs with
+/// A Q4_1, Q8_0, Q5_0, Q4_0 or Q4_K matrix re-laid in 16-row slabs for batch-1 decode on CPUs with
 /// AVX-512 VNNI (`tiller_matvec_vnni`); Q5_0 and Q4_0, whose integers fit a byte, are re-laid
-/// exactly as Q8_0 blocks (`tiller_vnni_slab_type`). The fp32 one-row kernels spend most of their time turning weight bytes
+/// exactly as Q8_0 blocks, and Q4_K's sub-blocks as Q4_1 ones with fp32 scales (`tiller_vnni_slab_type`). The fp32 one-row kernels spend most of their time turning weight bytes
 /// into floats; here the weights stay integers and the input row is written once per call as four
 /// base-128 int8 digits per 32-element block, so that one vpdpbusd multiplies four elements of 16
 /// rows. The digits represent x to within 1.9e-9 of its block's largest |x| (below the fp32
@@ -15,7 +15,7 @@ import Foundation
 /// lookups and many-row products.
 public final class VNNIMatrix: @unchecked Sendable {
     public let type: GGMLType
-    /// The slab layout and kernel: Q4_1 or Q8_0.
+    /// The slab layout and kernel: Q4_1, Q8_0 or Q4_K.
     public let layout: GGMLType
     public let outFeatures: Int
     public let inFeatures: Int

@@ -127,12 +127,13 @@ final class WeightMatrixTests: XCTestCase {
         XCTAssertNil(VNNIMatrix(try WeightMatrix(randomTensor(.q6_K, rows: 16, cols: 256, seed: 1))), "no layout for Q6_K")
         var worst = 0.0
         for (t, (type, out, inF)) in [(GGMLType.q4_1, 45, 512), (.q4_1, 16, 96), (.q8_0, 13, 96), (.q8_0, 300, 64), (.q8_0, 37, 1024),
-                                            (.q5_0, 21, 160), (.q5_0, 64, 1024), (.q4_0, 19, 96)].enumerated() {
+                                            (.q5_0, 21, 160), (.q5_0, 64, 1024), (.q4_0, 19, 96), (.q4_K, 20, 512),
+                                            (.q4_K, 33, 256)].enumerated() {
             let raw = randomTensor(type, rows: out, cols: inF, seed: UInt64(1100 + t))
             let dense = try dequantize(raw)
             let v = try XCTUnwrap(VNNIMatrix(try WeightMatrix(raw)))
-            XCTAssertEqual(v.layout, type == .q4_1 ? .q4_1 : .q8_0)
-            XCTAssertEqual(v.byteCount, (out + 15) / 16 * (inF / 32) * (type == .q4_1 ? 320 : 544))
+            XCTAssertEqual(v.layout, type == .q4_1 || type == .q4_K ? type : .q8_0)
+            XCTAssertEqual(v.byteCount, (out + 15) / 16 * (inF / 32) * (type == .q4_1 ? 320 : type == .q4_K ? 384 : 544))
             // One row (the matvec kernel) and several (four rows a pass, with a remainder).
             for rows in [1, 2, 4, 7, 32] {
                 for massive in [false, true] {
