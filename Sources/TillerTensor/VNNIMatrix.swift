@@ -3,8 +3,9 @@ import Foundation
 
 /// A Q4_1, Q8_0, Q5_0, Q4_0 or Q4_K matrix re-laid in 16-row slabs for batch-1 decode on CPUs with
 /// AVX-512 VNNI (`tiller_matvec_vnni`); Q5_0 and Q4_0, whose integers fit a byte, are re-laid
-/// exactly as Q8_0 blocks, and Q4_K's sub-blocks as Q4_1 ones with fp32 scales (`tiller_vnni_slab_type`). The fp32 one-row kernels spend most of their time turning weight bytes
-/// into floats; here the weights stay integers and the input row is written once per call as four
+/// exactly as Q8_0 blocks, and Q4_K's sub-blocks as Q4_1 ones with fp32 scales
+/// (`tiller_vnni_slab_type`). The fp32 one-row kernels spend most of their time turning weight
+/// bytes into floats; here the weights stay integers and the input row is written once per call as four
 /// base-128 int8 digits per 32-element block, so that one vpdpbusd multiplies four elements of 16
 /// rows. The digits represent x to within 1.9e-9 of its block's largest |x| (below the fp32
 /// rounding of that element), the integer sums are exact, and the result is the dequantized
@@ -31,14 +32,20 @@ public final class VNNIMatrix: @unchecked Sendable {
     public static var available: Bool { MatvecKernels.useAVX512 && cpuHasVNNI && !disabledByEnvironment }
     static let disabledByEnvironment = ProcessInfo.processInfo.environment["TILLER_VNNI"] == "0"
 
+    /// The slab layout (and kernel) of a stored type, nil for types without one.
+    static func layout(of type: GGMLType) -> GGMLType? {
+        let raw = tiller_vnni_slab_type(Int32(type.rawValue))
+        return raw < 0 ? nil : GGMLType(rawValue: UInt32(raw))
+    }
+
     /// The stored types with a slab layout.
-    public static func supports(_ type: GGMLType) -> Bool { tiller_vnni_slab_type(Int32(type.rawValue)) >= 0 }
+    public static func supports(_ type: GGMLType) -> Bool { layout(of: type) != nil }
 
     /// Re-lays `matrix` over the worker pool; nil when its type has no layout or the kernels are off.
     public init?(_ matrix: WeightMatrix) {
-        guard Self.available, Self.supports(matrix.type) else { return nil }
+        guard Self.available, let layout = Self.layout(of: matrix.type) else { return nil }
         let bytes = tiller_vnni_slab_bytes(Int32(matrix.type.rawValue), Int32(matrix.inFeatures))
-        guard bytes > 0, let layout = GGMLType(rawValue: UInt32(max(tiller_vnni_slab_type(Int32(matrix.type.rawValue)), 0))) else { return nil }
+        guard bytes > 0 else { return nil }
         type = matrix.type
         self.layout = layout
         outFeatures = matrix.outFeatures

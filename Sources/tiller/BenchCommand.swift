@@ -46,6 +46,12 @@ struct Bench: ParsableCommand {
         100 + (p * 7919 + i * 104_729 + (p * i) % 13) % (min(vocab, 32000) - 200)
     }
 
+    func validate() throws {
+        if newTokens < 2 && (workload.contains(.generate) || workload.contains(.decode)) {
+            throw ValidationError("--new-tokens must be at least 2 for generate and decode: their rates count the decode steps after the first new token")
+        }
+    }
+
     func run() throws {
         let loadStart = Date()
         let lm = try LanguageModel.load(model)
@@ -82,7 +88,9 @@ struct Bench: ParsableCommand {
             }
             return (all, max(steps, 1e-9))
         }
-        var results: [String: Double] = ["load_seconds": loadSeconds, "matvec_avx512": MatvecKernels.useAVX512 ? 1 : 0]
+        // Each time below is the best of `repeats` runs, which the results carry.
+        var results: [String: Double] = ["load_seconds": loadSeconds, "matvec_avx512": MatvecKernels.useAVX512 ? 1 : 0,
+                                         "repeats": Double(max(repeats, 1))]
         let layers = Array(0..<lm.config.numHiddenLayers)
         for w in workload {
             switch w {

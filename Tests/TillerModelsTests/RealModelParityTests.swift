@@ -88,8 +88,9 @@ final class RealModelParityTests: XCTestCase {
         try checkDecodeMatchesTheFullForward(gguf: "SmolLM2-135M-Instruct.Q4_1.gguf", fixture: "smollm2", layers: [0, 3, 15, 29])
     }
 
-    /// The same on Gemma 3 270M, whose Q5_0 matrices decode through Q8_0-laid VNNI slabs and
-    /// whose Q4_K and Q6_K ones through the fp32 one-row kernels.
+    /// The same on Gemma 3 270M, whose Q5_0 matrices decode through Q8_0-laid VNNI slabs, its Q4_K
+    /// ones through Q4_K slabs (Q4_1's shape, fp32 scales) and its Q6_K ones through the fp32
+    /// one-row kernels.
     func testGemma3DecodeMatchesTheFullForward() throws {
         try checkDecodeMatchesTheFullForward(gguf: "gemma-3-270m-q4_k_m.gguf", fixture: "gemma3", layers: [0, 5, 17])
     }

@@ -53,7 +53,8 @@ int tiller_kernels_vnni(void);
 
 /// The slab layout a matrix stored as `type` is re-laid in, which is the type the kernels below
 /// are called with: Q4_1 as Q4_1; Q8_0, Q5_0 and Q4_0 as Q8_0 (their integers fit a byte, so the
-/// re-lay is exact); -1 for types without a layout.
+/// re-lay is exact); Q4_K as its own layout (Q4_1's shape with fp32 sub-block scales, exact too;
+/// in_features a multiple of 256); -1 for types without a layout.
 int tiller_vnni_slab_type(int type);
 
 /// Bytes of one 16-row slab of a matrix stored as `type` re-laid for `tiller_matvec_vnni`,
