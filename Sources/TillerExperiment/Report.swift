@@ -4,8 +4,8 @@ import TillerSteering
 
 // `tiller report`: the steering-sweep tables and results summary in Markdown, and one
 // self-contained HTML page (no network: inline CSS, SVG and a little JavaScript) with the
-// massive-dim heatmap, trait and coherence vs coefficient per layer for each variant, and a
-// browser of the steered answers. Everything is read from the results database.
+// massive-dim heatmap, the sweep figures, trait-vs-coherence scatters and threshold curves
+// (ReportFigures.swift), and a browser of the steered answers. Everything is read from the results database.
 
 public struct ExperimentReport {
     public let store: ResultsStore
@@ -50,9 +50,10 @@ public struct ExperimentReport {
         s += try setupMarkdown()
         s += instrumentsMarkdown()
         let all = findings
+        let cos = try cosines()
         for c in selection.conditions {
             s += "## \(c.model), \(c.trait)\n\n"
-            s += conditionMarkdown(c, findings: all.filter { $0.condition == c.label })
+            s += conditionMarkdown(c, findings: all.filter { $0.condition == c.label }) + cosineMarkdown(cos.filter { $0.condition == c.label })
         }
         s += "## Results summary\n\n" + summaryTable()
         s += findingsAcrossConditions(all)
@@ -160,7 +161,7 @@ public struct ExperimentReport {
                 s += "| Claim | Gate | Verdict | Δ [95% CI] | n | A | B |\n|---|---|---|---|---|---|---|\n"
                 for f in mine {
                     let d = f.delta.map { "\(signed($0)) [\(signed(f.ciLow!)), \(signed(f.ciHigh!))]" } ?? "–"
-                    s += "| \(f.claim) | \(f.threshold) | \(f.verdict.rawValue)\(f.thresholdSensitive ? " (threshold-sensitive)" : "") | \(d) | \(f.n) | \(f.sideA) | \(f.sideB)\(f.note.map { " (\($0))" } ?? "") |\n"
+                    s += "| \(f.title) | \(f.threshold) | \(f.verdict.rawValue)\(f.thresholdSensitive ? " (threshold-sensitive)" : "") | \(d) | \(f.n) | \(f.sideA) | \(f.sideB)\(f.note.map { " (\($0))" } ?? "") |\n"
                 }
                 s += "\n"
             }
@@ -208,13 +209,13 @@ public struct ExperimentReport {
         var cols: [String] = []
         for f in all { let k = "\(f.condition) (\(f.evaluator))"; if !cols.contains(k) { cols.append(k) } }
         var claims: [String] = []
-        for f in all where !claims.contains(f.claim) { claims.append(f.claim) }
-        var s = "## Findings across conditions\n\nVerdict at the first gate (supported: CI above 0; contradicted: below 0; inconclusive: holds 0); † the verdict changes with the gate threshold.\n\n"
+        for f in all where !claims.contains(f.title) { claims.append(f.title) }
+        var s = "## Findings across conditions\n\nThe built-in cleaning claims are matched: each compares variants of one method (and cleaning mode), one row per family the experiment holds, and a pooled row (per held-out item the mean of the families' paired differences, bootstrapped over items). Verdict at the first gate (supported: CI above 0; contradicted: below 0; inconclusive: holds 0); † the verdict changes with the gate threshold.\n\n"
         s += "| Claim | " + cols.joined(separator: " | ") + " |\n|---|" + cols.map { _ in "---|" }.joined() + "\n"
         for cl in claims {
             s += "| \(cl) |"
             for col in cols {
-                let f = all.first { "\($0.condition) (\($0.evaluator))" == col && $0.claim == cl }
+                let f = all.first { "\($0.condition) (\($0.evaluator))" == col && $0.title == cl }
                 if let f {
                     let d = f.delta.map { " \(signed($0)) [\(signed(f.ciLow!)), \(signed(f.ciHigh!))]" } ?? ""
                     s += " \(f.verdict.rawValue)\(f.thresholdSensitive ? " †" : "")\(d) |"
@@ -283,10 +284,16 @@ public struct ExperimentReport {
              "best": r.best.map { ["variant": $0.variant, "heldout": ci($0.delta)] as [String: Any] } ?? NSNull()]
         }
         let enc = JSONEncoder()
-        let fs = try JSONSerialization.jsonObject(with: try enc.encode(findings))
+        // Every finding carries its family (null for claims that are not matched).
+        let fs = (try JSONSerialization.jsonObject(with: try enc.encode(findings)) as? [[String: Any]] ?? []).map { f -> [String: Any] in
+            var f = f
+            if f["family"] == nil { f["family"] = NSNull() }
+            return f
+        }
         let root: [String: Any] = [
             "schema": "tiller.report/1", "experiment": spec.name, "split_seed": selection.splitSeed, "resamples": selection.resamples,
             "winner": selection.winner ?? NSNull(), "conditions": conds, "summary": summary, "findings": fs,
+            "sweeps": sweepsJSON(try sweeps()), "cosines": cosinesJSON(try cosines()), "threshold_curves": thresholdCurvesJSON(try thresholdCurves()),
         ]
         return try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
     }
@@ -297,6 +304,8 @@ public struct ExperimentReport {
         var body = "<h1>Experiment \(esc(spec.name))</h1>\n"
         body += markdownToHTML(try setupMarkdown()) + markdownToHTML(instrumentsMarkdown())
         let all = findings
+        let cos = try cosines()
+        let figs = figures(sweeps: try sweeps(), curves: try thresholdCurves())
         var scans: Set<String> = []
         for c in selection.conditions {
             body += "<h2>\(esc(c.model)), \(esc(c.trait))</h2>\n"
@@ -305,10 +314,9 @@ public struct ExperimentReport {
                 body += "<h3>Massive dims</h3>\n<div class=\"plot\">\(scan.svg())</div>\n"
             }
             body += markdownToHTML(conditionMarkdown(c, findings: all.filter { $0.condition == c.label }))
-            if c.results.contains(where: { !$0.config.isBaseline }) {
-                body += "<h3>Judge trait (solid) and coherence (dashed) vs coefficient, per layer (all questions, descriptive)</h3>\n<div class=\"grid\">\n"
-                for v in c.variants { body += "<div class=\"plot\">\(variantPlot(c, variant: v))</div>\n" }
-                body += "</div>\n"
+            body += markdownToHTML(cosineMarkdown(cos.filter { $0.condition == c.label }))
+            for f in figs where f.condition == c.label {
+                body += "<h3>\(esc(f.title))</h3>\n<div class=\"grid\">\n" + f.figures.map { "<div class=\"plot\">\($0.svg)</div>\n" }.joined() + "</div>\n"
             }
         }
         body += "<h2>Results summary</h2>\n" + markdownToHTML(summaryTable()) + markdownToHTML(findingsAcrossConditions(all))
@@ -319,56 +327,13 @@ public struct ExperimentReport {
         <style>
         body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
         table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:13px}
-        th{background:#f3f3f3}.grid{display:flex;flex-wrap:wrap;gap:8px}.plot{overflow-x:auto}
+        th{background:#f3f3f3}.grid{display:flex;flex-wrap:wrap;gap:8px}.plot{overflow-x:auto;max-width:100%}.plot svg{max-width:100%;height:auto}
         .ans td{vertical-align:top}.ans td.r{white-space:pre-wrap;max-width:600px}code{background:#f3f3f3;padding:0 3px}
         select,input{margin:0 .5em .5em 0}
         </style></head><body>
         \(body)
         </body></html>
         """
-    }
-
-    /// Small multiple for one variant: x = coefficient (log scale), y = 0…100; one colour per
-    /// layer, trait solid, coherence dashed; the baseline trait as a grey line; the first
-    /// coherence threshold dotted.
-    func variantPlot(_ c: ConditionResult, variant: String) -> String {
-        let rs = c.results.filter { $0.config.variant == variant }
-        let w = 360.0, h = 220.0, l = 40.0, r = 10.0, t = 24.0, b = 30.0
-        // x: the coefficient as the sweep gives it (relative ones share one grid across layers).
-        let xs = rs.map(\.config.coefficient).filter { $0 > 0 }
-        guard let lo = xs.min(), let hi = xs.max() else { return "" }
-        let a = log10(lo), z = max(log10(hi), a + 1e-9)
-        let pad = (z - a) * 0.05 + (z == a + 1e-9 ? 0.5 : 0)
-        func X(_ v: Double) -> Double { l + (log10(v) - (a - pad)) / ((z + pad) - (a - pad)) * (w - l - r) }
-        func Y(_ v: Double) -> Double { t + (1 - v / 100) * (h - t - b) }
-        let palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"10\">"
-        s += "<text x=\"\(l)\" y=\"14\" font-size=\"12\">\(esc(variant))</text>"
-        s += "<rect x=\"\(l)\" y=\"\(t)\" width=\"\(w - l - r)\" height=\"\(h - t - b)\" fill=\"none\" stroke=\"#999\"/>"
-        for v in [0.0, 50, 100] { s += "<text x=\"\(l - 4)\" y=\"\(Y(v) + 3)\" text-anchor=\"end\">\(Int(v))</text>" }
-        for v in Array(Set(xs)).sorted() {
-            s += "<text x=\"\(X(v))\" y=\"\(h - b + 12)\" text-anchor=\"middle\">\(fmtShort(v))</text>"
-        }
-        if let bt = c.baseline?.trait {
-            s += "<line x1=\"\(l)\" x2=\"\(w - r)\" y1=\"\(Y(bt))\" y2=\"\(Y(bt))\" stroke=\"#aaa\"/>"
-        }
-        let th = spec.coherenceThresholds[0]
-        s += "<line x1=\"\(l)\" x2=\"\(w - r)\" y1=\"\(Y(th))\" y2=\"\(Y(th))\" stroke=\"#aaa\" stroke-dasharray=\"1,3\"/>"
-        let layers = Array(Set(rs.map(\.config.layer))).sorted()
-        for (i, layer) in layers.enumerated() {
-            let col = palette[i % palette.count]
-            let pts = rs.filter { $0.config.layer == layer }.sorted { $0.config.coefficient < $1.config.coefficient }
-            func line(_ f: (ConfigResult) -> Double?, dash: String) -> String {
-                let p = pts.compactMap { r in f(r).map { "\(X(r.config.coefficient)),\(Y($0))" } }
-                guard !p.isEmpty else { return "" }
-                return "<polyline fill=\"none\" stroke=\"\(col)\" stroke-width=\"1.5\"\(dash) points=\"\(p.joined(separator: " "))\"/>"
-                    + pts.compactMap { r in f(r).map { "<circle cx=\"\(X(r.config.coefficient))\" cy=\"\(Y($0))\" r=\"2\" fill=\"\(col)\"/>" } }.joined()
-            }
-            s += line({ $0.trait }, dash: "") + line({ $0.coherence }, dash: " stroke-dasharray=\"4,3\"")
-            s += "<text x=\"\(w - r - 4)\" y=\"\(t + 12 + Double(i) * 11)\" text-anchor=\"end\" fill=\"\(col)\">L\(layer)</text>"
-        }
-        s += "<text x=\"\((l + w - r) / 2)\" y=\"\(h - 4)\" text-anchor=\"middle\">\(rs.first?.config.scale == .relative ? "coefficient × layer norm (log)" : "coefficient (log)")</text></svg>"
-        return s
     }
 
     /// Every answer with its scores, filterable by condition, variant, layer and text.

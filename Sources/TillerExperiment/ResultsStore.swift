@@ -380,6 +380,15 @@ public final class ResultsStore: @unchecked Sendable {
         }
     }
 
+    /// The vectors the sweep used: per model, trait, variant and layer, the file it was read from.
+    public func vectorRecords() throws -> [(model: String, trait: String, variant: String, layer: Int, file: String)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT model, trait, variant, layer, file FROM vectors ORDER BY model, trait, variant, layer").map {
+                (model: $0["model"], trait: $0["trait"], variant: $0["variant"], layer: $0["layer"], file: $0["file"])
+            }
+        }
+    }
+
     public func setLayerNorm(model: String, layer: Int, mean: Double, excludingMassive: Double, excluded: [Int]) throws {
         try db.write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO layer_norms (model, layer, mean_norm, mean_norm_excl_massive, excluded_dims) VALUES (?, ?, ?, ?, ?)",

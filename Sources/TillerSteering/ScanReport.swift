@@ -32,29 +32,34 @@ extension ScanResult {
 
     /// Layers × dims heatmap (dims = union of every layer's top-k, ordered by frequency) and a line
     /// plot of the dominant dim's max |a| per layer (log scale).
-    public func svg() -> String {
+    public func svg() -> String { svgFigure().svg }
+
+    /// The heatmap and its labels: dim labels stand vertically above their columns, and the top
+    /// margin is as tall as the longest of them, so none overlaps a neighbour, the cells or the title.
+    public func svgFigure() -> (svg: String, labels: SVGLabelLayout) {
         var freq: [Int: Int] = [:]
         for l in layers { for t in l.top { freq[t.dim, default: 0] += 1 } }
         let dims = freq.keys.sorted { freq[$0]! != freq[$1]! ? freq[$0]! > freq[$1]! : $0 < $1 }.prefix(24)
-        let cell = 18.0, left = 60.0, top = 40.0
+        let longest = dims.map { SVGLabel.width(String($0), size: 10) }.max() ?? 0
+        let cell = 18.0, left = 60.0, top = 30.0 + longest + 8
         let heatW = Double(dims.count) * cell, heatH = Double(layers.count) * cell
         let plotX = left + heatW + 60, plotW = 320.0
-        let width = plotX + plotW + 40, height = max(heatH + top + 60, 300)
+        let width = plotX + plotW + 40, height = max(heatH + top + 30, 300)
         var values: [[Double?]] = []
         for l in layers {
             values.append(dims.map { d in l.top.first { $0.dim == d }.map { log10(max($0.max, 1e-9)) } })
         }
         let flat = values.flatMap { $0.compactMap { $0 } }
         let lo = flat.min() ?? 0, hi = max(flat.max() ?? 1, lo + 1e-9)
+        var labels = SVGLabelLayout()
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"10\">\n"
-        out += "<text x=\"\(left)\" y=\"16\" font-size=\"13\">\(esc(model)): log10 max|a| of top dims per layer</text>\n"
+        labels.place(SVGLabel("\(model): log10 max|a| of top dims per layer", x: left, y: 16, size: 13))
         for (i, d) in dims.enumerated() {
-            let x = left + Double(i) * cell + cell / 2
-            out += "<text x=\"\(x)\" y=\"\(top - 4)\" text-anchor=\"end\" transform=\"rotate(-60 \(x) \(top - 4))\">\(d)</text>\n"
+            labels.place(SVGLabel(String(d), x: left + Double(i) * cell + cell / 2 + 3.5, y: top - 4, vertical: true), gap: 0)
         }
         for (r, l) in layers.enumerated() {
             let y = top + Double(r) * cell
-            out += "<text x=\"\(left - 4)\" y=\"\(y + cell * 0.7)\" text-anchor=\"end\">L\(l.layer)</text>\n"
+            labels.place(SVGLabel("L\(l.layer)", x: left - 4, y: y + cell * 0.7, anchor: .end), gap: 0)
             for (c, v) in values[r].enumerated() {
                 let x = left + Double(c) * cell
                 let color: String
@@ -71,7 +76,7 @@ extension ScanResult {
             let logs = mags.compactMap { $0 }.map { log10(max($0, 1e-9)) }
             let ylo = (logs.min() ?? 0).rounded(.down), yhi = max((logs.max() ?? 1).rounded(.up), ylo + 1)
             let ph = heatH
-            out += "<text x=\"\(plotX)\" y=\"\(top - 8)\" font-size=\"12\">dim \(d.dim): max|a| per layer (log10)</text>\n"
+            labels.place(SVGLabel("dim \(d.dim): max|a| per layer (log10)", x: plotX, y: top - 8, size: 12))
             out += "<rect x=\"\(plotX)\" y=\"\(top)\" width=\"\(plotW)\" height=\"\(ph)\" fill=\"none\" stroke=\"#999\"/>\n"
             var pts: [String] = []
             for (i, m) in mags.enumerated() {
@@ -82,12 +87,12 @@ extension ScanResult {
                 out += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#c0392b\"><title>L%d: %.4g</title></circle>\n", x, y, layers[i].layer, m)
             }
             out += "<polyline points=\"\(pts.joined(separator: " "))\" fill=\"none\" stroke=\"#c0392b\"/>\n"
-            out += "<text x=\"\(plotX - 4)\" y=\"\(top + 8)\" text-anchor=\"end\">\(fmt(pow(10, yhi)))</text>\n"
-            out += "<text x=\"\(plotX - 4)\" y=\"\(top + ph)\" text-anchor=\"end\">\(fmt(pow(10, ylo)))</text>\n"
-            out += "<text x=\"\(plotX + plotW / 2)\" y=\"\(top + ph + 16)\" text-anchor=\"middle\">layer</text>\n"
+            labels.place(SVGLabel(fmt(pow(10, yhi)), x: plotX - 4, y: top + 8, anchor: .end))
+            labels.place(SVGLabel(fmt(pow(10, ylo)), x: plotX - 4, y: top + ph, anchor: .end))
+            labels.place(SVGLabel("layer", x: plotX + plotW / 2, y: top + ph + 16, anchor: .middle))
         }
-        out += "</svg>\n"
-        return out
+        out += labels.svg + "\n</svg>\n"
+        return (out, labels)
     }
 }
 

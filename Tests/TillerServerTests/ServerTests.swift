@@ -241,6 +241,7 @@ final class ServerTests: ServerTestCase {
         // Send the short request once the long one is generating.
         var waited = 0
         while server.batchStats.active == 0 && waited < 3000 { try await Task.sleep(nanoseconds: 10_000_000); waited += 1 }
+        XCTAssertGreaterThan(server.batchStats.active, 0, "the long request was never seen generating")
         let shortStart = Date()
         let (s, shortObj, _) = try await post(base, chat("Say hi.", maxTokens: 4))
         let shortDone = Date()
@@ -269,6 +270,8 @@ final class ServerTests: ServerTestCase {
         let rec = try await stream(base, chat("Count from one to one thousand.", maxTokens: 1000, extra: ["stream": true]),
                                    cancelAfterFirstContent: true)
         XCTAssertNotEqual(rec.snapshot.last?.payload, "[DONE]")
+        XCTAssertTrue(rec.snapshot.contains { !(deltaText($0.payload) ?? "").isEmpty }, "content arrived before the client went away")
+        XCTAssertGreaterThan(server.batchStats.steps, 0, "the engine was generating")
         var waited = 0
         while server.batchStats.active > 0 && waited < 1000 { try await Task.sleep(nanoseconds: 10_000_000); waited += 1 }
         XCTAssertEqual(server.batchStats.active, 0, "the cancelled sequence left the batch")

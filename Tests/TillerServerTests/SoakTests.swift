@@ -223,16 +223,30 @@ final class SoakTests: ServerTestCase {
         let req = RawClient(port: base.port!).request("POST", "/v1/chat/completions", body: body, key: Self.key)
         XCTAssertEqual(req.withUnsafeBytes { send(fd, $0.baseAddress, req.count, 0) }, req.count)
         let start = Date()
-        var waited = 0.0
+        // First see the generation running (the server has taken the request and the engine
+        // steps it): before that, "no open connection and nothing active" proves nothing.
+        var running = false
+        while !running && Date().timeIntervalSince(start) < 60 {
+            let st = server.scheduler.stats
+            running = st.active > 0 && st.steps > 0
+            if !running { usleep(5_000) }
+        }
+        XCTAssertTrue(running, "the stream's generation was never seen running")
+        XCTAssertEqual(server.connectionStats.open, 1, "the stalled connection is open while it generates")
+        let stepsRunning = server.scheduler.stats.steps
         // Never read: wait for the server to close its side (the engine then goes idle).
-        while (server.connectionStats.open > 0 || server.scheduler.stats.active > 0) && waited < 60 {
-            usleep(100_000)
-            waited += 0.1
+        var cut = false
+        while !cut && Date().timeIntervalSince(start) < 60 {
+            cut = server.connectionStats.open == 0 && server.scheduler.stats.active == 0
+            if !cut { usleep(100_000) }
         }
         let seconds = Date().timeIntervalSince(start)
+        XCTAssertTrue(cut, "the stalled stream was not cut within 60 s")
         XCTAssertEqual(server.connectionStats.open, 0, "the stalled connection is closed")
         XCTAssertEqual(server.scheduler.stats.active, 0, "its generation stopped")
         let steps = server.scheduler.stats.steps
+        XCTAssertGreaterThanOrEqual(steps, stepsRunning)
+        XCTAssertGreaterThan(steps, 0, "the engine generated before the cut")
         XCTAssertLessThan(steps, budget / 2, "cut after \(steps) steps, not at the budget of \(budget)")
         print("stalled stream: cut after \(steps) engine steps, \(String(format: "%.1f", seconds)) s")
         XCTAssertLessThan(seconds, 20)
