@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 pkg-config --exists openblas 2>/dev/null || need_apt+=(libopenblas-dev pkg-config)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+# The report tests render report.html in headless Chromium.
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]} (apt)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

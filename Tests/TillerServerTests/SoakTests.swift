@@ -274,6 +274,7 @@ final class SoakTests: ServerTestCase {
         done.wait()
         waited = 0
         while server.connectionStats.open > 0 && waited < 200 { usleep(10_000); waited += 1 }
+        XCTAssertEqual(server.connectionStats.open, 0, "the idle connections were closed")
         XCTAssertEqual(raw.exchange([(0, raw.request("GET", "/v1/models", key: Self.key))]).status, 200)
     }
 
