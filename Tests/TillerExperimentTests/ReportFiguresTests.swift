@@ -221,6 +221,65 @@ final class ReportFiguresTests: XCTestCase {
         }
     }
 
+    /// The judge-free path: log-odds items gated by the perplexity ratio. Sweep gate values are
+    /// the ratio exp(mean NLL − baseline NLL); the threshold curve runs over ratios and equals the
+    /// report's selection at the configured gates.
+    func testJudgeFreeSweepsUseThePerplexityRatio() throws {
+        let store = try ResultsStore(path: dir + "/r.sqlite")
+        let s = try ExperimentSpec.parse("""
+        name: lo
+        models: [m]
+        traits: [refusal]
+        variants: [probe, probe_preclean_la2]
+        layers: [3]
+        coefficients: [1, 2, 4]
+        evaluators: [logodds, perplexity]
+        max_perplexity_ratio: [1.25, 1.5]
+        """, path: "lo.yaml")
+        try store.register(s)
+        let configs = SweepPlanner.grid(model: "m", trait: "refusal", variants: ["probe", "probe_preclean_la2"], layers: [3],
+                                        plan: s.coefficients, norm: { _ in 1 })
+        try store.insert(configurations: configs)
+        let items = 12
+        var rows: [ResultsStore.MetricRow] = []
+        for c in configs {
+            let k = c.isBaseline ? 0 : c.absoluteCoefficient
+            let bonus = c.variant == "probe_preclean_la2" ? 1.0 : 0
+            rows.append(.init(evaluator: "logodds", configId: c.id, values: (0..<items).map { Double($0 % 4) + k * (1 + bonus) }))
+            // NLL rises with the coefficient: ratio exp(0.1·k²) → 1.105, 1.49, 4.95.
+            rows.append(.init(evaluator: "perplexity", configId: c.id, values: (0..<4).map { 2 + Double($0) * 0.1 + 0.1 * k * k }))
+        }
+        try store.insert(metrics: rows)
+        let report = try ExperimentReport(store: store)
+        let sweeps = try report.sweeps()
+        XCTAssertEqual(sweeps.map(\.gateMetric), ["perplexity_ratio", "perplexity_ratio"])
+        for sw in sweeps {
+            for p in sw.points {
+                XCTAssertEqual(p.gateValue ?? 0, Foundation.exp(0.1 * p.coefficient * p.coefficient), accuracy: 1e-9)
+                XCTAssertEqual(p.delta, p.coefficient * (sw.variant == "probe" ? 1 : 2), accuracy: 1e-9)
+                XCTAssertNil(p.relativeCoefficient, "no layer norms stored")
+            }
+        }
+        let curves = try report.thresholdCurves()
+        XCTAssertEqual(curves.count, 1)
+        XCTAssertEqual(curves[0].gateMetric, "perplexity_ratio")
+        let j = try XCTUnwrap(report.selection.conditions[0].evaluator(.logodds))
+        for g in [1.25, 1.5] {
+            let p = try XCTUnwrap(curves[0].points.first { $0.threshold == g })
+            XCTAssertEqual(p.probe?.config.id, j.best("probe", gate: .perplexity(g))?.config.id)
+            XCTAssertEqual(p.probe?.delta, j.best("probe", gate: .perplexity(g))?.delta)
+        }
+        // Below the smallest ratio nothing passes; past 4.95 the largest coefficient does.
+        XCTAssertNil(curves[0].points.first?.probe, "threshold 1: no configuration passes")
+        let last = try XCTUnwrap(curves[0].points.last)
+        XCTAssertGreaterThan(last.threshold, 4.95)
+        XCTAssertEqual(last.best?.variant, "probe_preclean_la2")
+        XCTAssertEqual(last.best?.config.absoluteCoefficient, 4)
+        let figs = report.figures(sweeps: sweeps, curves: curves)
+        XCTAssertEqual(figs.count, 3)
+        for group in figs { for f in group.figures { XCTAssertTrue(f.labels.overlaps.isEmpty, "\(group.title): \(f.labels.overlaps)") } }
+    }
+
     func testCosinesOfCleanedVectorsToTheirUncleanedOnes() throws {
         let store = try ResultsStore(path: dir + "/r.sqlite")
         let s = try spec(variants: ["probe", "probe_postclean_la2"])
