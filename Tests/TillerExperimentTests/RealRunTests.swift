@@ -123,6 +123,17 @@ final class RealRunTests: XCTestCase {
         XCTAssertTrue(html.contains(esc(base[0])))
         XCTAssertTrue(try FileManager.default.contentsOfDirectory(atPath: Self.whole + "/smollm2-135m-instruct/refusal/vectors")
                         .sorted() == ["probe.safetensors", "probe_preclean_la2.safetensors"])
+        // The cosine table: the cleaned vector against the uncleaned one, from the vector files.
+        let vdir = Self.whole + "/smollm2-135m-instruct/refusal/vectors/"
+        let u = try XCTUnwrap(try SteeringVectorFile.load(path: vdir + "probe.safetensors").vectors[12])
+        let c = try XCTUnwrap(try SteeringVectorFile.load(path: vdir + "probe_preclean_la2.safetensors").vectors[12])
+        let dot = zip(u, c).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let cosine = dot / (u.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot() * c.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
+        XCTAssertTrue(md.contains("| probe_preclean_la2 | probe | \(String(format: "%.4f", cosine)) |"), md)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.whole + "/report.json"))) as! [String: Any]
+        let cos = try XCTUnwrap((json["cosines"] as? [[String: Any]])?.first)
+        XCTAssertEqual(((cos["layers"] as? [[String: Any]])?.first?["cosine"] as? Double) ?? .nan, cosine, accuracy: 1e-9)
+        XCTAssertFalse((json["sweeps"] as? [[String: Any]] ?? []).isEmpty)
 
         // A second run finds everything done: no new rows.
         var o = RunOptions()
