@@ -264,6 +264,8 @@ extension ExperimentReport {
         legend.height = bottom
         figs.append(legend)
         let xTicks = Array(Set(all.map(xv))).sorted()
+        // Many variants' bands on one panel: lighter, so that they stay readable where they overlap.
+        let bandOpacity = c.variants.count > 3 ? 0.06 : 0.15
         for layer in layers {
             var f = SVGFigure(width: 360, height: 390)
             let top = PlotArea(x0: 52, y0: 24, width: 296, height: 190, x: xAxis, y: yAxis)
@@ -281,7 +283,8 @@ extension ExperimentReport {
             for s in mine where s.layer == layer {
                 let col = colour[s.variant]!
                 let xs = s.points.map { top.X(xv($0)) }
-                f.shape(band(xs, s.points.map { top.clampY($0.ciLow) }, s.points.map { top.clampY($0.ciHigh) }, colour: col))
+                f.shape(band(xs, s.points.map { top.clampY($0.ciLow) }, s.points.map { top.clampY($0.ciHigh) }, colour: col,
+                             opacity: bandOpacity))
                 f.shape(polyline(zip(xs, s.points.map { top.Y($0.delta) }).map { ($0, $1) }, colour: col))
                 for p in s.points {
                     f.shape("<circle cx=\"\(svgN(top.X(xv(p))))\" cy=\"\(svgN(top.Y(p.delta)))\" r=\"2.2\" fill=\"\(col)\"><title>\(esc(s.variant)) L\(layer) ×\(fmt(xv(p))): Δ \(signed(p.delta)) [\(signed(p.ciLow)), \(signed(p.ciHigh))]</title></circle>")

@@ -10,6 +10,12 @@ struct Axis {
     var hi: Double
     var log: Bool
 
+    init(lo: Double, hi: Double, log: Bool) {
+        self.lo = lo
+        self.hi = hi
+        self.log = log
+    }
+
     /// An axis spanning `values` (padded by 5%; a log axis takes the positive ones).
     init(_ values: [Double], log: Bool, include: [Double] = [], pad: Double = 0.05) {
         self.log = log
@@ -27,6 +33,10 @@ struct Axis {
 
     /// Round-number ticks (1, 2, 5 × 10^k) inside the axis, about `count` of them.
     func niceTicks(_ count: Int = 5) -> [Double] {
+        // A log axis spanning less than a decade gets round linear steps (1, 1.2, 1.4, …).
+        if log, hi - lo < 1 {
+            return Axis(lo: Foundation.pow(10, lo), hi: Foundation.pow(10, hi), log: false).niceTicks(count).filter { $0 > 0 }
+        }
         if log {
             var out: [Double] = []
             for e in Int(Foundation.floor(lo))...Int(Foundation.ceil(hi)) {
@@ -79,7 +89,7 @@ struct SVGFigure {
     /// Frame, grid lines and tick labels of a plot area; `xTicks` defaults to round numbers.
     mutating func axes(_ p: PlotArea, xTicks: [Double]? = nil, xTitle: String?, yTitle: String?, xLabels: Bool = true) {
         shape("<rect x=\"\(svgN(p.x0))\" y=\"\(svgN(p.y0))\" width=\"\(svgN(p.width))\" height=\"\(svgN(p.height))\" fill=\"none\" stroke=\"#999\"/>")
-        for v in p.y.niceTicks(4) {
+        for v in p.y.niceTicks(max(3, Int(p.height / 35))) {
             let y = p.Y(v)
             shape("<line x1=\"\(svgN(p.x0))\" x2=\"\(svgN(p.x0 + p.width))\" y1=\"\(svgN(y))\" y2=\"\(svgN(y))\" stroke=\"#eee\"/>")
             text(SVGLabel(fmtTick(v), x: p.x0 - 4, y: y + 3, size: 10, anchor: .end))
@@ -133,8 +143,8 @@ func polyline(_ pts: [(Double, Double)], colour: String, width: Double = 1.5, da
 }
 
 /// A filled band between a lower and an upper line over the same x values.
-func band(_ xs: [Double], _ lo: [Double], _ hi: [Double], colour: String) -> String {
+func band(_ xs: [Double], _ lo: [Double], _ hi: [Double], colour: String, opacity: Double = 0.15) -> String {
     guard xs.count > 1 else { return "" }
     let up = zip(xs, hi).map { "\(svgN($0)),\(svgN($1))" }, down = zip(xs, lo).reversed().map { "\(svgN($0)),\(svgN($1))" }
-    return "<polygon fill=\"\(colour)\" fill-opacity=\"0.15\" stroke=\"none\" points=\"\((up + down).joined(separator: " "))\"/>"
+    return "<polygon fill=\"\(colour)\" fill-opacity=\"\(opacity)\" stroke=\"none\" points=\"\((up + down).joined(separator: " "))\"/>"
 }
