@@ -284,10 +284,11 @@ public struct ExperimentReport {
              "best": r.best.map { ["variant": $0.variant, "heldout": ci($0.delta)] as [String: Any] } ?? NSNull()]
         }
         let enc = JSONEncoder()
-        // Every finding carries its family (null for claims that are not matched).
+        // Every finding has every field: its family (null for claims that are not matched), and
+        // null Δ, CI and note where there are none.
         let fs = (try JSONSerialization.jsonObject(with: try enc.encode(findings)) as? [[String: Any]] ?? []).map { f -> [String: Any] in
             var f = f
-            if f["family"] == nil { f["family"] = NSNull() }
+            for k in ["family", "delta", "ci_low", "ci_high", "note"] where f[k] == nil { f[k] = NSNull() }
             return f
         }
         let root: [String: Any] = [
