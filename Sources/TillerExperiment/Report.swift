@@ -11,6 +11,8 @@ public struct ExperimentReport {
     public let store: ResultsStore
     public let spec: ExperimentSpec
     public let selection: Selection
+    /// Sweeps, cosines and threshold curves, computed once for the three files.
+    let derived = ReportDerived()
 
     public init(store: ResultsStore) throws {
         self.store = store

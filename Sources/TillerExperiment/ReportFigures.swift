@@ -66,11 +66,40 @@ extension EvaluatorKind {
     }
 }
 
+/// What the report derives beyond Selection, kept after the first use (the Markdown, HTML and
+/// JSON all show it; threshold curves rerun selection at every threshold of the grid).
+final class ReportDerived {
+    var sweeps: [SweepSeries]?
+    var cosines: [CosineRow]?
+    var curves: [ThresholdCurve]?
+}
+
 extension ExperimentReport {
     // MARK: Data
 
     /// Every swept configuration's Δ (all items, paired bootstrap over items) and gate value.
     public func sweeps() throws -> [SweepSeries] {
+        if let s = derived.sweeps { return s }
+        let s = try computeSweeps()
+        derived.sweeps = s
+        return s
+    }
+
+    public func cosines() throws -> [CosineRow] {
+        if let c = derived.cosines { return c }
+        let c = try computeCosines()
+        derived.cosines = c
+        return c
+    }
+
+    public func thresholdCurves() throws -> [ThresholdCurve] {
+        if let c = derived.curves { return c }
+        let c = try computeThresholdCurves()
+        derived.curves = c
+        return c
+    }
+
+    func computeSweeps() throws -> [SweepSeries] {
         let configs = try store.configurations()
         var out: [SweepSeries] = []
         for c in selection.conditions {
@@ -109,7 +138,7 @@ extension ExperimentReport {
 
     /// Cosine of each cleaned variant's vector to its uncleaned method's, per swept layer, read
     /// from the vector files the sweep recorded (looked for beside the database when moved).
-    public func cosines() throws -> [CosineRow] {
+    func computeCosines() throws -> [CosineRow] {
         let records = try store.vectorRecords()
         let dbDir = (store.path as NSString).deletingLastPathComponent
         var files: [String: SteeringVectorFile] = [:]
@@ -160,7 +189,7 @@ extension ExperimentReport {
 
     /// Selection rerun at each threshold of the grid (selection half chooses, held-out half
     /// reports, exactly as at the configured gates), for every condition and trait evaluator.
-    public func thresholdCurves() throws -> [ThresholdCurve] {
+    func computeThresholdCurves() throws -> [ThresholdCurve] {
         var s = spec
         s.winner = selection.winner
         let metrics = Set(selection.conditions.flatMap { $0.evaluators.compactMap { $0.evaluator.gateMetric(spec) } })
