@@ -20,10 +20,13 @@ public struct OpenAIJudgeOptions: Sendable, CustomStringConvertible {
     public var backoffBase: Double
     public var backoffMax: Double
     public var topLogprobs: Int
+    /// Digit tree: branches below this share of the first token's integer mass are dropped.
+    public var digitTreeCutoff: Double
 
     public init(baseURL: URL = URL(string: "https://api.openai.com/v1")!, apiKey: String? = nil, maxConcurrent: Int = 8,
                 timeout: Double = 60, maxRetries: Int = 5, backoffBase: Double = 0.5, backoffMax: Double = 30,
-                topLogprobs: Int = 20) {
+                topLogprobs: Int = 20, digitTreeCutoff: Double = DigitTree.pruneBelow) {
+        self.digitTreeCutoff = digitTreeCutoff
         self.baseURL = baseURL
         self.apiKey = apiKey
         self.maxConcurrent = maxConcurrent
@@ -168,19 +171,16 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         return dist
     }
 
-    /// The digit tree of `prompt`'s reply (see `DigitTree`): level by level, the prefixes that can
-    /// grow are continued, each level's calls at once.
+    /// The digit tree of `prompt`'s reply (see `DigitTree`): level by level, every prefix kept is
+    /// continued, each level's calls at once.
     func digitTree(_ prompt: String, style: ContinuationStyle) async throws -> JudgeAnswer {
-        let first = DigitTree.step(prefix: "", probability: 1, next: try await cachedCall(prompt, prefix: "", style: style))
-        var level = first.children, dist = first.ended
-        let cut = DigitTree.pruneBelow * (level.values.reduce(0, +) + dist.values.reduce(0, +))
+        var level = DigitTree.step(prefix: "", probability: 1, next: try await cachedCall(prompt, prefix: "", style: style)).children
+        var dist: [Int: Double] = [:]
+        let cut = options.digitTreeCutoff * level.values.reduce(0, +)
         while !level.isEmpty {
-            var grow: [(String, Double)] = []
-            for (s, p) in level.sorted(by: { $0.key < $1.key }) {
-                if !DigitTree.expands(s) { dist[Int(s)!, default: 0] += p } else if p >= cut { grow.append((s, p)) }
-            }
+            let kept = level.filter { $0.value >= cut }.sorted { $0.key < $1.key }
             let answers = try await withThrowingTaskGroup(of: (String, Double, TopLogprobs).self) { group in
-                for (s, p) in grow { group.addTask { (s, p, try await self.cachedCall(prompt, prefix: s, style: style)) } }
+                for (s, p) in kept { group.addTask { (s, p, try await self.cachedCall(prompt, prefix: s, style: style)) } }
                 var out: [(String, Double, TopLogprobs)] = []
                 for try await r in group { out.append(r) }
                 return out
@@ -344,7 +344,13 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         guard let lp = first["logprobs"] as? [String: Any], let content = lp["content"] as? [Any] else {
             throw JudgeError.malformed("no logprobs in the answer (does the endpoint support \"logprobs\"?)")
         }
-        guard let tok = content.first as? [String: Any] else { throw JudgeError.malformed("logprobs.content is empty") }
+        guard let tok = content.first as? [String: Any] else {
+            // The reply ended at once, and the server leaves the token that ended it out of the
+            // log-probabilities (as the OpenAI API does): that token, the most likely one, ends
+            // the reply; nothing is known of the others.
+            if first["finish_reason"] as? String == "stop" { return [("", 0)] }
+            throw JudgeError.malformed("logprobs.content is empty")
+        }
         guard let top = tok["top_logprobs"] as? [Any], !top.isEmpty else {
             throw JudgeError.malformed("no top_logprobs for the first token")
         }

@@ -10,8 +10,8 @@ public enum JudgeScoringMode: String, Sendable, Codable, CaseIterable {
     /// per number up to 100 (GPT-4-style tokenizers).
     case firstToken = "first-token 0–100"
     /// The tokenizer spells numbers one digit a token (Qwen, Gemma, SmolLM2, DeepSeek): the first
-    /// digit from the first call, each further digit by continuing an assistant message that holds
-    /// the digits so far (`DigitTree`).
+    /// digit from the first call, each further digit (and the end of the reply) by continuing an
+    /// assistant message that holds the digits so far (`DigitTree`).
     case digitTree = "digit tree"
     /// The server cannot continue an assistant message: the question is asked on a 0–9 scale (one
     /// digit is one token on every tokenizer) and the answer rescaled to 0–100.
@@ -49,66 +49,65 @@ public struct JudgeScoring: Sendable, Equatable, CustomStringConvertible {
 
 /// The arithmetic of digit-tree scoring, apart from the requests.
 ///
-/// A node is a prefix of the reply: digits that can still begin an integer in 0…100 ("7", "10"),
-/// with the probability that the reply begins with them. Its children come from the top
-/// log-probabilities of the next token after it: a token made of digits extends the prefix; a
-/// token that starts with digits and goes on with anything else ("0.", "5\n") ends the number
-/// inside it; every other token ends the number at the prefix. So the mass of the integer n is the
-/// probability that the reply begins with n and no further digit, the reading of the first-token
-/// judge on a tokenizer with one token per number.
+/// A node is a prefix of the reply: digits that can still begin an integer in 0…100 ("7", "10",
+/// "85"), with the probability that the reply begins with them. The top log-probabilities of the
+/// next token after it give its children (a token made only of digits extends the prefix) and the
+/// probability that the reply ends there (an end-of-turn token), which is the mass of that
+/// integer. As in the local judge, an integer counts only when the reply is that number and
+/// nothing else: "8" followed by "." or a word is not the answer 8, so the answers stay disjoint
+/// and their probabilities add up to the mass on integer replies.
 ///
-/// Only "1"…"9" and "10" can grow into a longer integer ≤ 100, so a prompt costs at most 11
-/// calls (the first one, nine single digits and "10"); "0", "11"…"99" and "100" are leaves whose
-/// whole probability is the integer's (a digit after them would leave 0…100).
+/// Every node kept needs one call (the first call is the root's), so the cost is proportional to
+/// the branches kept: a reply the judge is sure of ("85", then the end) costs three calls.
 public enum DigitTree {
-    /// A branch whose probability is below this share of the first token's mass on integers is
-    /// not expanded and its mass is dropped (the score is renormalised over what is kept). At most
-    /// 10 branches can be dropped, so at most 1% of the mass goes, which moves the score by at
-    /// most 1 point; in practice the dropped branches are far below the cut-off.
-    public static let pruneBelow = 1e-3
+    /// The default cut-off (`OpenAIJudgeOptions.digitTreeCutoff`): a branch whose probability is
+    /// below this share of the first token's mass on integers is not asked about and its mass is
+    /// dropped (the score is renormalised over what is kept). A judge sure of its answer keeps
+    /// three or four branches; a diffuse one (SmolLM2-135M) a dozen or two at 1%, and about a
+    /// hundred at 0.1%, which costs minutes a prompt on a small CPU server.
+    public static let pruneBelow = 0.01
 
-    /// The prefix `prefix + digits` as a node, if it can begin an integer in 0…100 (no leading
-    /// zero except "0" itself).
+    /// Whether `s` can begin an integer in 0…100 (no leading zero except "0" itself).
     static func valid(_ s: String) -> Bool {
         guard !s.isEmpty, s.count <= 3, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return false }
         if s.count > 1 && s.first == "0" { return false }
         return Int(s)! <= 100
     }
 
-    /// Whether a node needs a call: it can still grow into a longer integer ≤ 100.
-    public static func expands(_ prefix: String) -> Bool {
-        prefix.count == 1 && prefix != "0" || prefix == "10"
+    /// A token that ends the reply: the end-of-turn token as servers spell it ("<|im_end|>",
+    /// "<end_of_turn>", "</s>", "<｜end▁of▁sentence｜>"), or "" where they leave special tokens out.
+    public static func endsReply(_ token: String) -> Bool {
+        token.isEmpty || (token.count > 2 && token.hasPrefix("<") && token.hasSuffix(">"))
     }
 
-    /// What the next tokens after `prefix` (with probability `p`) make: child prefixes, and mass
-    /// ending on integers. At the root (`prefix` empty) leading whitespace is the reply's and is
-    /// skipped, and a token without digits is not an integer at all; after a prefix such a token
-    /// ends the number (its probability is what the digit tokens leave: 1 − their sum).
-    public static func step(prefix: String, probability p: Double, next: [(token: String, logprob: Double)])
+    /// What the next tokens after `prefix` (reached with probability `p`) make: child prefixes,
+    /// and mass ending on the integer `prefix`. At the root (`prefix` empty) leading whitespace is
+    /// the reply's and is skipped, and an end token is an empty reply, no integer.
+    public static func step(prefix: String, probability p: Double, next: TopLogprobs)
         -> (children: [String: Double], ended: [Int: Double]) {
         var children: [String: Double] = [:], ended: [Int: Double] = [:]
-        var digitMass = 0.0
         for (token, lp) in next {
+            let q = Foundation.exp(lp)
+            if !prefix.isEmpty, endsReply(token) {
+                ended[Int(prefix)!, default: 0] += p * q
+                continue
+            }
             var t = Substring(token)
             if prefix.isEmpty {
                 while let f = t.first, f == " " || f == "\t" || f == "\n" || f == "Ġ" || f == "▁" || f == "Ċ" { t = t.dropFirst() }
             }
-            let digits = t.prefix { $0.isASCII && $0.isNumber }
-            guard !digits.isEmpty else { continue }
-            let q = Foundation.exp(lp)
-            digitMass += q
-            let s = prefix + digits
-            guard valid(s) else { continue }
-            if digits.count == t.count { children[s, default: 0] += p * q } else { ended[Int(s)!, default: 0] += p * q }
+            // Words, and digits with anything after them in the same token, are not an integer reply.
+            guard !t.isEmpty, t.allSatisfy({ $0.isASCII && $0.isNumber }) else { continue }
+            let s = prefix + t
+            if valid(s) { children[s, default: 0] += p * q }
         }
-        if !prefix.isEmpty, let n = Int(prefix) { ended[n, default: 0] += p * max(0, 1 - digitMass) }
         return (children, ended)
     }
 
     /// The 0–9 scale's digits as a distribution over 0…100 with the same mass and expectation:
     /// the digit d stands for 100·d/9, whose probability is split between the two integers around
     /// it in proportion to their nearness.
-    public static func rescaleDigits(_ top: [(token: String, logprob: Double)]) -> [Int: Double] {
+    public static func rescaleDigits(_ top: TopLogprobs) -> [Int: Double] {
         var out: [Int: Double] = [:]
         for (token, lp) in top {
             guard let d = Scoring.integerAnswer(token), d <= 9 else { continue }

@@ -232,8 +232,10 @@ extension ChatServer {
         try checkPromptText(messages.reduce(0) { $0 + $1.content.utf8.count }, param: "messages")
         let prompt = try continuing ? encode(continuing: messages) : encode(messages, generationPrompt: generationPrompt ?? true)
         try checkPrompt(prompt, maxTokens: s.maxTokens, param: "messages")
+        var chatJobs = jobs([prompt], s, candidates: s.n, topLogprobs: top)
+        for i in chatJobs.indices { chatJobs[i].logprobStopToken = true }
         return CompletionRequest(kind: .chat, prompts: [prompt], promptCharacters: [0], n: s.n, bestOf: s.n,
-                                 jobs: jobs([prompt], s, candidates: s.n, topLogprobs: top),
+                                 jobs: chatJobs,
                                  stream: s.stream, includeUsage: s.includeUsage, logprobs: logprobs)
     }
 

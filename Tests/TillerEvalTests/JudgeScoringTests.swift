@@ -21,7 +21,8 @@ final class JudgeScoringTests: XCTestCase {
     /// A loopback endpoint whose answer to each request is `answer(request)`: top log-probabilities
     /// (as probabilities), or an HTTP status to refuse with.
     final class Endpoint: @unchecked Sendable {
-        enum Reply { case top([(String, Double)]), refuse(Int) }
+        /// `stopped`: the reply ended at once and the server left the end token out of the logprobs.
+        enum Reply { case top([(String, Double)]), refuse(Int), stopped }
         let server = HTTPServer()
         private let lock = NSLock()
         private var _requests: [Request] = []
@@ -44,6 +45,9 @@ final class JudgeScoringTests: XCTestCase {
                 case .refuse(let status):
                     return .full(status: HTTPResponseStatus(statusCode: status), headers: [("Content-Type", "application/json")],
                                  body: Data(#"{"error":{"message":"continuing an assistant message is not supported"}}"#.utf8))
+                case .stopped:
+                    return .json(.ok, ["choices": [["index": 0, "message": ["role": "assistant", "content": ""],
+                                                    "logprobs": ["content": [Any]()], "finish_reason": "stop"]]])
                 case .top(let top):
                     let entries = top.map { ["token": $0.0, "logprob": log($0.1)] as [String: Any] }
                     let obj: [String: Any] = ["choices": [["index": 0, "message": ["role": "assistant", "content": top[0].0],
@@ -83,8 +87,9 @@ final class JudgeScoringTests: XCTestCase {
 
     /// A digit-splitting tokenizer on a vLLM-style server (continues only with the flags; without
     /// them it opens a new turn, whose first digit is the first call's). Scripted so that every
-    /// figure is known: after "8": "5" 0.5, "0." 0.3, end 0.2; after "7": "0" 0.9, "." 0.1;
-    /// "2" (below the cut-off share) is dropped; "10" continues to "100" or ends.
+    /// figure is known. An integer counts when the reply ends after it ("<|im_end|>", or "" where
+    /// the server drops special tokens, or nothing at all where it leaves the end token out):
+    /// "8" then "." is not 8; "2" (below the cut-off share) is dropped unasked.
     func testDigitTreeIsExactOnAScriptedServer() async throws {
         let endpoint = try Endpoint { r in
             let continued = r.prefix != nil && r.continueFinal && r.addGenerationPrompt == false
@@ -96,7 +101,11 @@ final class JudgeScoringTests: XCTestCase {
             case "8": return .top([("5", 0.5), ("0.", 0.3), ("<|im_end|>", 0.2)])
             case "7": return .top([("0", 0.9), (".", 0.1)])
             case "1": return .top([("0", 0.6), ("5", 0.4)])
+            case "85": return .top([("<|im_end|>", 0.9), (".", 0.1)])
+            case "70": return .top([("", 0.8), ("%", 0.2)])
             case "10": return .top([("0", 0.5), ("<|im_end|>", 0.5)])
+            case "15": return .stopped
+            case "100": return .top([("<|im_end|>", 0.7), ("5", 0.3)])
             default: return .refuse(500)
             }
         }
@@ -107,11 +116,10 @@ final class JudgeScoringTests: XCTestCase {
         let before = endpoint.requests.count
         let answer = try await judge.judge("rate this")
         let calls = endpoint.requests[before...]
-        XCTAssertEqual(Set(calls.map { $0.prefix ?? "" }), ["", "8", "7", "1", "10"], "the branches kept, each asked once")
-        XCTAssertEqual(calls.count, 5)
-        // 85: .5·.5, 80: .5·.3 ("0." ends the number), 8: .5·.2, 70: .3·.9, 7: .3·.1,
-        // 15: .1·.4, 100: .1·.6·.5, 10: .1·.6·.5.
-        let expected: [Int: Double] = [85: 0.25, 80: 0.15, 8: 0.1, 70: 0.27, 7: 0.03, 15: 0.04, 100: 0.03, 10: 0.03]
+        XCTAssertEqual(Set(calls.map { $0.prefix ?? "" }), ["", "8", "7", "1", "85", "70", "10", "15", "100"], "the branches kept, each asked once")
+        XCTAssertEqual(calls.count, 9)
+        // 8: .5·.2, 85: .5·.5·.9, 70: .3·.9·.8, 10: .1·.6·.5, 15: .1·.4 (ended at once), 100: .1·.6·.5·.7.
+        let expected: [Int: Double] = [8: 0.1, 85: 0.225, 70: 0.216, 10: 0.03, 15: 0.04, 100: 0.021]
         XCTAssertEqual(Set(answer.distribution.keys), Set(expected.keys))
         for (k, v) in expected { XCTAssertEqual(answer.distribution[k]!, v, accuracy: 1e-12, "\(k)") }
         let ev = expected.reduce(0.0) { $0 + Double($1.key) * $1.value } / expected.values.reduce(0, +)
@@ -164,18 +172,18 @@ final class JudgeScoringTests: XCTestCase {
     }
 
     func testDigitTreeSteps() {
-        // Root: leading whitespace skipped; a word is no integer; "05" is no integer.
+        // Root: leading whitespace skipped; a word, "05" and "3\n" are no integer reply.
         let root = DigitTree.step(prefix: "", probability: 1, next: [(" 8", log(0.4)), ("Sure", log(0.3)), ("05", log(0.1)), ("3\n", log(0.2))])
         XCTAssertEqual(root.children, ["8": 0.4])
-        XCTAssertEqual(root.ended.keys.sorted(), [3])
-        XCTAssertEqual(root.ended[3]!, 0.2, accuracy: 1e-12)
-        // After "10": "0" makes 100, "5" would make 105 (lost), the rest ends at 10.
-        let ten = DigitTree.step(prefix: "10", probability: 0.5, next: [("0", log(0.5)), ("5", log(0.2))])
+        XCTAssertTrue(root.ended.isEmpty)
+        // After "10": "0" makes 100, "5" would make 105 (lost), the end token ends at 10, "." is lost.
+        let ten = DigitTree.step(prefix: "10", probability: 0.5, next: [("0", log(0.5)), ("5", log(0.2)), ("<end_of_turn>", log(0.2)), (".", log(0.1))])
+        XCTAssertEqual(ten.children.keys.sorted(), ["100"])
         XCTAssertEqual(ten.children["100"]!, 0.25, accuracy: 1e-12)
-        XCTAssertEqual(ten.ended[10]!, 0.15, accuracy: 1e-12)
-        XCTAssertEqual(ten.ended.count, 1)
-        XCTAssertTrue(DigitTree.expands("9") && DigitTree.expands("10"))
-        XCTAssertFalse(DigitTree.expands("0") || DigitTree.expands("11") || DigitTree.expands("100"))
+        XCTAssertEqual(ten.ended.keys.sorted(), [10])
+        XCTAssertEqual(ten.ended[10]!, 0.1, accuracy: 1e-12)
+        XCTAssertTrue(DigitTree.endsReply("") && DigitTree.endsReply("<|im_end|>") && DigitTree.endsReply("</s>"))
+        XCTAssertFalse(DigitTree.endsReply("<") || DigitTree.endsReply(".") || DigitTree.endsReply("\n"))
         // The 0–9 scale keeps mass and expectation exactly.
         let d = DigitTree.rescaleDigits([("5", log(0.6)), ("9", log(0.4))])
         XCTAssertEqual(d.values.reduce(0, +), 1, accuracy: 1e-12)

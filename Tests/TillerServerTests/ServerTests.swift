@@ -90,7 +90,14 @@ final class ServerTests: ServerTestCase {
         let lpBody = chat(q, maxTokens: 16, extra: ["logprobs": true, "top_logprobs": 2])
         let (_, whole, _) = try await post(base, lpBody)
         let wholeLps = ((whole["choices"] as! [[String: Any]])[0]["logprobs"] as! [String: Any])["content"] as! [[String: Any]]
-        XCTAssertEqual(wholeLps.count, (whole["usage"] as! [String: Any])["completion_tokens"] as? Int)
+        // One entry per token, and the stop token's when the answer ended on it (as vLLM and
+        // llama-server report it; a judge needs how likely the reply was to end).
+        let endedOnToken = (whole["choices"] as! [[String: Any]])[0]["finish_reason"] as? String == "stop"
+        XCTAssertEqual(wholeLps.count, ((whole["usage"] as! [String: Any])["completion_tokens"] as! Int) + (endedOnToken ? 1 : 0))
+        if endedOnToken {
+            let stops = Set(server.model.defaultStopTokens.map { server.model.tokenizer!.decode([$0], skipSpecialTokens: false) })
+            XCTAssertTrue(stops.contains(wholeLps.last!["token"] as! String), "\(wholeLps.last!)")
+        }
         var streamBody = lpBody
         streamBody["stream"] = true
         req.httpBody = try JSONSerialization.data(withJSONObject: streamBody)
