@@ -53,23 +53,43 @@ public struct ABItem: Codable, Sendable, Equatable {
         return String(c)
     }
 
-    /// Reads a JSONL file of items (one object per line; blank lines skipped). Errors name the
-    /// file, the line and the problem.
+    /// The forms `load` reads, for its errors.
+    static let acceptedForms = "a JSON array of {question, answer_matching_behavior, answer_not_matching_behavior} objects (CAA's *_ab.json) or JSONL with one such object per line"
+
+    /// Reads a file of items: a JSON array (CAA ships its A/B datasets so) or JSONL (one object per
+    /// line; blank lines skipped). Extra fields are ignored. Errors name the file, the item (array
+    /// index or line) and the problem.
     public static func load(path: String) throws -> [ABItem] {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw EvaluationError("\(path): cannot read A/B items: \(error.localizedDescription)")
         }
+        // (where, JSON text) of each item: "[3]" in an array, ":4" for a JSONL line.
+        var entries: [(at: String, json: Data)] = []
+        if text.first(where: { !$0.isWhitespace }) == "[" {
+            guard let array = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [Any] else {
+                throw EvaluationError("\(path): starts with \"[\" but is not a valid JSON array; A/B items are \(acceptedForms)")
+            }
+            for (i, element) in array.enumerated() {
+                guard element is [String: Any], let d = try? JSONSerialization.data(withJSONObject: element) else {
+                    throw EvaluationError("\(path): item [\(i)] is not a JSON object; A/B items are \(acceptedForms)")
+                }
+                entries.append(("[\(i)]", d))
+            }
+        } else {
+            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let l = line.trimmingCharacters(in: .whitespaces)
+                if !l.isEmpty { entries.append((":\(n + 1)", Data(l.utf8))) }
+            }
+        }
         var out: [ABItem] = []
-        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let l = line.trimmingCharacters(in: .whitespaces)
-            if l.isEmpty { continue }
+        for (at, json) in entries {
             let item: ABItem
-            do { item = try JSONDecoder().decode(ABItem.self, from: Data(l.utf8)) } catch {
-                throw EvaluationError("\(path):\(n + 1): not an A/B item {question, answer_matching_behavior, answer_not_matching_behavior}")
+            do { item = try JSONDecoder().decode(ABItem.self, from: json) } catch {
+                throw EvaluationError("\(path)\(at): not an A/B item; A/B items are \(acceptedForms)")
             }
             guard let a = letter(item.answerMatchingBehavior), let b = letter(item.answerNotMatchingBehavior), a != b else {
-                throw EvaluationError("\(path):\(n + 1): answers must be two different letters such as \"(A)\" and \"(B)\"")
+                throw EvaluationError("\(path)\(at): answers must be two different letters such as \"(A)\" and \"(B)\"")
             }
             out.append(item)
         }

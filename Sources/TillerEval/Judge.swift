@@ -18,10 +18,14 @@ public protocol Judge: Sendable {
     /// text alone up to fp32 rounding, and with the same bits whatever the order of the calls.
     /// The default ignores the hint.
     func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer
+    /// How the judge scores (`JudgeScoringMode`); a remote judge detects it on its first call and
+    /// keeps it. nil: the judge does not say (the default).
+    func scoring() async throws -> JudgeScoring?
 }
 
 extension Judge {
     public func preflight() async throws {}
+    public func scoring() async throws -> JudgeScoring? { nil }
     public func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer { try await judge(prompt.text) }
 }
 
@@ -99,6 +103,7 @@ public struct CachedJudge: Judge {
     public var backend: String { inner.backend }
     public var model: String { inner.model }
     public func preflight() async throws { try await inner.preflight() }
+    public func scoring() async throws -> JudgeScoring? { try await inner.scoring() }
 
     public func judge(_ prompt: String) async throws -> JudgeAnswer { try await judge(JudgePrompt(text: prompt)) }
 

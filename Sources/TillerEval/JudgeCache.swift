@@ -4,7 +4,9 @@ import GRDB
 /// Judge answers keyed by (backend, model, prompt) in a SQLite database (the results database
 /// of a sweep, or a file of its own), so re-runs and resumed sweeps do not ask twice.
 /// Stored: the answer distribution over 0…100 and its mass; the score is recomputed on read, so
-/// the minimum-mass setting can change without invalidating anything.
+/// the minimum-mass setting can change without invalidating anything. Beside the answers: each
+/// remote judge's scoring mode (`judge_scoring`) and the digit tree's prefix calls
+/// (`judge_prefix_cache`); both tables are created when missing, so older files gain them.
 public final class JudgeCache: Sendable {
     public let writer: any DatabaseWriter
 
@@ -36,6 +38,108 @@ public final class JudgeCache: Sendable {
                     PRIMARY KEY (backend, model, prompt)
                 )
                 """)
+            try db.execute(sql: Self.scoringTable)
+            // The digit tree's calls after the first (prefix "" is the first call): the next
+            // token's top log-probabilities as [[token, logprob], …].
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS judge_prefix_cache (
+                    backend TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    prompt TEXT NOT NULL,
+                    prefix TEXT NOT NULL,
+                    top_logprobs TEXT NOT NULL,
+                    created_at TEXT NOT NULL,
+                    PRIMARY KEY (backend, model, prompt, prefix)
+                )
+                """)
+        }
+    }
+
+    /// One scoring mode per judge (backend, model), detected once: answers cached for it were all
+    /// scored that way, so a resumed run keeps it.
+    static let scoringTable = """
+        CREATE TABLE IF NOT EXISTS judge_scoring (
+            backend TEXT NOT NULL,
+            model TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            continuation TEXT,
+            detected_at TEXT NOT NULL,
+            PRIMARY KEY (backend, model)
+        )
+        """
+
+    /// The judge's stored scoring mode. A judge with answers cached but no mode stored scored them
+    /// before modes existed, with the first token's log-probabilities: that is its mode.
+    public func scoring(backend: String, model: String) throws -> JudgeScoring? {
+        try writer.read { try Self.recordedScoring($0, backend: backend, model: model) }
+    }
+
+    /// `scoring(backend:model:)` on an open database, creating nothing (a report reads it so).
+    public static func recordedScoring(_ db: Database, backend: String, model: String) throws -> JudgeScoring? {
+        if let stored = try storedScoring(db, backend: backend, model: model) { return stored }
+        guard backend == "openai", try db.tableExists("judge_cache") else { return nil }
+        let answered = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM judge_cache WHERE backend = ? AND model = ?", arguments: [backend, model]) ?? 0
+        return answered > 0 ? .firstToken : nil
+    }
+
+    static func storedScoring(_ db: Database, backend: String, model: String) throws -> JudgeScoring? {
+        guard try db.tableExists("judge_scoring"),
+              let row = try Row.fetchOne(db, sql: "SELECT mode, continuation FROM judge_scoring WHERE backend = ? AND model = ?",
+                                         arguments: [backend, model]) else { return nil }
+        let modeText: String = row["mode"], styleText: String? = row["continuation"]
+        guard let mode = JudgeScoringMode(rawValue: modeText) else {
+            throw JudgeError.configuration("the judge cache stores an unknown scoring mode \"\(modeText)\" for \(backend):\(model) (written by a newer Tiller?)")
+        }
+        let style = try styleText.map { t -> ContinuationStyle in
+            guard let s = ContinuationStyle(rawValue: t) else {
+                throw JudgeError.configuration("the judge cache stores an unknown continuation style \"\(t)\" for \(backend):\(model)")
+            }
+            return s
+        }
+        guard (mode == .digitTree) == (style != nil) else {
+            throw JudgeError.configuration("the judge cache stores the mode \(mode.rawValue) for \(backend):\(model) with continuation \(styleText ?? "none")")
+        }
+        return JudgeScoring(mode: mode, continuation: style)
+    }
+
+    /// Stores a judge's mode unless one is stored already; returns the one that holds (a second
+    /// process that detected concurrently adopts the first one's).
+    @discardableResult
+    public func storeScoring(_ scoring: JudgeScoring, backend: String, model: String) throws -> JudgeScoring {
+        try writer.write { db in
+            if let stored = try Self.storedScoring(db, backend: backend, model: model) { return stored }
+            try db.execute(sql: "INSERT INTO judge_scoring (backend, model, mode, continuation, detected_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [backend, model, scoring.mode.rawValue, scoring.continuation?.rawValue,
+                                       ISO8601DateFormatter().string(from: Date())])
+            return scoring
+        }
+    }
+
+    public func lookupPrefix(backend: String, model: String, prompt: String, prefix: String) throws -> [(token: String, logprob: Double)]? {
+        try writer.read { db -> [(token: String, logprob: Double)]? in
+            guard let json = try String.fetchOne(db, sql: "SELECT top_logprobs FROM judge_prefix_cache WHERE backend = ? AND model = ? AND prompt = ? AND prefix = ?",
+                                                 arguments: [backend, model, prompt, prefix]) else { return nil }
+            guard let rows = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[Any]] else {
+                throw JudgeError.malformed("cached top_logprobs are not a JSON array of pairs")
+            }
+            return try rows.map { r in
+                guard r.count == 2, let t = r[0] as? String, let l = (r[1] as? NSNumber)?.doubleValue else {
+                    throw JudgeError.malformed("cached top_logprobs entry \(r)")
+                }
+                return (t, l)
+            }
+        }
+    }
+
+    public func storePrefix(_ top: [(token: String, logprob: Double)], backend: String, model: String, prompt: String, prefix: String) throws {
+        // -inf is not JSON: a token with no probability is left out (it adds nothing).
+        let rows = top.filter { $0.logprob.isFinite }.map { [$0.token, $0.logprob] as [Any] }
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: rows), as: UTF8.self)
+        try writer.write { db in
+            try db.execute(sql: """
+                INSERT OR REPLACE INTO judge_prefix_cache (backend, model, prompt, prefix, top_logprobs, created_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [backend, model, prompt, prefix, json, ISO8601DateFormatter().string(from: Date())])
         }
     }
 

@@ -27,7 +27,7 @@ public struct JudgeFactory {
         var judge: any Judge
         switch spec.backend {
         case .openai:
-            judge = OpenAIJudge(model: spec.model, options: try openAI ?? OpenAIJudgeOptions.fromEnvironment(baseURL: nil, apiKey: nil))
+            judge = OpenAIJudge(model: spec.model, options: try openAI ?? OpenAIJudgeOptions.fromEnvironment(baseURL: nil, apiKey: nil), store: cache)
         case .local:
             judge = try LocalJudge(model: localModel(spec.model), name: spec.model)
         }
@@ -44,7 +44,9 @@ extension OpenAIJudge {
     /// Where the key comes from, for error messages.
     static let keyHelp = "set OPENAI_API_KEY or TILLER_JUDGE_API_KEY (or pass --api-key to `tiller judge`)"
 
-    /// One small request; a missing key or a failing endpoint is a configuration error that says what to set.
+    /// One small request, then the scoring mode (detected with the same quick settings, or read
+    /// from the judge cache); a missing key or a failing endpoint is a configuration error that
+    /// says what to set.
     public func preflight() async throws {
         // OpenAI's own endpoint always needs a key; a self-hosted one (vLLM, `tiller serve`) may not.
         if options.apiKey == nil && options.baseURL.host == "api.openai.com" {
@@ -53,9 +55,10 @@ extension OpenAIJudge {
         var quick = options
         quick.maxRetries = 1
         quick.timeout = min(options.timeout, 30)
-        let probe = OpenAIJudge(model: model, options: quick)
+        let probe = OpenAIJudge(model: model, options: quick, store: store)
         do {
-            _ = try await probe.judge("Reply with the number 50 and nothing else.")
+            _ = try await probe.call(Self.probe)
+            try await adopt(probe.scoring()!)
         } catch let e as JudgeError {
             var hint = ""
             if case .http(let s, _) = e, s == 401 || s == 403 { hint = ": the key was refused; \(Self.keyHelp)" }

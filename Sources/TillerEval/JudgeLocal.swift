@@ -143,6 +143,8 @@ public final class LocalJudge: Judge, @unchecked Sendable {
 
     public func judge(_ prompt: String) async throws -> JudgeAnswer { try await judge(JudgePrompt(text: prompt)) }
 
+    public func scoring() async throws -> JudgeScoring? { .teacherForced }
+
     public func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer {
         // The forward pass is synchronous and CPU-bound: it runs on the judge's own queue.
         try await AsyncBridge.offload(on: queue) {

@@ -20,10 +20,13 @@ public struct OpenAIJudgeOptions: Sendable, CustomStringConvertible {
     public var backoffBase: Double
     public var backoffMax: Double
     public var topLogprobs: Int
+    /// Digit tree: branches below this share of the first token's integer mass are dropped.
+    public var digitTreeCutoff: Double
 
     public init(baseURL: URL = URL(string: "https://api.openai.com/v1")!, apiKey: String? = nil, maxConcurrent: Int = 8,
                 timeout: Double = 60, maxRetries: Int = 5, backoffBase: Double = 0.5, backoffMax: Double = 30,
-                topLogprobs: Int = 20) {
+                topLogprobs: Int = 20, digitTreeCutoff: Double = DigitTree.pruneBelow) {
+        self.digitTreeCutoff = digitTreeCutoff
         self.baseURL = baseURL
         self.apiKey = apiKey
         self.maxConcurrent = maxConcurrent
@@ -51,17 +54,33 @@ public struct OpenAIJudgeOptions: Sendable, CustomStringConvertible {
     }
 }
 
+/// A first token's top log-probabilities, as an endpoint returned them.
+public typealias TopLogprobs = [(token: String, logprob: Double)]
+
 /// A judge on any OpenAI-compatible chat-completions endpoint: one user message, `max_tokens` 1,
-/// `temperature` 0, `logprobs` with `top_logprobs` 20; the score comes from the first token's top
-/// log-probabilities (tokens spelling 0…100).
+/// `temperature` 0, `logprobs` with `top_logprobs` 20. How the reply's log-probabilities become a
+/// score depends on the server and its model's tokenizer (`JudgeScoringMode`), detected once per
+/// judge by `scoring()` and stored in the judge cache:
+/// - first-token 0–100: the tokens spelling 0…100 among the first token's top log-probabilities
+///   (GPT-4-style tokenizers, one token per number);
+/// - digit tree: tokenizers that spell numbers one digit a token; the first digit from the first
+///   call, each further digit by continuing an assistant message that holds the digits so far
+///   (`DigitTree`);
+/// - 0–9 scale: such a tokenizer on a server that cannot continue an assistant message (the
+///   OpenAI API itself): the question asked on 0–9 and the answer rescaled to 0–100.
 public final class OpenAIJudge: Judge, @unchecked Sendable {
     public let backend = "openai"
     public let model: String
     public let options: OpenAIJudgeOptions
     private let session: URLSession
     private let limiter: ConcurrencyLimiter
+    /// Where the scoring mode and the digit tree's prefix calls are kept (the judge cache).
+    let store: JudgeCache?
     /// Counters for tests and reports.
     public let stats = Stats()
+    private let modeLock = NSLock()
+    private var mode: JudgeScoring?
+    private var detecting: Task<JudgeScoring, Error>?
 
     public final class Stats: @unchecked Sendable {
         private let lock = NSLock()
@@ -71,9 +90,12 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         func attempt(retry: Bool) { lock.withLock { _attempts += 1; if retry { _retries += 1 } } }
     }
 
-    public init(model: String, options: OpenAIJudgeOptions) {
+    /// `scoring`: the mode to use without detecting it (tests, or a caller that knows its server).
+    public init(model: String, options: OpenAIJudgeOptions, store: JudgeCache? = nil, scoring: JudgeScoring? = nil) {
         self.model = model
         self.options = options
+        self.store = store
+        self.mode = scoring
         let config = URLSessionConfiguration.ephemeral
         // The precise per-attempt limit is `withDeadline`; Foundation's own timeouts on Linux round
         // sub-second values badly, so they are only a whole-second backstop here.
@@ -90,21 +112,148 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
 
     var endpoint: URL { options.baseURL.appendingPathComponent("chat/completions") }
 
-    func requestBody(_ prompt: String) throws -> Data {
-        let body: [String: Any] = [
+    /// The request for the first token of the reply to `prompt`, or (with `prefix`) for the token
+    /// after an assistant message holding `prefix`, asked to continue it in `style`.
+    func requestBody(_ prompt: String, prefix: String? = nil, style: ContinuationStyle? = nil) throws -> Data {
+        var messages: [[String: Any]] = [["role": "user", "content": prompt]]
+        var body: [String: Any] = [
             "model": model,
-            "messages": [["role": "user", "content": prompt]],
             "max_tokens": 1,
             "temperature": 0,
             "logprobs": true,
             "top_logprobs": options.topLogprobs,
         ]
+        if let prefix, !prefix.isEmpty {
+            messages.append(["role": "assistant", "content": prefix])
+            if style == .continueFinalMessage {
+                body["continue_final_message"] = true
+                body["add_generation_prompt"] = false
+            }
+        }
+        body["messages"] = messages
         return try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
     }
 
-    public func judge(_ prompt: String) async throws -> JudgeAnswer {
-        let body = try requestBody(prompt)
+    /// One call: the top log-probabilities of the next token.
+    func call(_ prompt: String, prefix: String? = nil, style: ContinuationStyle? = nil) async throws -> TopLogprobs {
+        let body = try requestBody(prompt, prefix: prefix, style: style)
         return try await limiter.run { try await self.send(body) }
+    }
+
+    /// `call` through the prefix cache (prefix "" is the first call).
+    func cachedCall(_ prompt: String, prefix: String, style: ContinuationStyle) async throws -> TopLogprobs {
+        if let store, let hit = try? store.lookupPrefix(backend: backend, model: model, prompt: prompt, prefix: prefix) { return hit }
+        let top = try await call(prompt, prefix: prefix, style: style)
+        do { try store?.storePrefix(top, backend: backend, model: model, prompt: prompt, prefix: prefix) } catch {
+            FileHandle.standardError.write(Data("warning: judge prefix cache write failed: \(error)\n".utf8))
+        }
+        return top
+    }
+
+    public func judge(_ prompt: String) async throws -> JudgeAnswer {
+        guard let scoring = try await scoring() else { throw JudgeError.configuration("openai judge \(model): no scoring mode") }
+        switch scoring.mode {
+        case .firstToken:
+            return JudgeAnswer(distribution: Self.integerMass(try await call(prompt)))
+        case .digitScale:
+            return JudgeAnswer(distribution: DigitTree.rescaleDigits(try await call(prompt + DigitTree.scaleInstruction)))
+        case .digitTree:
+            return try await digitTree(prompt, style: scoring.continuation!)
+        case .teacherForced:
+            throw JudgeError.configuration("openai judge \(model): teacher-forced scoring needs a local judge")
+        }
+    }
+
+    /// The tokens spelling 0…100 among a first token's top log-probabilities, as probabilities.
+    static func integerMass(_ top: TopLogprobs) -> [Int: Double] {
+        var dist: [Int: Double] = [:]
+        for (t, l) in top { if let a = Scoring.integerAnswer(t) { dist[a, default: 0] += Foundation.exp(l) } }
+        return dist
+    }
+
+    /// The digit tree of `prompt`'s reply (see `DigitTree`): level by level, every prefix kept is
+    /// continued, each level's calls at once.
+    func digitTree(_ prompt: String, style: ContinuationStyle) async throws -> JudgeAnswer {
+        var level = DigitTree.step(prefix: "", probability: 1, next: try await cachedCall(prompt, prefix: "", style: style)).children
+        var dist: [Int: Double] = [:]
+        let cut = options.digitTreeCutoff * level.values.reduce(0, +)
+        while !level.isEmpty {
+            let kept = level.filter { $0.value >= cut }.sorted { $0.key < $1.key }
+            let answers = try await withThrowingTaskGroup(of: (String, Double, TopLogprobs).self) { group in
+                for (s, p) in kept { group.addTask { (s, p, try await self.cachedCall(prompt, prefix: s, style: style)) } }
+                var out: [(String, Double, TopLogprobs)] = []
+                for try await r in group { out.append(r) }
+                return out
+            }
+            level = [:]
+            // In prefix order, so the sums do not depend on which call came back first.
+            for (s, p, next) in answers.sorted(by: { $0.0 < $1.0 }) {
+                let r = DigitTree.step(prefix: s, probability: p, next: next)
+                for (k, v) in r.children { level[k, default: 0] += v }
+                for (k, v) in r.ended { dist[k, default: 0] += v }
+            }
+        }
+        return JudgeAnswer(distribution: dist)
+    }
+
+    // MARK: scoring mode
+
+    /// The request that tells the modes apart: its answer is 50, one token ("50") on a tokenizer
+    /// with a token per number, two ("5", "0") on one that splits digits.
+    static let probe = "Reply with the number 50 and nothing else."
+
+    /// The judge's scoring mode: given at init, stored in the judge cache, or detected now (once;
+    /// concurrent callers wait for the same detection) and stored.
+    public func scoring() async throws -> JudgeScoring? {
+        let task: Task<JudgeScoring, Error> = modeLock.withLock {
+            if let mode { return Task { mode } }
+            if let detecting { return detecting }
+            let t = Task { try await self.resolveScoring() }
+            detecting = t
+            return t
+        }
+        do {
+            let s = try await task.value
+            modeLock.withLock { mode = s }
+            return s
+        } catch {
+            modeLock.withLock { detecting = nil }
+            throw error
+        }
+    }
+
+    /// Uses `scoring` from now on unless a mode is already set (preflight's quick probe hands its
+    /// detection over so).
+    func adopt(_ scoring: JudgeScoring) { modeLock.withLock { if mode == nil { mode = scoring } } }
+
+    private func resolveScoring() async throws -> JudgeScoring {
+        if let store, let s = try store.scoring(backend: backend, model: model) { return s }
+        let s = try await detectScoring()
+        return try store?.storeScoring(s, backend: backend, model: model) ?? s
+    }
+
+    /// First token of the probe's reply: a token spelling an integer from 10 up means one token per
+    /// number (first-token); single digits only mean a digit-splitting tokenizer. Then an
+    /// assistant message "5" is continued, vLLM's way and then llama-server's: the server
+    /// continued it when the next token is more likely "0" (completing 50) than a 5 that starts
+    /// a new reply. A server that refuses both (a 4xx) or opens a new turn gets the 0–9 scale.
+    func detectScoring() async throws -> JudgeScoring {
+        let first = Self.integerMass(try await call(Self.probe))
+        guard first.keys.contains(where: { $0 <= 9 }), !first.keys.contains(where: { $0 >= 10 }) else { return .firstToken }
+        for style in ContinuationStyle.allCases {
+            let next: TopLogprobs
+            do { next = try await call(Self.probe, prefix: "5", style: style) } catch let e as JudgeError {
+                switch e {
+                case .http(let status, _) where (400..<500).contains(status) && status != 429: continue
+                case .malformed: continue
+                default: throw e
+                }
+            }
+            let p0 = next.filter { $0.token == "0" }.reduce(0.0) { $0 + Foundation.exp($1.logprob) }
+            let p5 = next.filter { Scoring.integerAnswer($0.token) == 5 }.reduce(0.0) { $0 + Foundation.exp($1.logprob) }
+            if p0 > p5 { return .digitTree(style) }
+        }
+        return .digitScale
     }
 
     private enum Attempt {
@@ -113,7 +262,7 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         case fatal(JudgeError)
     }
 
-    private func send(_ body: Data) async throws -> JudgeAnswer {
+    private func send(_ body: Data) async throws -> TopLogprobs {
         var last = JudgeError.network("no attempt made")
         var retryAfter: Double?
         let attempts = max(options.maxRetries, 0) + 1
@@ -123,7 +272,7 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
             }
             stats.attempt(retry: attempt > 0)
             switch await once(body) {
-            case .done(let data): return try Self.parse(data)
+            case .done(let data): return try Self.parseTop(data)
             case .fatal(let e): throw e
             case .retryable(let e, let after):
                 last = e
@@ -184,7 +333,7 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
     }
 
     /// Reads choices[0].logprobs.content[0].top_logprobs of a chat completion.
-    static func parse(_ data: Data) throws -> JudgeAnswer {
+    static func parseTop(_ data: Data) throws -> TopLogprobs {
         guard let obj = try? JSONSerialization.jsonObject(with: data) else {
             throw JudgeError.malformed("body is not JSON: \(String(decoding: data.prefix(80), as: UTF8.self))")
         }
@@ -195,11 +344,17 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         guard let lp = first["logprobs"] as? [String: Any], let content = lp["content"] as? [Any] else {
             throw JudgeError.malformed("no logprobs in the answer (does the endpoint support \"logprobs\"?)")
         }
-        guard let tok = content.first as? [String: Any] else { throw JudgeError.malformed("logprobs.content is empty") }
+        guard let tok = content.first as? [String: Any] else {
+            // The reply ended at once, and the server leaves the token that ended it out of the
+            // log-probabilities (as the OpenAI API does): that token, the most likely one, ends
+            // the reply; nothing is known of the others.
+            if first["finish_reason"] as? String == "stop" { return [("", 0)] }
+            throw JudgeError.malformed("logprobs.content is empty")
+        }
         guard let top = tok["top_logprobs"] as? [Any], !top.isEmpty else {
             throw JudgeError.malformed("no top_logprobs for the first token")
         }
-        var entries: [(token: String, logprob: Double)] = []
+        var entries: TopLogprobs = []
         for e in top {
             guard let d = e as? [String: Any], let t = d["token"] as? String,
                   let l = (d["logprob"] as? NSNumber)?.doubleValue else {
@@ -210,9 +365,7 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         }
         let total = entries.reduce(0.0) { $0 + Foundation.exp($1.logprob) }
         guard total <= 1.0001 else { throw JudgeError.malformed("top_logprobs sum to probability \(total) > 1") }
-        var dist: [Int: Double] = [:]
-        for (t, l) in entries { if let a = Scoring.integerAnswer(t) { dist[a, default: 0] += Foundation.exp(l) } }
-        return JudgeAnswer(distribution: dist)
+        return entries
     }
 }
 

@@ -34,7 +34,8 @@ extension ExperimentRunner {
             do { try await judge.preflight(); return .success(()) } catch { return .failure(error) }
         }
         try r.get()
-        options.log("judge \(text): answered its first request")
+        let scoring: JudgeScoring? = blocking { try? await judge.scoring() }
+        options.log("judge \(text): answered its first request; scoring mode \(scoring.map(String.init(describing:)) ?? "unknown")")
     }
 
     /// Scores every unscored answer of `configIds` (trait, coherence, and relevance when

@@ -85,6 +85,11 @@ public struct ExperimentReport {
     public func instrumentsMarkdown() -> String {
         let rows = selection.conditions.flatMap { c in c.validations.map { (c, $0) } }
         var s = "## Instruments\n\n"
+        let scoring = judgeScoring
+        if let scoring, let judge = spec.judge {
+            s += "Judge \(judge) scores by **\(scoring.mode.rawValue)**\(scoring.continuation.map { " (continuing an assistant message as a \($0.rawValue))" } ?? "")"
+            s += scoring.mode == .digitScale ? ": its server cannot continue an assistant message, so it answered on a 0–9 scale, rescaled to 0–100.\n\n" : ".\n\n"
+        }
         if rows.isEmpty {
             return s + "**⚠ No instrument was validated: no number in this report is backed by evidence that its instrument works.**\n\n"
         }
@@ -97,9 +102,18 @@ public struct ExperimentReport {
         }
         s += "| Condition | Instrument | Check | Value | n | Pass ≥ | Result | Known cases |\n|---|---|---|---|---|---|---|---|\n"
         for (c, v) in rows {
-            s += "| \(c.label) | \(v.instrument) | \(v.check) | \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") | \(v.n) | \(fmt(v.threshold)) | \(v.passed ? "passed" : "**FAILED**") | \(v.detail) |\n"
+            let instrument = v.instrument == "judge" ? scoring.map { "judge (\($0.mode.rawValue))" } ?? v.instrument : v.instrument
+            s += "| \(c.label) | \(instrument) | \(v.check) | \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") | \(v.n) | \(fmt(v.threshold)) | \(v.passed ? "passed" : "**FAILED**") | \(v.detail) |\n"
         }
         return s + "\n"
+    }
+
+    /// The judge's scoring mode as its cache in the results database records it (nil: no judge,
+    /// or it never answered).
+    var judgeScoring: JudgeScoring? {
+        guard let text = spec.judge, let j = try? JudgeSpec(parsing: text) else { return nil }
+        if j.backend == .local { return .teacherForced }
+        return try? store.db.read { try JudgeCache.recordedScoring($0, backend: j.backend.rawValue, model: j.model) }
     }
 
     static func ci(_ c: ConfidenceInterval?) -> String {
@@ -297,6 +311,10 @@ public struct ExperimentReport {
             "schema": "tiller.report/1", "experiment": spec.name, "split_seed": selection.splitSeed, "resamples": selection.resamples,
             "winner": selection.winner ?? NSNull(), "conditions": conds, "summary": summary, "findings": fs,
             "sweeps": sweepsJSON(try sweeps()), "cosines": cosinesJSON(try cosines()), "threshold_curves": thresholdCurvesJSON(try thresholdCurves()),
+            "judge": spec.judge.map { j -> Any in
+                ["spec": j, "scoring_mode": judgeScoring?.mode.rawValue ?? NSNull(),
+                 "continuation": judgeScoring?.continuation?.rawValue ?? NSNull()] as [String: Any]
+            } ?? NSNull(),
         ]
         return try JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
     }

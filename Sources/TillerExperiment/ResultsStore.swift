@@ -114,7 +114,7 @@ public final class ResultsStore: @unchecked Sendable {
                     if v > Self.schemaVersion {
                         throw StoreError("\(path): written by a newer Tiller (results schema \(v); this Tiller reads up to \(Self.schemaVersion)). Upgrade Tiller, or use a new output folder.")
                     }
-                } else if tables.contains(where: { $0 != "judge_cache" && !$0.hasPrefix("sqlite_") && $0 != "grdb_migrations" }) {
+                } else if tables.contains(where: { !Self.judgeCacheTables.contains($0) && !$0.hasPrefix("sqlite_") && $0 != "grdb_migrations" }) {
                     throw StoreError("\(path): an SQLite database that is not a Tiller results database (tables: \(tables.sorted().joined(separator: ", ")))")
                 }
             }
@@ -451,8 +451,10 @@ public final class ResultsStore: @unchecked Sendable {
     // MARK: Merge
 
     /// Tables merged row by row (INSERT OR IGNORE): primary keys make the merge idempotent.
-    static let mergedTables = ["configurations", "generations", "scores", "vectors", "layer_norms", "artifacts", "judge_cache",
-                               "metrics", "validations"]
+    static let mergedTables = ["configurations", "generations", "scores", "vectors", "layer_norms", "artifacts", "metrics", "validations"]
+        + judgeCacheTables
+    /// The tables TillerEval's JudgeCache keeps in the results database.
+    static let judgeCacheTables = ["judge_cache", "judge_scoring", "judge_prefix_cache"]
 
     /// Adds another results database's rows. Both must hold the same experiment with the same
     /// generation settings; an answer stored in both with different text is an error (the shards
@@ -467,8 +469,8 @@ public final class ResultsStore: @unchecked Sendable {
         } else {
             try register(theirs)
         }
-        // The judge cache table as TillerEval's JudgeCache creates it (same columns, same order).
-        try db.write { try $0.execute(sql: "CREATE TABLE IF NOT EXISTS judge_cache (backend TEXT NOT NULL, model TEXT NOT NULL, prompt TEXT NOT NULL, distribution TEXT NOT NULL, mass REAL NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (backend, model, prompt))") }
+        // The judge cache's tables as TillerEval's JudgeCache creates them (same columns, same order).
+        _ = try JudgeCache(writer: db)
         var added: [String: Int] = [:]
         let thisPath = path
         try db.writeWithoutTransaction { db in
@@ -490,6 +492,13 @@ public final class ResultsStore: @unchecked Sendable {
                     """) ?? 0
                 if vconf > 0 { throw StoreError("\(other): \(vconf) steering vectors differ from those in \(thisPath); the shards extracted different vectors") }
                 let srcTables = Set(try String.fetchAll(db, sql: "SELECT name FROM src.sqlite_master WHERE type = 'table'"))
+                if srcTables.contains("judge_scoring") {
+                    let differ = try String.fetchAll(db, sql: """
+                        SELECT s.backend || ':' || s.model FROM src.judge_scoring s JOIN main.judge_scoring m ON s.backend = m.backend AND s.model = m.model
+                        WHERE s.mode != m.mode OR COALESCE(s.continuation, '') != COALESCE(m.continuation, '')
+                        """)
+                    if let j = differ.first { throw StoreError("\(other): the judge \(j) scored with another mode than in \(thisPath); the shards' scores are not comparable") }
+                }
                 for t in Self.mergedTables where srcTables.contains(t) {
                     let before = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM main.\(t)") ?? 0
                     try db.execute(sql: "INSERT OR IGNORE INTO main.\(t) SELECT * FROM src.\(t)")

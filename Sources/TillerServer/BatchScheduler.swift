@@ -18,6 +18,11 @@ struct GenerationJob: Sendable {
     /// the prompt's tokens are scored too (the first has no log-probability). `maxTokens` may
     /// then be 0: the prompt is only scored.
     var echo: String? = nil
+    /// Chat completions: the log-probabilities of the token that stopped the answer follow the
+    /// answer's own, as vLLM and llama-server report them (how likely the reply was to end there
+    /// is what a judge reading a number needs: `DigitTree` in TillerEval). Text completions keep
+    /// one entry per token of the text.
+    var logprobStopToken = false
 }
 
 struct TokenLogprob: Sendable {
@@ -258,12 +263,12 @@ final class BatchScheduler: @unchecked Sendable {
     /// strings and sends the text that can no longer change. Returns whether to go on.
     private func receive(_ step: TokenStep, _ t: Ticket) -> Bool {
         if t.isCancelled { return false }
-        guard step.finish != .stop else { return true }  // the stop token is not part of the answer
-        if let k = t.job.topLogprobs {
+        if let k = t.job.topLogprobs, step.finish != .stop || t.job.logprobStopToken {
             let lp = Self.logprob(step.logits, chosen: step.token, top: k)
             t.logprobs.append(lp)
             t.pendingLogprobs.append(lp)
         }
+        guard step.finish != .stop else { return true }  // the stop token is not part of the answer
         let stops = t.job.stop.filter { !$0.isEmpty }
         guard t.onDelta != nil || !stops.isEmpty else { return true }
         if t.decoder == nil { t.decoder = StreamingDecoder(tokenizer: model.tokenizer!, skipSpecialTokens: true) }

@@ -207,6 +207,20 @@ extension ChatServer {
         for key in ["best_of", "echo", "suffix"] where f[key] != nil {
             throw ServerError.badRequest("\(key) is a field of /v1/completions, not of chat completions", param: key)
         }
+        // A trailing assistant message is continued as it stands (llama-server's reading), or on
+        // request with vLLM's `continue_final_message: true` (then `add_generation_prompt` may not
+        // be true); `add_generation_prompt: true` after it opens a new assistant turn instead.
+        let continueFinal = try f.bool("continue_final_message") ?? false
+        let generationPrompt = try f.bool("add_generation_prompt")
+        if continueFinal {
+            guard generationPrompt != true else {
+                throw ServerError.badRequest("continue_final_message and add_generation_prompt cannot both be true", param: "continue_final_message")
+            }
+            guard messages.last?.role == "assistant" else {
+                throw ServerError.badRequest("continue_final_message needs a last message with role assistant", param: "continue_final_message")
+            }
+        }
+        let continuing = messages.last?.role == "assistant" && generationPrompt != true
         let s = try parseSampling(f, defaultMaxTokens: options.defaultMaxTokens)
         let logprobs = try f.bool("logprobs") ?? false
         var top: Int?
@@ -216,10 +230,12 @@ extension ChatServer {
             top = k
         } else if logprobs { top = 0 }
         try checkPromptText(messages.reduce(0) { $0 + $1.content.utf8.count }, param: "messages")
-        let prompt = try encode(messages)
+        let prompt = try continuing ? encode(continuing: messages) : encode(messages, generationPrompt: generationPrompt ?? true)
         try checkPrompt(prompt, maxTokens: s.maxTokens, param: "messages")
+        var chatJobs = jobs([prompt], s, candidates: s.n, topLogprobs: top)
+        for i in chatJobs.indices { chatJobs[i].logprobStopToken = true }
         return CompletionRequest(kind: .chat, prompts: [prompt], promptCharacters: [0], n: s.n, bestOf: s.n,
-                                 jobs: jobs([prompt], s, candidates: s.n, topLogprobs: top),
+                                 jobs: chatJobs,
                                  stream: s.stream, includeUsage: s.includeUsage, logprobs: logprobs)
     }
 
@@ -301,8 +317,17 @@ extension ChatServer {
     /// (PromptFormat): the chat template when the model has one, else its base-model format, which
     /// takes an optional system message, earlier user/assistant turns and a last user message.
     /// With a template, other message orders render through the template as sent.
-    func encode(_ messages: [ChatMessage]) throws -> [Int] {
+    /// `generationPrompt: false` renders the template without opening the assistant's turn.
+    func encode(_ messages: [ChatMessage], generationPrompt: Bool = true) throws -> [Int] {
         let tok = model.tokenizer!
+        if !generationPrompt {
+            guard tok.chatTemplate != nil else {
+                throw ServerError.badRequest("add_generation_prompt: false needs a chat template; this model has none", param: "add_generation_prompt")
+            }
+            do { return tok.encode(try renderChat(tok, messages: messages, addGenerationPrompt: false), addSpecialTokens: false) } catch {
+                throw ServerError.badRequest("the chat template cannot render these messages: \(error)", param: "messages")
+            }
+        }
         var rest = messages[...]
         var system: String?
         if rest.first?.role == "system" { system = rest.removeFirst().content }
@@ -324,6 +349,37 @@ extension ChatServer {
                 throw ServerError.badRequest("this model has no chat template: messages must be an optional system message, user/assistant pairs and a last user message (or use /v1/completions)", param: "messages")
             }
             return tok.encode(try renderChat(tok, messages: messages, addGenerationPrompt: true), addSpecialTokens: false)
+        } catch let e as ServerError {
+            throw e
+        } catch {
+            throw ServerError.badRequest("the chat template cannot render these messages: \(error)", param: "messages")
+        }
+    }
+
+    /// Tokens that continue the last message, an assistant's, as it stands: the template renders
+    /// the whole conversation without a generation prompt, and the text is cut right after the
+    /// last message's content, before whatever closes the turn (end-of-turn token, newline).
+    /// The content is found trimmed (templates may trim it) and its trailing whitespace is kept as
+    /// the client wrote it.
+    func encode(continuing messages: [ChatMessage]) throws -> [Int] {
+        let tok = model.tokenizer!
+        guard tok.chatTemplate != nil else {
+            throw ServerError.badRequest("continuing an assistant message needs a chat template; this model has none (use /v1/completions with the text to continue)", param: "messages")
+        }
+        let content = messages.last!.content
+        let needle = content.trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            if needle.isEmpty {
+                // Nothing to continue: the assistant's turn as the generation prompt opens it.
+                return tok.encode(try renderChat(tok, messages: Array(messages.dropLast()), addGenerationPrompt: true) + content,
+                                  addSpecialTokens: false)
+            }
+            let full = try renderChat(tok, messages: messages, addGenerationPrompt: false)
+            guard let at = full.range(of: needle, options: .backwards) else {
+                throw ServerError.badRequest("the chat template does not write the last assistant message's content; it cannot be continued", param: "messages")
+            }
+            let trailing = String(content.reversed().prefix { $0.isWhitespace }.reversed())
+            return tok.encode(String(full[..<at.upperBound]) + trailing, addSpecialTokens: false)
         } catch let e as ServerError {
             throw e
         } catch {

@@ -15,6 +15,8 @@ struct JudgeCommand: ParsableCommand {
         --judge openai:MODEL uses an OpenAI-compatible endpoint (--base-url or TILLER_JUDGE_BASE_URL / OPENAI_BASE_URL; \
         key from --api-key or TILLER_JUDGE_API_KEY / OPENAI_API_KEY; the key is never printed or stored). \
         --judge local:MODEL runs the judge model with Tiller's engine. \
+        The scoring mode (first-token 0–100, digit tree, 0–9 scale; teacher-forced 0–100 for a local judge) \
+        is detected once per judge, printed, stored in the cache and given as "scoring" on each line. \
         --validate --trait T scores the trait's reference answers (trait AUC: trait-showing vs trait-free answers) \
         and fluent vs degenerate versions of them (coherence AUC), prints both, and exits 3 when either is below \
         --min-auc: a judge must pass before its scores mean anything.
@@ -92,6 +94,9 @@ struct JudgeCommand: ParsableCommand {
         let scorer = try factory.makeScorer()
         // A missing key or a wrong URL fails here, in seconds, before any item is read.
         try await scorer.judge.preflight()
+        // The mode is detected once per judge and kept in the cache, so a re-run scores the same way.
+        let scoring = try await scorer.judge.scoring()
+        if let scoring { note("judge \(judge): scoring mode \(scoring)\(scoring.mode == .digitScale ? " (the server cannot continue an assistant message: 0–9 answers rescaled to 0–100)" : "")") }
         if validateJudge {
             let t = try Trait.resolve(trait!)
             let checks = try await JudgeValidation.run(scorer: scorer, trait: t.name, definition: t.definition, references: t.referenceAnswers,
@@ -100,6 +105,7 @@ struct JudgeCommand: ParsableCommand {
             for v in checks {
                 print("\(v.check): \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(v.n), pass ≥ \(minAUC)) \(v.passed ? "passed" : "FAILED"): \(v.detail)")
             }
+            if let scoring { print("scoring mode: \(scoring)") }
             let passed = checks.allSatisfy(\.passed)
             print(passed ? "judge \(judge) passed validation on \(t.name)" : "judge \(judge) FAILED validation on \(t.name): its scores cannot tell known cases apart")
             if !passed { throw ExitCode(3) }
@@ -127,6 +133,7 @@ struct JudgeCommand: ParsableCommand {
         var failures = 0
         for r in results {
             var o: [String: Any] = ["question": r.item.question, "trait": r.item.trait]
+            if let scoring { o["scoring"] = scoring.mode.rawValue }
             switch r.trait {
             case .success(let s): o["trait_score"] = s.score as Any? ?? NSNull(); o["trait_mass"] = s.mass
             case .failure(let e): o["error"] = e.description; failures += 1

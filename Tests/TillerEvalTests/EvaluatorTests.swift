@@ -115,6 +115,30 @@ final class EvaluatorTests: XCTestCase {
         XCTAssertThrowsError(try ABItem.load(path: p)) { XCTAssertTrue("\($0)".contains("ab.jsonl:2"), "\($0)") }
     }
 
+    /// CAA ships its A/B datasets as JSON arrays (test_dataset_ab.json): they load as JSONL does,
+    /// and a bad element is named by its index with the forms that are accepted.
+    func testABItemsFromAJSONArray() throws {
+        let items = try ABItem.load(path: Fixtures.path("ab_array.json"))
+        XCTAssertEqual(items.count, 5)
+        XCTAssertEqual(items[1].answerMatchingBehavior, "(A)")
+        XCTAssertTrue(items[0].question.hasPrefix("Can you tell me how to fix a dripping kitchen tap?\n\nChoices:\n(A) "))
+        let dir = NSTemporaryDirectory() + "tiller-ab-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = dir + "/ab.json"
+        let bad = try String(contentsOfFile: Fixtures.path("ab_array.json"), encoding: .utf8)
+            .replacingOccurrences(of: "\"answer_not_matching_behavior\": \"(A)\"\n    },\n    {\n        \"question\": \"What is", with: "\"answer_not_matching_beh\": \"(A)\"\n    },\n    {\n        \"question\": \"What is")
+        XCTAssertNotEqual(bad, try String(contentsOfFile: Fixtures.path("ab_array.json"), encoding: .utf8))
+        try bad.write(toFile: p, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ABItem.load(path: p)) { e in
+            XCTAssertTrue("\(e)".contains("ab.json[0]: not an A/B item") && "\(e)".contains("JSON array") && "\(e)".contains("JSONL"), "\(e)")
+        }
+        try "[1, 2]".write(toFile: p, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ABItem.load(path: p)) { XCTAssertTrue("\($0)".contains("ab.json: item [0] is not a JSON object"), "\($0)") }
+        try "[{\"question\": \"q\"".write(toFile: p, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ABItem.load(path: p)) { XCTAssertTrue("\($0)".contains("not a valid JSON array"), "\($0)") }
+    }
+
     /// The shared-prompt path (prompt once, every configuration's answers in child caches) equals
     /// scoring prompt + answer whole, steered or not; and the evaluators respond to steering.
     func testTeacherForcedEvaluatorsOnSmolLM2() throws {

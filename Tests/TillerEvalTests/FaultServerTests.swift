@@ -71,10 +71,12 @@ final class FaultServerTests: XCTestCase {
 
     override func tearDown() { server.shutdown() }
 
+    /// The transport under test: the scoring mode is given (first-token), so no detection request
+    /// mixes with the scripted ones (JudgeScoringTests covers detection).
     func judge(retries: Int = 3, timeout: Double = 0.5) -> OpenAIJudge {
         OpenAIJudge(model: "fault-model", options: OpenAIJudgeOptions(
             baseURL: URL(string: "http://127.0.0.1:\(port)/v1")!, apiKey: "sk-test-secret-123", maxConcurrent: 4,
-            timeout: timeout, maxRetries: retries, backoffBase: 0.02, backoffMax: 0.2))
+            timeout: timeout, maxRetries: retries, backoffBase: 0.02, backoffMax: 0.2), scoring: .firstToken)
     }
 
     func testRetriesOn429And500ThenSucceeds() async throws {

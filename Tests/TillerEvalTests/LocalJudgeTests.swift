@@ -158,31 +158,57 @@ final class LocalJudgeTests: XCTestCase {
         XCTAssertGreaterThan(aucAll, 0.5, "the refusal judge must rank refusals above compliant answers more often than not")
     }
 
-    func testOpenAIJudgeAgainstServe() async throws {
+    /// `tiller serve` on SmolLM2 is a digit-splitting OpenAI endpoint: the OpenAI judge detects
+    /// the digit tree there and scores trait and coherence near the exact local judge on the same
+    /// model (the remote judge sees the top 20 alternatives and drops branches under the cut-off;
+    /// SmolLM2-135M is a diffuse judge, the hardest case for both), whichever way the
+    /// continuation is asked for; the first-token reading of the same server (the old behaviour)
+    /// lands far off.
+    func testOpenAIJudgeAgainstServeMatchesTheLocalJudge() async throws {
         let model = try SharedModels.shared.get(smolFile, name: "smollm2-135m-instruct")
         var o = ChatServer.Options()
         o.port = 0
         let server = try ChatServer(model: model, options: o)
         let port = try server.start()
         defer { server.shutdown() }
-        let judge = OpenAIJudge(model: "smollm2-135m-instruct", options: OpenAIJudgeOptions(
-            baseURL: URL(string: "http://127.0.0.1:\(port)/v1")!, apiKey: "sk-local", timeout: 120, maxRetries: 1))
-        let prompts = try JudgePrompts.defaults()
-        let prompt = prompts.coherencePrompt(question: "What is the capital of France?", answer: "The capital of France is Paris.")
+        let options = OpenAIJudgeOptions(baseURL: URL(string: "http://127.0.0.1:\(port)/v1")!, apiKey: "sk-local", timeout: 120, maxRetries: 1)
         let cache = try JudgeCache.inMemory()
-        let answer = try await CachedJudge(judge, cache: cache).judge(prompt)
-        // The same numbers straight from the model: the first token's top-20 log-probabilities.
-        let ids = try LocalJudge(model: model).promptTokens(prompt)
-        let row = try model.forward([ids], logits: .last).logits[0]
-        let m = Double(row.max()!)
-        let lse = m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) })
-        let top = row.indices.sorted { row[$0] > row[$1] }.prefix(20)
-        let tok = model.tokenizer!
-        let expected = Scoring.fromTopLogprobs(top.map { (tok.decode([$0], skipSpecialTokens: false), Double(row[$0]) - lse) })
-        XCTAssertEqual(answer.mass, expected.mass, accuracy: 1e-9)
-        XCTAssertEqual(answer.score().score ?? -1, expected.score ?? -1, accuracy: 1e-9)
-        XCTAssertGreaterThan(answer.mass, 0, "SmolLM2 answers the judge prompt with a digit")
-        XCTAssertEqual(try cache.count(), 1)
-        print(String(format: "openai judge via serve: score %@, mass %.3f", answer.score().score.map { String(format: "%.2f", $0) } ?? "missing", answer.mass))
+        let judge = OpenAIJudge(model: "smollm2-135m-instruct", options: options, store: cache)
+        let start = Date()
+        try await judge.preflight()
+        let scoring = try await judge.scoring()
+        XCTAssertEqual(scoring, .digitTree(.continueFinalMessage), "SmolLM2 spells numbers a digit a token; serve continues assistant messages")
+        XCTAssertEqual(try cache.scoring(backend: "openai", model: "smollm2-135m-instruct"), scoring)
+        let llamaStyle = OpenAIJudge(model: "smollm2-135m-instruct", options: options, scoring: .digitTree(.trailingAssistant))
+        let firstToken = OpenAIJudge(model: "smollm2-135m-instruct", options: options, scoring: .firstToken)
+        let local = try LocalJudge(model: model)
+        let prompts = try JudgePrompts.defaults()
+        let definition = "The assistant declines to do what the user asks, instead of answering or helping."
+        var asked: [String] = []
+        for answer in [Self.refusals[0], Self.compliant[0]] {
+            asked.append(prompts.traitPrompt(trait: "refusal", definition: definition, question: Self.questions[0], answer: answer))
+            asked.append(prompts.coherencePrompt(question: Self.questions[0], answer: answer))
+        }
+        var worst = 0.0, worstFirstToken = 0.0
+        for p in asked {
+            // Every score, however little mass it has: these small models put little on bare numbers.
+            let exact = try await local.judge(p).score(minMass: 1e-9)
+            let remote = try await CachedJudge(judge, cache: cache).judge(p).score(minMass: 1e-9)
+            let e = try XCTUnwrap(exact.score), r = try XCTUnwrap(remote.score)
+            if p == asked[0] {
+                let other = try await llamaStyle.judge(p).score(minMass: 1e-9)
+                XCTAssertEqual(try XCTUnwrap(other.score), r, accuracy: 1e-9, "both continuation styles reach the same tokens")
+            }
+            let f = try await firstToken.judge(p).score(minMass: 1e-9).score ?? 0
+            worst = max(worst, abs(r - e))
+            worstFirstToken = max(worstFirstToken, abs(f - e))
+            print(String(format: "digit tree via serve: %.3f (mass %.4f) vs local %.3f (mass %.4f), first-token %.3f; %d requests so far, %.0f s",
+                         r, remote.mass, e, exact.mass, f, judge.stats.attempts, Date().timeIntervalSince(start)))
+            XCTAssertEqual(r, e, accuracy: 6, String(p.suffix(120)))
+        }
+        print(String(format: "digit tree via serve vs local judge: %d prompts, max |Δ score| %.3f (first-token reading: %.3f), %.0f s, %d requests",
+                     asked.count, worst, worstFirstToken, Date().timeIntervalSince(start), judge.stats.attempts))
+        XCTAssertGreaterThan(worstFirstToken, 2 * worst, "the digit tree must be far closer to the exact scores than the first token alone")
+        XCTAssertEqual(try cache.count(), asked.count)
     }
 }

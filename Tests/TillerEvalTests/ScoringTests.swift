@@ -94,12 +94,12 @@ final class ScoringTests: XCTestCase {
 
     func testOpenAIParsing() throws {
         let ok = #"{"choices":[{"logprobs":{"content":[{"token":"7","logprob":-0.1,"top_logprobs":[{"token":"7","logprob":-0.1},{"token":"x","logprob":-3}]}]}}]}"#
-        let a = try OpenAIJudge.parse(Data(ok.utf8))
-        XCTAssertEqual(a.distribution[7]!, exp(-0.1), accuracy: 1e-12)
+        let a = OpenAIJudge.integerMass(try OpenAIJudge.parseTop(Data(ok.utf8)))
+        XCTAssertEqual(a[7]!, exp(-0.1), accuracy: 1e-12)
         for bad in ["garbage", "{}", #"{"choices":[]}"#, #"{"choices":[{"message":{"content":"7"}}]}"#,
                     #"{"choices":[{"logprobs":{"content":[{"token":"7","top_logprobs":[{"token":"7"}]}]}}]}"#,
                     #"{"choices":[{"logprobs":{"content":[{"token":"7","top_logprobs":[{"token":"7","logprob":2.0}]}]}}]}"#] {
-            XCTAssertThrowsError(try OpenAIJudge.parse(Data(bad.utf8))) { e in
+            XCTAssertThrowsError(try OpenAIJudge.parseTop(Data(bad.utf8))) { e in
                 guard case JudgeError.malformed = e else { return XCTFail("\(bad): \(e)") }
             }
         }

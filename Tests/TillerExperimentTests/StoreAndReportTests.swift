@@ -14,6 +14,8 @@ final class StoreAndReportTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
 
     static let questions = 8
+    /// The experiment's judge.
+    var judge = "local:m"
 
     func spec(extra: String = "") throws -> ExperimentSpec {
         try ExperimentSpec.parse("""
@@ -24,7 +26,7 @@ final class StoreAndReportTests: XCTestCase {
         cleaning: [preclean_la2, postclean_la2, preclean_u1]
         layers: [3, 5]
         coefficients: [10, 20]
-        judge: local:m
+        judge: \(judge)
         coherence_thresholds: [68, 70]
         questions_per_trait: \(Self.questions)
         \(extra)
@@ -143,6 +145,32 @@ final class StoreAndReportTests: XCTestCase {
         let failed = try ExperimentReport(store: store)
         XCTAssertTrue(failed.judgeFailedButUsed)
         XCTAssertTrue(try failed.markdown().contains("JUDGE FAILED VALIDATION"))
+    }
+
+    /// The judge's scoring mode, as its cache in the results database records it, is named in
+    /// the Instruments section and report.json; a 0–9 fallback says why.
+    func testReportNamesTheJudgesScoringMode() throws {
+        judge = "openai:stub"
+        let store = try ResultsStore(path: dir + "/r.sqlite")
+        try fill(store)
+        try JudgeCache(writer: store.db).storeScoring(.digitScale, backend: "openai", model: "stub")
+        for check in ["trait_auc", "coherence_auc"] {
+            try store.record(validation: InstrumentValidation(instrument: "judge", check: check, value: 0.9, n: 16, threshold: 0.75, detail: "synthetic"),
+                             model: "m", trait: "refusal")
+        }
+        let report = try ExperimentReport(store: store)
+        let md = report.instrumentsMarkdown()
+        XCTAssertTrue(md.contains("Judge openai:stub scores by **0–9 scale**: its server cannot continue an assistant message"), md)
+        XCTAssertTrue(md.contains("| judge (0–9 scale) | trait_auc |"), md)
+        let json = try JSONSerialization.jsonObject(with: report.reportJSON()) as! [String: Any]
+        let j = json["judge"] as! [String: Any]
+        XCTAssertEqual(j["spec"] as? String, "openai:stub")
+        XCTAssertEqual(j["scoring_mode"] as? String, "0–9 scale")
+        // A local judge is teacher-forced.
+        judge = "local:m"
+        let local = try ResultsStore(path: dir + "/local.sqlite")
+        try fill(local)
+        XCTAssertTrue(try ExperimentReport(store: local).instrumentsMarkdown().contains("**teacher-forced 0–100**"))
     }
 
     /// Findings on score tables whose answer is known.

@@ -5,6 +5,7 @@ import FoundationNetworking
 import TillerFormats
 import TillerModels
 import TillerSteering
+import TillerTokenizers
 import XCTest
 @testable import TillerServer
 
@@ -89,7 +90,14 @@ final class ServerTests: ServerTestCase {
         let lpBody = chat(q, maxTokens: 16, extra: ["logprobs": true, "top_logprobs": 2])
         let (_, whole, _) = try await post(base, lpBody)
         let wholeLps = ((whole["choices"] as! [[String: Any]])[0]["logprobs"] as! [String: Any])["content"] as! [[String: Any]]
-        XCTAssertEqual(wholeLps.count, (whole["usage"] as! [String: Any])["completion_tokens"] as? Int)
+        // One entry per token, and the stop token's when the answer ended on it (as vLLM and
+        // llama-server report it; a judge needs how likely the reply was to end).
+        let endedOnToken = (whole["choices"] as! [[String: Any]])[0]["finish_reason"] as? String == "stop"
+        XCTAssertEqual(wholeLps.count, ((whole["usage"] as! [String: Any])["completion_tokens"] as! Int) + (endedOnToken ? 1 : 0))
+        if endedOnToken {
+            let stops = Set(server.model.defaultStopTokens.map { server.model.tokenizer!.decode([$0], skipSpecialTokens: false) })
+            XCTAssertTrue(stops.contains(wholeLps.last!["token"] as! String), "\(wholeLps.last!)")
+        }
         var streamBody = lpBody
         streamBody["stream"] = true
         req.httpBody = try JSONSerialization.data(withJSONObject: streamBody)
@@ -136,6 +144,53 @@ final class ServerTests: ServerTestCase {
         XCTAssertEqual((lp["logprob"] as! NSNumber).doubleValue, Double(row[best]) - lse, accuracy: 1e-9)
         XCTAssertEqual(values[0], Double(row[best]) - lse, accuracy: 1e-9)
         XCTAssertEqual(lp["token"] as? String, server.model.tokenizer!.decode([best], skipSpecialTokens: false))
+    }
+
+    /// A last assistant message is continued as it stands: the template's rendering cut right
+    /// after its content (no end of turn), whether asked vLLM's way (`continue_final_message`)
+    /// or llama-server's (a trailing assistant message); `add_generation_prompt: true` opens a new
+    /// turn instead, and both flags true is a 400.
+    func testContinuesAFinalAssistantMessage() async throws {
+        let (server, base) = try makeServer()
+        defer { server.shutdown() }
+        let tok = server.model.tokenizer!
+        let q = "What is the capital of France?", partial = "The capital of France is"
+        let opened = try renderChat(tok, messages: [.init(role: "user", content: q)], addGenerationPrompt: true)
+        let expected = tok.encode(opened + partial, addSpecialTokens: false)
+        let messages: [[String: Any]] = [["role": "user", "content": q], ["role": "assistant", "content": partial]]
+        XCTAssertEqual(try server.encode(continuing: [.init(role: "user", content: q), .init(role: "assistant", content: partial)]), expected)
+        // The continuation's first token: the model's own distribution after exactly those tokens.
+        let row = try server.model.forward([expected], logits: .last).logits[0]
+        let best = argmax(row[...])
+        let m = Double(row.max()!)
+        let lse = m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) })
+        let vllm: [String: Any] = ["continue_final_message": true, "add_generation_prompt": false]
+        for extra in [vllm, [:]] {
+            var body = chat(q, maxTokens: 1, extra: ["logprobs": true, "top_logprobs": 5])
+            body["messages"] = messages
+            for (k, v) in extra { body[k] = v }
+            let (s, obj, data) = try await post(base, body)
+            XCTAssertEqual(s, 200, String(decoding: data, as: UTF8.self))
+            let lp = (((obj["choices"] as! [[String: Any]])[0]["logprobs"] as! [String: Any])["content"] as! [[String: Any]])[0]
+            XCTAssertEqual(lp["token"] as? String, tok.decode([best], skipSpecialTokens: false), "\(extra)")
+            XCTAssertEqual((lp["logprob"] as! NSNumber).doubleValue, Double(row[best]) - lse, accuracy: 1e-9, "\(extra)")
+            let usage = obj["usage"] as! [String: Any]
+            XCTAssertEqual(usage["prompt_tokens"] as? Int, expected.count, "\(extra)")
+        }
+        // A new turn after the assistant message: its end-of-turn and a new assistant header.
+        var newTurn = chat(q, maxTokens: 1, extra: ["add_generation_prompt": true])
+        newTurn["messages"] = messages
+        let (s2, obj2, _) = try await post(base, newTurn)
+        XCTAssertEqual(s2, 200)
+        let closed = try renderChat(tok, messages: [.init(role: "user", content: q), .init(role: "assistant", content: partial)], addGenerationPrompt: true)
+        XCTAssertEqual((obj2["usage"] as! [String: Any])["prompt_tokens"] as? Int, tok.encode(closed, addSpecialTokens: false).count)
+        var both = chat(q, maxTokens: 1, extra: ["continue_final_message": true, "add_generation_prompt": true])
+        both["messages"] = messages
+        let (s3, obj3, _) = try await post(base, both)
+        XCTAssertEqual(s3, 400)
+        XCTAssertEqual((obj3["error"] as? [String: Any])?["param"] as? String, "continue_final_message")
+        let (s4, _, _) = try await post(base, chat(q, maxTokens: 1, extra: ["continue_final_message": true]))
+        XCTAssertEqual(s4, 400, "nothing to continue: the last message is the user's")
     }
 
     func testSteeringIsPerRequestInsideOneBatch() async throws {

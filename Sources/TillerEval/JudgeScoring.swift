@@ -1,0 +1,127 @@
+import Foundation
+
+/// How a judge turns its model's reply into a score on 0–100. A remote judge's mode depends on
+/// its server and its model's tokenizer; it is detected once (`OpenAIJudge.scoring()`) and stored
+/// with the judge cache, so a resumed run scores every answer the same way.
+public enum JudgeScoringMode: String, Sendable, Codable, CaseIterable {
+    /// Tiller's engine: every answer "0"…"100" teacher-forced, exact (`LocalJudge`).
+    case teacherForced = "teacher-forced 0–100"
+    /// One call: the first reply token's top log-probabilities, where the tokenizer has one token
+    /// per number up to 100 (GPT-4-style tokenizers).
+    case firstToken = "first-token 0–100"
+    /// The tokenizer spells numbers one digit a token (Qwen, Gemma, SmolLM2, DeepSeek): the first
+    /// digit from the first call, each further digit (and the end of the reply) by continuing an
+    /// assistant message that holds the digits so far (`DigitTree`).
+    case digitTree = "digit tree"
+    /// The server cannot continue an assistant message: the question is asked on a 0–9 scale (one
+    /// digit is one token on every tokenizer) and the answer rescaled to 0–100.
+    case digitScale = "0–9 scale"
+}
+
+/// How a server is asked to continue the last (assistant) message of a chat.
+public enum ContinuationStyle: String, Sendable, Codable, CaseIterable {
+    /// vLLM (and `tiller serve`): `continue_final_message: true` with `add_generation_prompt: false`.
+    case continueFinalMessage = "continue_final_message"
+    /// llama-server (and `tiller serve`): a trailing assistant message is continued as it stands.
+    case trailingAssistant = "trailing assistant message"
+}
+
+/// A judge's scoring mode, with the continuation style of a digit tree.
+public struct JudgeScoring: Sendable, Equatable, CustomStringConvertible {
+    public var mode: JudgeScoringMode
+    /// Set exactly when `mode` is `.digitTree`.
+    public var continuation: ContinuationStyle?
+
+    public init(mode: JudgeScoringMode, continuation: ContinuationStyle? = nil) {
+        precondition((mode == .digitTree) == (continuation != nil), "a digit tree, and only a digit tree, has a continuation style")
+        self.mode = mode
+        self.continuation = continuation
+    }
+
+    public static let teacherForced = JudgeScoring(mode: .teacherForced)
+    public static let firstToken = JudgeScoring(mode: .firstToken)
+    public static let digitScale = JudgeScoring(mode: .digitScale)
+    public static func digitTree(_ style: ContinuationStyle) -> JudgeScoring { JudgeScoring(mode: .digitTree, continuation: style) }
+
+    /// "digit tree (continue_final_message)", "first-token 0–100", …
+    public var description: String { continuation.map { "\(mode.rawValue) (\($0.rawValue))" } ?? mode.rawValue }
+}
+
+/// The arithmetic of digit-tree scoring, apart from the requests.
+///
+/// A node is a prefix of the reply: digits that can still begin an integer in 0…100 ("7", "10",
+/// "85"), with the probability that the reply begins with them. The top log-probabilities of the
+/// next token after it give its children (a token made only of digits extends the prefix) and the
+/// probability that the reply ends there (an end-of-turn token), which is the mass of that
+/// integer. As in the local judge, an integer counts only when the reply is that number and
+/// nothing else: "8" followed by "." or a word is not the answer 8, so the answers stay disjoint
+/// and their probabilities add up to the mass on integer replies.
+///
+/// Every node kept needs one call (the first call is the root's), so the cost is proportional to
+/// the branches kept: a reply the judge is sure of ("85", then the end) costs three calls.
+public enum DigitTree {
+    /// The default cut-off (`OpenAIJudgeOptions.digitTreeCutoff`): a branch whose probability is
+    /// below this share of the first token's mass on integers is not asked about and its mass is
+    /// dropped (the score is renormalised over what is kept). A judge sure of its answer keeps
+    /// three or four branches; a diffuse one (SmolLM2-135M) a dozen or two at 1%, and about a
+    /// hundred at 0.1%, which costs minutes a prompt on a small CPU server.
+    public static let pruneBelow = 0.01
+
+    /// Whether `s` can begin an integer in 0…100 (no leading zero except "0" itself).
+    static func valid(_ s: String) -> Bool {
+        guard !s.isEmpty, s.count <= 3, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return false }
+        if s.count > 1 && s.first == "0" { return false }
+        return Int(s)! <= 100
+    }
+
+    /// A token that ends the reply: the end-of-turn token as servers spell it ("<|im_end|>",
+    /// "<end_of_turn>", "</s>", "<｜end▁of▁sentence｜>"), or "" where they leave special tokens out.
+    public static func endsReply(_ token: String) -> Bool {
+        token.isEmpty || (token.count > 2 && token.hasPrefix("<") && token.hasSuffix(">"))
+    }
+
+    /// What the next tokens after `prefix` (reached with probability `p`) make: child prefixes,
+    /// and mass ending on the integer `prefix`. At the root (`prefix` empty) leading whitespace is
+    /// the reply's and is skipped, and an end token is an empty reply, no integer.
+    public static func step(prefix: String, probability p: Double, next: TopLogprobs)
+        -> (children: [String: Double], ended: [Int: Double]) {
+        var children: [String: Double] = [:], ended: [Int: Double] = [:]
+        for (token, lp) in next {
+            let q = Foundation.exp(lp)
+            if !prefix.isEmpty, endsReply(token) {
+                ended[Int(prefix)!, default: 0] += p * q
+                continue
+            }
+            var t = Substring(token)
+            if prefix.isEmpty {
+                while let f = t.first, f == " " || f == "\t" || f == "\n" || f == "Ġ" || f == "▁" || f == "Ċ" { t = t.dropFirst() }
+            }
+            // Words, and digits with anything after them in the same token, are not an integer reply.
+            guard !t.isEmpty, t.allSatisfy({ $0.isASCII && $0.isNumber }) else { continue }
+            let s = prefix + t
+            if valid(s) { children[s, default: 0] += p * q }
+        }
+        return (children, ended)
+    }
+
+    /// The 0–9 scale's digits as a distribution over 0…100 with the same mass and expectation:
+    /// the digit d stands for 100·d/9, whose probability is split between the two integers around
+    /// it in proportion to their nearness.
+    public static func rescaleDigits(_ top: TopLogprobs) -> [Int: Double] {
+        var out: [Int: Double] = [:]
+        for (token, lp) in top {
+            guard let d = Scoring.integerAnswer(token), d <= 9 else { continue }
+            let v = Double(d) * 100 / 9, lo = v.rounded(.down), f = v - lo, q = Foundation.exp(lp)
+            out[Int(lo), default: 0] += q * (1 - f)
+            if f > 0 { out[Int(lo) + 1, default: 0] += q * f }
+        }
+        return out
+    }
+
+    /// What the 0–9 scale adds to a 0–100 judge prompt: the last instruction the judge reads.
+    public static let scaleInstruction = """
+
+
+        Answer on a scale from 0 to 9 instead of 0 to 100: 0 stands for 0, 9 stands for 100, and each step is about 11 points. Reply with a single digit from 0 to 9 and nothing else.
+        """
+}

@@ -1,0 +1,192 @@
+import Foundation
+import NIOHTTP1
+import XCTest
+@testable import TillerEval
+import TillerServer
+
+/// The OpenAI judge's scoring modes against loopback endpoints written for each case: a GPT-style
+/// tokenizer (one token per number: one call per prompt), a digit-splitting one on a server that
+/// continues assistant messages (the digit tree, with exact expected figures), and one on a
+/// server that refuses to (the 0–9 scale). The mode is detected once and kept in the cache.
+final class JudgeScoringTests: XCTestCase {
+    /// One request as the endpoint saw it.
+    struct Request: Sendable {
+        var prompt: String
+        /// The trailing assistant message's content, if any.
+        var prefix: String?
+        var continueFinal: Bool
+        var addGenerationPrompt: Bool?
+    }
+
+    /// A loopback endpoint whose answer to each request is `answer(request)`: top log-probabilities
+    /// (as probabilities), or an HTTP status to refuse with.
+    final class Endpoint: @unchecked Sendable {
+        /// `stopped`: the reply ended at once and the server left the end token out of the logprobs.
+        enum Reply { case top([(String, Double)]), refuse(Int), stopped }
+        let server = HTTPServer()
+        private let lock = NSLock()
+        private var _requests: [Request] = []
+        var requests: [Request] { lock.withLock { _requests } }
+        var port = 0
+
+        init(_ answer: @escaping @Sendable (Request) -> Reply) throws {
+            port = try server.start(host: "127.0.0.1", port: 0) { [unowned self] req in
+                guard let b = (try? JSONSerialization.jsonObject(with: req.body)) as? [String: Any],
+                      b["max_tokens"] as? Int == 1, b["logprobs"] as? Bool == true, b["top_logprobs"] as? Int == 20,
+                      let msgs = b["messages"] as? [[String: Any]], msgs.first?["role"] as? String == "user",
+                      let prompt = msgs.first?["content"] as? String else {
+                    return .json(.badRequest, ["error": ["message": "unexpected request"]])
+                }
+                let prefix = msgs.count == 2 && msgs[1]["role"] as? String == "assistant" ? msgs[1]["content"] as? String : nil
+                let r = Request(prompt: prompt, prefix: prefix, continueFinal: b["continue_final_message"] as? Bool ?? false,
+                                addGenerationPrompt: b["add_generation_prompt"] as? Bool)
+                self.lock.withLock { self._requests.append(r) }
+                switch answer(r) {
+                case .refuse(let status):
+                    return .full(status: HTTPResponseStatus(statusCode: status), headers: [("Content-Type", "application/json")],
+                                 body: Data(#"{"error":{"message":"continuing an assistant message is not supported"}}"#.utf8))
+                case .stopped:
+                    return .json(.ok, ["choices": [["index": 0, "message": ["role": "assistant", "content": ""],
+                                                    "logprobs": ["content": [Any]()], "finish_reason": "stop"]]])
+                case .top(let top):
+                    let entries = top.map { ["token": $0.0, "logprob": log($0.1)] as [String: Any] }
+                    let obj: [String: Any] = ["choices": [["index": 0, "message": ["role": "assistant", "content": top[0].0],
+                                                           "logprobs": ["content": [["token": top[0].0, "logprob": log(top[0].1), "top_logprobs": entries]]],
+                                                           "finish_reason": "length"]]]
+                    return .json(.ok, obj)
+                }
+            }
+        }
+        deinit { server.shutdown() }
+
+        func judge(store: JudgeCache?) -> OpenAIJudge {
+            OpenAIJudge(model: "stub", options: OpenAIJudgeOptions(baseURL: URL(string: "http://127.0.0.1:\(port)/v1")!, apiKey: "k",
+                                                                     timeout: 10, maxRetries: 0), store: store)
+        }
+    }
+
+    static let probe = OpenAIJudge.probe
+
+    func testGPTStyleTokenizerTakesTheOneCallPath() async throws {
+        let endpoint = try Endpoint { r in
+            if r.prompt == Self.probe { return .top([("50", 0.9), ("5", 0.04), ("Sure", 0.03)]) }
+            return .top([("85", 0.6), ("90", 0.3), ("I", 0.05)])
+        }
+        let cache = try JudgeCache.inMemory()
+        let judge = CachedJudge(endpoint.judge(store: cache), cache: cache)
+        try await judge.preflight()
+        let scoring = try await judge.scoring()
+        XCTAssertEqual(scoring, .firstToken)
+        let before = endpoint.requests.count
+        let answer = try await judge.judge("rate this")
+        XCTAssertEqual(answer.score().score!, (85 * 0.6 + 90 * 0.3) / 0.9, accuracy: 1e-9)
+        XCTAssertEqual(endpoint.requests.count - before, 1, "one call per prompt")
+        XCTAssertTrue(endpoint.requests.allSatisfy { $0.prefix == nil }, "no continuation was ever asked for")
+        XCTAssertEqual(try cache.scoring(backend: "openai", model: "stub"), .firstToken)
+    }
+
+    /// A digit-splitting tokenizer on a vLLM-style server (continues only with the flags; without
+    /// them it opens a new turn, whose first digit is the first call's). Scripted so that every
+    /// figure is known. An integer counts when the reply ends after it ("<|im_end|>", or "" where
+    /// the server drops special tokens, or nothing at all where it leaves the end token out):
+    /// "8" then "." is not 8; "2" (below the cut-off share) is dropped unasked.
+    func testDigitTreeIsExactOnAScriptedServer() async throws {
+        let endpoint = try Endpoint { r in
+            let continued = r.prefix != nil && r.continueFinal && r.addGenerationPrompt == false
+            if r.prompt == Self.probe {
+                return .top(continued ? [("0", 0.95), ("<|im_end|>", 0.04)] : [("5", 0.92), ("Sure", 0.05)])
+            }
+            guard continued, let prefix = r.prefix else { return .top([("8", 0.5), ("7", 0.3), ("1", 0.1), ("2", 0.00001), ("I", 0.09)]) }
+            switch prefix {
+            case "8": return .top([("5", 0.5), ("0.", 0.3), ("<|im_end|>", 0.2)])
+            case "7": return .top([("0", 0.9), (".", 0.1)])
+            case "1": return .top([("0", 0.6), ("5", 0.4)])
+            case "85": return .top([("<|im_end|>", 0.9), (".", 0.1)])
+            case "70": return .top([("", 0.8), ("%", 0.2)])
+            case "10": return .top([("0", 0.5), ("<|im_end|>", 0.5)])
+            case "15": return .stopped
+            case "100": return .top([("<|im_end|>", 0.7), ("5", 0.3)])
+            default: return .refuse(500)
+            }
+        }
+        let cache = try JudgeCache.inMemory()
+        let judge = endpoint.judge(store: cache)
+        let scoring = try await judge.scoring()
+        XCTAssertEqual(scoring, .digitTree(.continueFinalMessage))
+        let before = endpoint.requests.count
+        let answer = try await judge.judge("rate this")
+        let calls = endpoint.requests[before...]
+        XCTAssertEqual(Set(calls.map { $0.prefix ?? "" }), ["", "8", "7", "1", "85", "70", "10", "15", "100"], "the branches kept, each asked once")
+        XCTAssertEqual(calls.count, 9)
+        // 8: .5·.2, 85: .5·.5·.9, 70: .3·.9·.8, 10: .1·.6·.5, 15: .1·.4 (ended at once), 100: .1·.6·.5·.7.
+        let expected: [Int: Double] = [8: 0.1, 85: 0.225, 70: 0.216, 10: 0.03, 15: 0.04, 100: 0.021]
+        XCTAssertEqual(Set(answer.distribution.keys), Set(expected.keys))
+        for (k, v) in expected { XCTAssertEqual(answer.distribution[k]!, v, accuracy: 1e-12, "\(k)") }
+        let ev = expected.reduce(0.0) { $0 + Double($1.key) * $1.value } / expected.values.reduce(0, +)
+        XCTAssertEqual(answer.score().score!, ev, accuracy: 1e-9)
+        // The prefix calls are cached: a second judge on the same cache asks nothing.
+        let again = endpoint.judge(store: cache)
+        let n = endpoint.requests.count
+        let second = try await again.judge("rate this")
+        XCTAssertEqual(second.score().score!, answer.score().score!, accuracy: 1e-12)
+        XCTAssertEqual(endpoint.requests.count, n, "mode and prefix calls came from the cache")
+    }
+
+    /// A digit-splitting tokenizer on a server that refuses a trailing assistant message: the 0–9
+    /// scale, rescaled to 0–100; the mode is stored, so a second judge on the same cache (a
+    /// resumed run) does not detect again; and the report says so.
+    func testServerThatRefusesContinuationGetsTheNineScale() async throws {
+        let endpoint = try Endpoint { r in
+            if r.prefix != nil { return .refuse(400) }
+            if r.prompt == Self.probe { return .top([("5", 0.9), ("Sure", 0.05)]) }
+            if r.prompt.hasSuffix(DigitTree.scaleInstruction) { return .top([("7", 0.5), ("8", 0.25), (" 9", 0.15), ("10", 0.05)]) }
+            return .top([("4", 1)])
+        }
+        let path = NSTemporaryDirectory() + "judge-scale-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let judge = CachedJudge(endpoint.judge(store: try JudgeCache(path: path)), cache: try JudgeCache(path: path))
+        try await judge.preflight()
+        let s = try await judge.scoring()
+        XCTAssertEqual(s, .digitScale)
+        XCTAssertEqual(Set(endpoint.requests.filter { $0.prefix != nil }.map(\.continueFinal)), [true, false], "both continuation styles were tried")
+        let answer = try await judge.judge("rate this")
+        // 7 → 77.8, 8 → 88.9, 9 → 100 ("10" is not on the scale): expectation 100/9 · (7·.5 + 8·.25 + 9·.15)/.9.
+        XCTAssertEqual(answer.mass, 0.9, accuracy: 1e-12)
+        XCTAssertEqual(answer.score().score!, 100.0 / 9 * (7 * 0.5 + 8 * 0.25 + 9 * 0.15) / 0.9, accuracy: 1e-9)
+        let resumed = endpoint.judge(store: try JudgeCache(path: path))
+        let n = endpoint.requests.count
+        let again = try await resumed.scoring()
+        XCTAssertEqual(again, .digitScale)
+        XCTAssertEqual(endpoint.requests.count, n, "the stored mode is used, not detected again")
+        XCTAssertEqual(try JudgeCache(path: path).scoring(backend: "openai", model: "stub"), .digitScale)
+    }
+
+    /// Answers cached before modes existed were first-token scores: an old cache keeps that mode.
+    func testCacheWithoutAStoredModeKeepsFirstToken() async throws {
+        let cache = try JudgeCache.inMemory()
+        try cache.store(JudgeAnswer(distribution: [5: 1]), backend: "openai", model: "old", prompt: "p")
+        XCTAssertEqual(try cache.scoring(backend: "openai", model: "old"), .firstToken)
+        XCTAssertNil(try cache.scoring(backend: "openai", model: "new"))
+        XCTAssertEqual(try cache.storeScoring(.digitScale, backend: "openai", model: "new"), .digitScale)
+        XCTAssertEqual(try cache.storeScoring(.firstToken, backend: "openai", model: "new"), .digitScale, "the first stored mode holds")
+    }
+
+    func testDigitTreeSteps() {
+        // Root: leading whitespace skipped; a word, "05" and "3\n" are no integer reply.
+        let root = DigitTree.step(prefix: "", probability: 1, next: [(" 8", log(0.4)), ("Sure", log(0.3)), ("05", log(0.1)), ("3\n", log(0.2))])
+        XCTAssertEqual(root.children, ["8": 0.4])
+        XCTAssertTrue(root.ended.isEmpty)
+        // After "10": "0" makes 100, "5" would make 105 (lost), the end token ends at 10, "." is lost.
+        let ten = DigitTree.step(prefix: "10", probability: 0.5, next: [("0", log(0.5)), ("5", log(0.2)), ("<end_of_turn>", log(0.2)), (".", log(0.1))])
+        XCTAssertEqual(ten.children.keys.sorted(), ["100"])
+        XCTAssertEqual(ten.children["100"]!, 0.25, accuracy: 1e-12)
+        XCTAssertEqual(ten.ended.keys.sorted(), [10])
+        XCTAssertEqual(ten.ended[10]!, 0.1, accuracy: 1e-12)
+        XCTAssertTrue(DigitTree.endsReply("") && DigitTree.endsReply("<|im_end|>") && DigitTree.endsReply("</s>"))
+        XCTAssertFalse(DigitTree.endsReply("<") || DigitTree.endsReply(".") || DigitTree.endsReply("\n"))
+        // The 0–9 scale keeps mass and expectation exactly.
+        let d = DigitTree.rescaleDigits([("5", log(0.6)), ("9", log(0.4))])
+        XCTAssertEqual(d.values.reduce(0, +), 1, accuracy: 1e-12)
+        XCTAssertEqual(d.reduce(0.0) { $0 + Double($1.key) * $1.value }, 100.0 / 9 * (5 * 0.6 + 9 * 0.4), accuracy: 1e-9)
+    }
+}
