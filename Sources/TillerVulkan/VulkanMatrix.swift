@@ -41,7 +41,12 @@ public final class VulkanMatrix: @unchecked Sendable {
     struct Part { let buffer: VulkanBuffer; let firstRow: Int; let rows: Int }
     let parts: [Part]
 
-    public init(device: VulkanDevice, _ raw: RawTensor) throws {
+    public convenience init(device: VulkanDevice, _ raw: RawTensor) throws {
+        try self.init(device: device, raw, partBytes: min(device.info.features.maxStorageBufferRange, 1 << 31))
+    }
+
+    /// `partBytes`: the most bytes one part may hold (the tests split small matrices with it).
+    init(device: VulkanDevice, _ raw: RawTensor, partBytes limit: Int) throws {
         guard raw.shape.count == 2 else {
             throw TensorShapeError(tensor: raw.name, "a matrix needs 2 dimensions, has shape \(raw.shape)")
         }
@@ -60,7 +65,6 @@ public final class VulkanMatrix: @unchecked Sendable {
         type = raw.type
         rowBytes = rb
         // Byte offsets in the shaders are 32-bit: parts stay below 2 GiB as well as the range.
-        let limit = min(device.info.features.maxStorageBufferRange, 1 << 31)
         let perPart = max(1, limit / max(rb, 1))
         var parts: [Part] = []
         var row = 0

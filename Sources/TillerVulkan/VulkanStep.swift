@@ -232,8 +232,18 @@ public final class VulkanStep {
 
     /// y[rows, out] = x[rows, in] · Wᵀ (x and y must not overlap).
     public func matmul(_ w: VulkanMatrix, _ x: VulkanSlice, rows: Int, into y: VulkanSlice) throws {
-        if rows == 0 || w.outFeatures == 0 { return }
         let choice = VulkanKernelChoice.decide(type: w.type, rows: rows, subgroupArithmetic: device.info.features.subgroupArithmetic)
+        try matmul(w, x, rows: rows, into: y, choice: choice)
+    }
+
+    /// The product through a named mat-vec variant (the tests run both reductions).
+    func matvec(shader: String, _ w: VulkanMatrix, _ x: VulkanSlice, rows: Int, into y: VulkanSlice) throws {
+        let kernel: VulkanKernelChoice.Kernel = shader.hasPrefix("matvec_sg") ? .matvecSubgroup : .matvecShared
+        try matmul(w, x, rows: rows, into: y, choice: VulkanKernelChoice(kernel: kernel, type: w.type))
+    }
+
+    private func matmul(_ w: VulkanMatrix, _ x: VulkanSlice, rows: Int, into y: VulkanSlice, choice: VulkanKernelChoice) throws {
+        if rows == 0 || w.outFeatures == 0 { return }
         let reads = [span(x, rows * w.inFeatures)]
         for part in w.parts where part.rows > 0 {
             let push = [Self.u(x.offset), Self.u(y.offset + part.firstRow), Self.u(rows), Self.u(part.rows), Self.u(w.inFeatures),
