@@ -12,6 +12,9 @@ public final class VulkanBuffer: @unchecked Sendable {
     let placement: Placement
     /// Mapped memory of a host buffer.
     let mapped: UnsafeMutableRawPointer?
+    /// The values of a buffer made from host values (norm weights, RoPE frequencies, steering
+    /// vectors), for ops computed on the host (RoPE tables).
+    var hostCopy: [Float]?
     /// An identity for hazard tracking.
     var id: ObjectIdentifier { ObjectIdentifier(self) }
 

@@ -160,7 +160,8 @@ final class VulkanOpsTests: XCTestCase {
                 let x = rng.floats(rows * inF)
                 var want = [Float](repeating: 0, count: rows * out)
                 cpu.apply(x, rows: rows, into: &want)
-                for (mi, m) in (rows == 5 || rows == 70 ? [gpu, split] : [gpu]).enumerated() {
+                let matrices: [VulkanMatrix] = rows == 5 || rows == 70 ? [gpu, split] : [gpu]
+                for (mi, m) in matrices.enumerated() {
                     let xs = try guarded(d, count: x.count, values: x)
                     let ys = try guarded(d, count: rows * out)
                     let step = try VulkanStep(device: d)
