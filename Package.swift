@@ -94,8 +94,8 @@ let package = Package(
         .testTarget(name: "TillerExperimentTests", dependencies: [
             "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerVulkanTests", dependencies: ["TillerVulkan", "TillerModels", "TillerTensor", "TillerTestSupport"],
-                    swiftSettings: cpuFlags),
+        .testTarget(name: "TillerVulkanTests", dependencies: ["TillerVulkan", "TillerModels", "TillerTensor", "TillerFormats", "TillerTestSupport"],
+                    exclude: ["Seam"], swiftSettings: cpuFlags),
         .testTarget(name: "TillerServerTests", dependencies: [
             "TillerAsync", "TillerServer", "TillerModels", "TillerSteering", "TillerTokenizers", "TillerTestSupport"], swiftSettings: cpuFlags),
     ],
