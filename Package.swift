@@ -95,6 +95,8 @@ let package = Package(
             "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
         .testTarget(name: "TillerVulkanTests", dependencies: ["TillerVulkan", "TillerModels", "TillerTensor", "TillerFormats", "TillerTestSupport"],
+                    // Seam/ needs issue 27's recorder seam (i27s); PreSeam/ is the same CPU reference through today's Backend.
+                    // After merging i27s: exclude PreSeam instead, and drop TillerVulkan's exclude.
                     exclude: ["Seam"], swiftSettings: cpuFlags),
         .testTarget(name: "TillerServerTests", dependencies: [
             "TillerAsync", "TillerServer", "TillerModels", "TillerSteering", "TillerTokenizers", "TillerTestSupport"], swiftSettings: cpuFlags),

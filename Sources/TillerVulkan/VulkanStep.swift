@@ -214,12 +214,12 @@ public final class VulkanStep {
     }
 
     /// x[r] = table row tokens[r] (· scale), dequantised from the stored blocks.
-    public func embed(_ table: VulkanMatrix, tokens: [Int32], scale: Float?, into x: VulkanSlice) throws {
+    public func embed(_ table: VulkanMatrix, tokens: [Int], scale: Float?, into x: VulkanSlice) throws {
         if tokens.isEmpty { return }
         for t in tokens where t < 0 || Int(t) >= table.outFeatures {
             throw VulkanError("token id \(t) is outside the embedding table's \(table.outFeatures) rows")
         }
-        let ids = tokens.map { UInt32(bitPattern: $0) }
+        let ids = tokens.map { UInt32($0) }
         let (tb, at) = try ids.withUnsafeBytes { try stage($0) }
         let width = table.inFeatures, n = tokens.count * width
         for part in table.parts {

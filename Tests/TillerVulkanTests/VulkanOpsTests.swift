@@ -151,15 +151,13 @@ final class VulkanOpsTests: XCTestCase {
         let out = 80, inF = 512
         for (ti, type) in VulkanKernelChoice.types.enumerated() {
             let (raw, owner) = randomMatrix(type, rows: out, cols: inF, seed: UInt64(ti))
-            let cpu = try CPUBackend().matrix(raw, modelBytesFP32: 0)
             let gpu = try VulkanMatrix(device: d, raw)
             let split = try VulkanMatrix(device: d, raw, partBytes: 30 * raw.type.byteCount(elements: inF)!)
             XCTAssertEqual(split.parts.count, 3)
             for rows in [1, 5, 13, 70] {
                 var rng = Rng(UInt64(rows))
                 let x = rng.floats(rows * inF)
-                var want = [Float](repeating: 0, count: rows * out)
-                cpu.apply(x, rows: rows, into: &want)
+                let want = try CPURef.matmul(raw, x, rows: rows)
                 let matrices: [VulkanMatrix] = rows == 5 || rows == 70 ? [gpu, split] : [gpu]
                 for (mi, m) in matrices.enumerated() {
                     let xs = try guarded(d, count: x.count, values: x)
@@ -179,12 +177,10 @@ final class VulkanOpsTests: XCTestCase {
     func testMatvecSharedMemoryFallback() throws {
         let d = try testDevice()
         let (raw, owner) = randomMatrix(.q4_K, rows: 33, cols: 256, seed: 7)
-        let cpu = try CPUBackend().matrix(raw, modelBytesFP32: 0)
         let m = try VulkanMatrix(device: d, raw)
         var rng = Rng(3)
         let x = rng.floats(2 * 256)
-        var want = [Float](repeating: 0, count: 2 * 33)
-        cpu.apply(x, rows: 2, into: &want)
+        let want = try CPURef.matmul(raw, x, rows: 2)
         for shader in ["matvec_sh_Q4_K", "matvec_sg_Q4_K"] where shader == "matvec_sh_Q4_K" || d.info.features.subgroupArithmetic {
             let xs = try guarded(d, count: x.count, values: x)
             let ys = try guarded(d, count: 66)
@@ -201,14 +197,9 @@ final class VulkanOpsTests: XCTestCase {
         let rows = 40, width = 256
         for (ti, type) in VulkanKernelChoice.types.enumerated() {
             let (raw, owner) = randomMatrix(type, rows: rows, cols: width, seed: 100 + UInt64(ti))
-            let cpu = try CPUBackend().matrix(raw, modelBytesFP32: 0)
-            let tokens: [Int32] = [0, 39, 17, 17, 5, 22]
+            let tokens = [0, 39, 17, 17, 5, 22]
             for scale in [nil, Float(3.5)] {
-                var want = [Float](repeating: 0, count: tokens.count * width)
-                for (r, t) in tokens.enumerated() {
-                    want.withUnsafeMutableBufferPointer { cpu.row(Int(t), into: $0.baseAddress! + r * width) }
-                }
-                if let s = scale { want = want.map { $0 * s } }
+                let want = try CPURef.rows(raw, tokens, scale: scale)
                 for m in [try VulkanMatrix(device: d, raw), try VulkanMatrix(device: d, raw, partBytes: 15 * raw.type.byteCount(elements: width)!)] {
                     let xs = try guarded(d, count: want.count)
                     let step = try VulkanStep(device: d)
@@ -223,13 +214,11 @@ final class VulkanOpsTests: XCTestCase {
 
     func testNormRopeActivationsAndElementwise() throws {
         let d = try testDevice()
-        let cpu = CPUBackend()
         var rng = Rng(42)
         let rows = 5, width = 96
         // rmsNorm, out of place and in place
         let x = rng.floats(rows * width, -3, 3), scale = rng.floats(width, 0.5, 1.5)
-        var want = [Float](repeating: 0, count: x.count)
-        cpu.rmsNorm(x, rows: rows, width: width, scale: scale, eps: 1e-6, into: &want)
+        let want = CPURef.rmsNorm(x, rows: rows, width: width, scale: scale, eps: 1e-6)
         do {
             let xs = try guarded(d, count: x.count, values: x), ys = try guarded(d, count: x.count), ss = try guarded(d, count: width, values: scale)
             let inPlace = try guarded(d, count: x.count, values: x)
@@ -245,11 +234,9 @@ final class VulkanOpsTests: XCTestCase {
             let heads = 4, headDim = 32, half = 16
             let positions = [0, 7, 3000]
             let invFreq = (0..<half).map { Float(1 / pow(10000, Double(2 * $0) / Double(headDim))) }
-            var c = [Float](repeating: 0, count: 3 * half), s = c
-            cpu.ropeTables(positions: positions, invFreq: invFreq, half: half, cos: &c, sin: &s)
+            let (c, s) = CPURef.ropeTables(positions: positions, invFreq: invFreq, half: half)
             let q = rng.floats(3 * heads * headDim)
-            var wantQ = q
-            cpu.rope(&wantQ, rows: 3, heads: heads, headDim: headDim, cos: c, sin: s)
+            let wantQ = CPURef.rope(q, rows: 3, heads: heads, headDim: headDim, cos: c, sin: s)
             let qs = try guarded(d, count: q.count, values: q)
             let cs = try guarded(d, count: c.count), sn = try guarded(d, count: s.count)
             let step = try VulkanStep(device: d)
@@ -265,30 +252,20 @@ final class VulkanOpsTests: XCTestCase {
             var g = rng.floats(1000, -8, 8)
             g += [-100, -30, 30, 100, 0]
             let u = rng.floats(g.count)
-            var wantG = g
-            cpu.gatedActivation(&wantG, u, count: g.count, kind: kind)
+            let wantG = CPURef.gated(g, u, kind: kind)
             let gs = try guarded(d, count: g.count, values: g), us = try guarded(d, count: u.count, values: u)
             let step = try VulkanStep(device: d)
             try step.gatedActivation(gs, us, count: g.count, kind: vk)
             try step.submit()
             assertClose(try readGuarded(d, gs, count: g.count, "\(kind)"), wantG, 2e-6, "\(kind)")
         }
-        // add, addBias, addScaled (a steering vector on some rows), scale, softcap, copy, projectOut
+        // add, addBias, addScaled (a steering vector on some rows), projectOut, softcap, copy, read; scale
         do {
             let y0 = rng.floats(rows * width, -40, 40), a = rng.floats(rows * width), b = rng.floats(width)
             var dir = rng.floats(width)
             let norm = dir.reduce(0) { $0 + $1 * $1 }.squareRoot()
             dir = dir.map { $0 / norm }
-            var w = y0
-            cpu.add(a, into: &w, count: w.count)
-            cpu.addBias(b, width: width, rows: rows, into: &w)
-            w.withUnsafeMutableBufferPointer { p in cpu.addScaled(b, -2.5, into: p.baseAddress! + width, count: width) }
-            w.withUnsafeMutableBufferPointer { p in cpu.addScaled(b, -2.5, into: p.baseAddress! + 2 * width, count: width) }
-            w.withUnsafeMutableBufferPointer { p in
-                for r in 1..<4 { cpu.projectOut(dir, from: p.baseAddress! + r * width, count: width) }
-            }
-            cpu.scale(&w, by: 0.75, count: w.count)
-            cpu.softcap(&w, cap: 30, count: w.count)
+            let w = CPURef.elementwise(y0, a: a, bias: b, coef: -2.5, dir: dir, rows: rows, width: width, cap: 30)
             let ys = try guarded(d, count: w.count, values: y0), asl = try guarded(d, count: a.count, values: a)
             let bs = try guarded(d, count: width, values: b), ds = try guarded(d, count: width, values: dir)
             let copied = try guarded(d, count: w.count)
@@ -297,7 +274,6 @@ final class VulkanOpsTests: XCTestCase {
             try step.addBias(bs, width: width, rows: rows, into: ys)
             try step.addScaled(vector: bs, coef: -2.5, into: VulkanSlice(ys.buffer, offset: ys.offset + width), rows: 2, width: width)
             try step.projectOut(direction: ds, from: VulkanSlice(ys.buffer, offset: ys.offset + width), rows: 3, width: width)
-            try step.scale(ys, by: 0.75, count: w.count)
             try step.softcap(ys, cap: 30, count: w.count)
             try step.copy(ys, into: copied, count: w.count)
             var host = [Float](repeating: 0, count: w.count)
@@ -305,6 +281,12 @@ final class VulkanOpsTests: XCTestCase {
             try step.submit()
             assertClose(try readGuarded(d, ys, count: w.count, "elementwise"), w, 1e-6, "elementwise")
             assertClose(host, w, 1e-6, "copy + read")
+            // scale (Gemma's embedding scale where it is not folded into the gather)
+            let scaled = try guarded(d, count: y0.count, values: y0)
+            let step2 = try VulkanStep(device: d)
+            try step2.scale(scaled, by: 0.75, count: y0.count)
+            try step2.submit()
+            XCTAssertEqual(try readGuarded(d, scaled, count: y0.count, "scale"), y0.map { $0 * 0.75 })
         }
     }
 
@@ -312,7 +294,6 @@ final class VulkanOpsTests: XCTestCase {
     /// prefix, a sliding window, a score soft-cap, and head sizes 64 and 256.
     func testAttention() throws {
         let d = try testDevice()
-        let cpu = CPUBackend()
         var rng = Rng(9)
         struct Case { let heads, kvHeads, headDim, first, queries, prefix: Int; let window: Int?; let softcap: Float? }
         let cases = [
@@ -327,19 +308,10 @@ final class VulkanOpsTests: XCTestCase {
             let q = rng.floats(c.queries * qDim, -2, 2)
             let pk = rng.floats(max(c.prefix, 1) * kvDim), pv = rng.floats(max(c.prefix, 1) * kvDim)
             let k = rng.floats((positions - c.prefix) * kvDim), v = rng.floats((positions - c.prefix) * kvDim)
-            var want = [Float](repeating: 0, count: q.count)
-            var scratch = [Float](repeating: 0, count: c.heads * positions)
             let scale = 1 / Float(c.headDim).squareRoot()
-            q.withUnsafeBufferPointer { qp in k.withUnsafeBufferPointer { kp in v.withUnsafeBufferPointer { vp in
-                pk.withUnsafeBufferPointer { pkp in pv.withUnsafeBufferPointer { pvp in want.withUnsafeMutableBufferPointer { op in
-                    let job = AttentionJob(q: qp.baseAddress!, qStride: qDim, keys: kp.baseAddress!, values: vp.baseAddress!,
-                                           prefixKeys: c.prefix > 0 ? pkp.baseAddress! : nil, prefixValues: c.prefix > 0 ? pvp.baseAddress! : nil,
-                                           prefixLength: c.prefix, out: op.baseAddress!, queries: c.queries, firstPosition: c.first,
-                                           heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: scale, softcap: c.softcap,
-                                           window: c.window)
-                    cpu.attention([job], scratch: &scratch)
-                } } }
-            } } }
+            let want = CPURef.attention(CPURef.Attention(heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, first: c.first,
+                                                         queries: c.queries, prefix: c.prefix, window: c.window, softcap: c.softcap, scale: scale),
+                                        q: q, k: k, v: v, pk: pk, pv: pv)
             let qs = try guarded(d, count: q.count, values: q), ks = try guarded(d, count: k.count, values: k)
             let vs = try guarded(d, count: v.count, values: v), os = try guarded(d, count: q.count)
             let pks = try guarded(d, count: pk.count, values: pk), pvs = try guarded(d, count: pv.count, values: pv)

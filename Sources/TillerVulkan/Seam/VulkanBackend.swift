@@ -89,7 +89,7 @@ final class VulkanRecorder: StepRecorder {
     func write(_ host: UnsafeBufferPointer<Float>, into dst: BufferSlice) { run("write") { try $0.write(host, into: dst.vk) } }
 
     func embed(_ table: MatrixOperator, tokens: [Int], scale: Float?, into x: BufferSlice) {
-        run("embed") { try $0.embed(unsafeDowncast(table, to: VulkanMatrix.self), tokens: tokens.map { Int32($0) }, scale: scale, into: x.vk) }
+        run("embed") { try $0.embed(unsafeDowncast(table, to: VulkanMatrix.self), tokens: tokens, scale: scale, into: x.vk) }
     }
 
     func matmul(_ w: MatrixOperator, _ x: BufferSlice, rows: Int, into y: BufferSlice) {
