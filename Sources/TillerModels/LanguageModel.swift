@@ -122,7 +122,7 @@ public final class LanguageModel: @unchecked Sendable {
     public func forward(_ batch: [[Int]], capture: CaptureSpec = .none, steering: [SteeringSpec?] = [],
                         logits: LogitsMode = .last, promptLengths: [Int]? = nil) throws -> ForwardResult {
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: batch.count, steering: steering,
-                                capture: capture, callback: nil)
+                                capture: capture, callback: nil, backend: transformer.backend)
         let out = try runForward(batch, plan: plan, logits: logits, promptLengths: promptLengths)
         return ForwardResult(vocabSize: vocabSize, logits: out, activations: plan.finish())
     }
@@ -135,7 +135,7 @@ public final class LanguageModel: @unchecked Sendable {
                         logits: LogitsMode = .none, promptLengths: [Int]? = nil,
                         onResidual: @escaping ResidualCallback) throws -> ForwardResult {
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: batch.count, steering: steering,
-                                capture: capture, callback: onResidual)
+                                capture: capture, callback: onResidual, backend: transformer.backend)
         let out = try runForward(batch, plan: plan, logits: logits, promptLengths: promptLengths)
         return ForwardResult(vocabSize: vocabSize, logits: out, activations: plan.finish())
     }
@@ -257,7 +257,7 @@ public final class LanguageModel: @unchecked Sendable {
         }
         var out = groups.map { grp in grp.continuations.map { [Double](repeating: 0, count: $0.count) } }
         let promptPlan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: groups.count, steering: groups.map(\.steering),
-                                      capture: .none, callback: nil)
+                                      capture: .none, callback: nil, backend: transformer.backend)
         run(seqs, plan: promptPlan, wants: { s, p in p == groups[s].prompt.count - 1 }, ws: ws) { s, _, row in
             let lse = logSumExp(UnsafeBufferPointer(start: row, count: V))
             for (i, c) in groups[s].continuations.enumerated() { out[s][i][0] = Double(row[c[0]]) - lse }
@@ -273,7 +273,7 @@ public final class LanguageModel: @unchecked Sendable {
             }
         }
         guard !children.isEmpty else { return out }
-        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: children.count, steering: specs, capture: .none, callback: nil)
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: children.count, steering: specs, capture: .none, callback: nil, backend: transformer.backend)
         run(children, plan: plan, wants: { _, _ in true }, ws: ws) { s, p, row in
             let (g, i) = owner[s]
             let c = groups[g].continuations[i]
@@ -292,7 +292,7 @@ public final class LanguageModel: @unchecked Sendable {
         }
         try validate(candidates, what: "candidates")
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: prompts.count, steering: steering,
-                                capture: .none, callback: nil)
+                                capture: .none, callback: nil, backend: transformer.backend)
         var out = [[Double]](repeating: [], count: prompts.count)
         let V = vocabSize
         run(seqs, plan: plan, wants: { s, p in p == prompts[s].count - 1 }, ws: Workspace(transformer)) { s, _, row in
@@ -318,7 +318,7 @@ public final class LanguageModel: @unchecked Sendable {
                                       promptLength: it.prompt.count, sequence: i))
         }
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: items.count, steering: steering,
-                                capture: .none, callback: nil)
+                                capture: .none, callback: nil, backend: transformer.backend)
         var out = items.map { [Double](repeating: 0, count: $0.continuation.count) }
         let V = vocabSize
         run(seqs, plan: plan, wants: { s, p in p >= items[s].prompt.count - 1 && p < seqs[s].tokens.count - 1 }, ws: Workspace(transformer)) { s, p, row in
@@ -338,7 +338,7 @@ public final class LanguageModel: @unchecked Sendable {
         try validate(tokens, what: "sequence")
         guard tokens.count > 1 else { return }
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: 1, steering: [steering],
-                                capture: .none, callback: nil)
+                                capture: .none, callback: nil, backend: transformer.backend)
         let seq = SequenceInput(cache: transformer.makeCache(capacity: tokens.count), tokens: tokens,
                                 promptLength: tokens.count, sequence: 0)
         let V = vocabSize

@@ -14,20 +14,21 @@ import TillerTensor
 
 final class LayerWeights {
     /// nil in post-norm blocks (OLMo-2).
-    let inputNorm: [Float]?
+    let inputNorm: BackendBuffer?
     let q, k, v, o: MatrixOperator
-    let qBias, kBias, vBias, oBias: [Float]?
-    let qNorm, kNorm: [Float]?
-    let postAttentionNorm: [Float]?
-    let preFFNorm: [Float]?
-    let postFFNorm: [Float]?
+    let qBias, kBias, vBias, oBias: BackendBuffer?
+    let qNorm, kNorm: BackendBuffer?
+    let postAttentionNorm: BackendBuffer?
+    let preFFNorm: BackendBuffer?
+    let postFFNorm: BackendBuffer?
     let gate, up, down: MatrixOperator
     let sliding: Bool
-    let rope: Int   // index into TransformerWeights.ropeTables
+    let rope: Int   // index into Transformer.ropeInvFreq
 
-    init(inputNorm: [Float]?, q: MatrixOperator, k: MatrixOperator, v: MatrixOperator, o: MatrixOperator,
-         qBias: [Float]?, kBias: [Float]?, vBias: [Float]?, oBias: [Float]?, qNorm: [Float]?, kNorm: [Float]?,
-         postAttentionNorm: [Float]?, preFFNorm: [Float]?, postFFNorm: [Float]?,
+    init(inputNorm: BackendBuffer?, q: MatrixOperator, k: MatrixOperator, v: MatrixOperator, o: MatrixOperator,
+         qBias: BackendBuffer?, kBias: BackendBuffer?, vBias: BackendBuffer?, oBias: BackendBuffer?,
+         qNorm: BackendBuffer?, kNorm: BackendBuffer?,
+         postAttentionNorm: BackendBuffer?, preFFNorm: BackendBuffer?, postFFNorm: BackendBuffer?,
          gate: MatrixOperator, up: MatrixOperator, down: MatrixOperator, sliding: Bool, rope: Int) {
         self.inputNorm = inputNorm; self.q = q; self.k = k; self.v = v; self.o = o
         self.qBias = qBias; self.kBias = kBias; self.vBias = vBias; self.oBias = oBias
@@ -44,11 +45,11 @@ final class Transformer: @unchecked Sendable {
     let backend: Backend
     let embed: MatrixOperator
     let lmHead: MatrixOperator
-    let finalNorm: [Float]
+    let finalNorm: BackendBuffer
     let embedScale: Float?
     let layers: [LayerWeights]
-    /// Distinct inv_freq vectors (one per RoPE kind: e.g. Gemma 3's local and global).
-    let ropeTables: [[Float]]
+    /// Distinct inv_freq vectors (one per RoPE kind: e.g. Gemma 3's local and global), on the backend.
+    let ropeInvFreq: [BackendBuffer]
 
     let hidden: Int, heads: Int, kvHeads: Int, headDim: Int, intermediate: Int, vocab: Int
     var qDim: Int { heads * headDim }
@@ -102,7 +103,7 @@ final class Transformer: @unchecked Sendable {
             let rope: Int
             if let i = tables.firstIndex(of: invFreq) { rope = i } else { tables.append(invFreq); rope = tables.count - 1 }
             let qd = heads * headDim, kd = kvHeads * headDim
-            func bias(_ n: String, _ size: Int, required: Bool) throws -> [Float]? {
+            func bias(_ n: String, _ size: Int, required: Bool) throws -> BackendBuffer? {
                 if required { return try loader.vector(p + n, size) }
                 return try loader.optionalVector(p + n, size)
             }
@@ -140,7 +141,7 @@ final class Transformer: @unchecked Sendable {
                 sliding: opt.sliding[l], rope: rope))
         }
         layers = ls
-        ropeTables = tables
+        ropeInvFreq = try tables.map { try backend.upload($0) }
     }
 
     // MARK: Forward step
@@ -154,18 +155,20 @@ final class Transformer: @unchecked Sendable {
         let sequence: Int
     }
 
-    /// Runs the new tokens of every item through the model, appending to their caches.
-    /// `logitRows` are global row indices (into the stacked tokens) whose logits are wanted,
-    /// written to `ws.logits` in that order. With `stopAfter`, the pass ends after that layer's
-    /// hooks (no logits, caches left incomplete: only for one-shot capture).
+    /// Runs the new tokens of every item through the model, appending to their caches: the step
+    /// is recorded on the workspace's recorder and submitted whole. `logitRows` are global row
+    /// indices (into the stacked tokens) whose logits are wanted, read back into `ws.logits` in
+    /// that order. With `stopAfter`, the pass ends after that layer's hooks (no logits, caches
+    /// left incomplete: only for one-shot capture).
     func step(_ items: [Item], plan: HookPlan?, logitRows: [Int], ws: Workspace, stopAfter: Int? = nil) {
         let N = items.reduce(0) { $0 + $1.tokens.count }
         guard N > 0 else { return }
         ws.reserve(tokens: N, logitRows: logitRows.count)
         let H = hidden, qd = qDim, kd = kvDim, I = intermediate
-        let be = backend
+        let rec = ws.recorder
+        let (x, h, q, k, v, attn, gate, up) = (ws.x.at(), ws.h.at(), ws.q.at(), ws.k.at(), ws.v.at(), ws.attn.at(), ws.gate.at(), ws.up.at())
 
-        // Row offsets and positions.
+        // Row offsets and positions; caches grow before the step is recorded.
         var offsets: [Int] = []
         var o = 0
         for it in items {
@@ -173,120 +176,119 @@ final class Transformer: @unchecked Sendable {
             o += it.tokens.count
             it.cache.reserve(it.cache.length + it.tokens.count)
         }
+        plan?.beginStep(rows: N)
 
         // Embeddings.
-        var r = 0
+        var tokens: [Int] = []
+        tokens.reserveCapacity(N)
         for it in items {
             for t in it.tokens {
                 precondition(t >= 0 && t < vocab, "token id \(t) is outside the vocabulary (0..<\(vocab))")
-                embed.row(t, into: ws.x + r * H)
-                r += 1
+                tokens.append(t)
             }
         }
-        if let s = embedScale { be.scale(ws.x, by: s, count: N * H) }
+        rec.embed(embed, tokens: tokens, scale: embedScale, into: x)
 
         // cos/sin per RoPE kind, fp32 like transformers: freqs = float(pos) · inv_freq.
         var positions: [Int] = []
         positions.reserveCapacity(N)
         for it in items { positions.append(contentsOf: it.cache.length ..< it.cache.length + it.tokens.count) }
-        for (ti, inv) in ropeTables.enumerated() {
-            inv.withUnsafeBufferPointer { be.ropeTables(positions: positions, invFreq: $0.baseAddress!, half: headDim / 2, cos: ws.cos[ti], sin: ws.sin[ti]) }
+        for (ti, inv) in ropeInvFreq.enumerated() {
+            rec.ropeTables(positions: positions, invFreq: inv.at(), half: headDim / 2, cos: ws.cos[ti].at(), sin: ws.sin[ti].at())
         }
 
-        let normScale: (([Float]), (UnsafePointer<Float>) -> Void) -> Void = { w, body in w.withUnsafeBufferPointer { body($0.baseAddress!) } }
         let eps = Float(config.rmsNormEps)
 
         for (l, L) in layers.enumerated() {
             // Attention (post-norm blocks read the residual stream itself).
-            var attnIn = UnsafePointer(ws.x)
+            var attnIn = x
             if let n = L.inputNorm {
-                normScale(n) { be.rmsNorm(ws.x, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-                attnIn = UnsafePointer(ws.h)
+                rec.rmsNorm(x, rows: N, width: H, weight: n.at(), eps: eps, into: h)
+                attnIn = h
             }
-            L.q.apply(attnIn, rows: N, into: ws.q)
-            L.k.apply(attnIn, rows: N, into: ws.k)
-            L.v.apply(attnIn, rows: N, into: ws.v)
-            if let b = L.qBias { addBias(b, ws.q, rows: N) }
-            if let b = L.kBias { addBias(b, ws.k, rows: N) }
-            if let b = L.vBias { addBias(b, ws.v, rows: N) }
+            rec.matmul(L.q, attnIn, rows: N, into: q)
+            rec.matmul(L.k, attnIn, rows: N, into: k)
+            rec.matmul(L.v, attnIn, rows: N, into: v)
+            if let b = L.qBias { rec.addBias(b.at(), width: qd, rows: N, into: q) }
+            if let b = L.kBias { rec.addBias(b.at(), width: kd, rows: N, into: k) }
+            if let b = L.vBias { rec.addBias(b.at(), width: kd, rows: N, into: v) }
             if let qn = L.qNorm, let kn = L.kNorm {
                 // Per head: rows of head_dim; whole: one row of heads·head_dim per token.
                 let (qRows, qWidth) = options.qkNorm == .whole ? (N, qd) : (N * heads, headDim)
                 let (kRows, kWidth) = options.qkNorm == .whole ? (N, kd) : (N * kvHeads, headDim)
-                normScale(qn) { be.rmsNorm(ws.q, rows: qRows, width: qWidth, scale: $0, eps: eps, into: ws.q) }
-                normScale(kn) { be.rmsNorm(ws.k, rows: kRows, width: kWidth, scale: $0, eps: eps, into: ws.k) }
+                rec.rmsNorm(q, rows: qRows, width: qWidth, weight: qn.at(), eps: eps, into: q)
+                rec.rmsNorm(k, rows: kRows, width: kWidth, weight: kn.at(), eps: eps, into: k)
             }
-            be.rope(ws.q, rows: N, heads: heads, headDim: headDim, cos: ws.cos[L.rope], sin: ws.sin[L.rope])
-            be.rope(ws.k, rows: N, heads: kvHeads, headDim: headDim, cos: ws.cos[L.rope], sin: ws.sin[L.rope])
+            let (cos, sin) = (ws.cos[L.rope].at(), ws.sin[L.rope].at())
+            rec.rope(q, rows: N, heads: heads, headDim: headDim, cos: cos, sin: sin)
+            rec.rope(k, rows: N, heads: kvHeads, headDim: headDim, cos: cos, sin: sin)
             var jobs: [AttentionJob] = []
             jobs.reserveCapacity(items.count)
             for (s, it) in items.enumerated() {
                 let n = it.tokens.count, start = it.cache.length, off = offsets[s]
                 let seg = it.cache.segments(layer: l)
                 let own = start - it.cache.base
-                be.copy(ws.k + off * kd, into: seg.keys + own * kd, count: n * kd)
-                be.copy(ws.v + off * kd, into: seg.values + own * kd, count: n * kd)
+                rec.copy(k + off * kd, into: seg.keys + own * kd, count: n * kd)
+                rec.copy(v + off * kd, into: seg.values + own * kd, count: n * kd)
                 jobs.append(AttentionJob(
-                    q: ws.q + off * qd, qStride: qd, keys: seg.keys, values: seg.values,
+                    q: q + off * qd, qStride: qd, keys: seg.keys, values: seg.values,
                     prefixKeys: seg.prefixKeys, prefixValues: seg.prefixValues, prefixLength: it.cache.base,
-                    out: ws.attn + off * qd, queries: n, firstPosition: start, heads: heads, kvHeads: kvHeads,
+                    out: attn + off * qd, queries: n, firstPosition: start, heads: heads, kvHeads: kvHeads,
                     headDim: headDim, scale: options.attentionScale, softcap: options.attentionSoftcap,
                     window: L.sliding ? options.window : nil))
             }
-            ws.reserveScores(jobs.reduce(0) { $0 + heads * ($1.firstPosition + $1.queries) })
-            be.attention(jobs, scratch: ws.scores)
-            L.o.apply(ws.attn, rows: N, into: ws.h)
-            if let b = L.oBias { addBias(b, ws.h, rows: N) }
-            if let pn = L.postAttentionNorm {
-                normScale(pn) { be.rmsNorm(ws.h, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-            }
-            be.add(ws.h, into: ws.x, count: N * H)
+            rec.attention(jobs)
+            rec.matmul(L.o, attn, rows: N, into: h)
+            if let b = L.oBias { rec.addBias(b.at(), width: H, rows: N, into: h) }
+            if let pn = L.postAttentionNorm { rec.rmsNorm(h, rows: N, width: H, weight: pn.at(), eps: eps, into: h) }
+            rec.add(h, into: x, count: N * H)
 
             // Feed-forward.
-            var ffIn = UnsafePointer(ws.x)
+            var ffIn = x
             if let n = L.preFFNorm {
-                normScale(n) { be.rmsNorm(ws.x, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-                ffIn = UnsafePointer(ws.h)
+                rec.rmsNorm(x, rows: N, width: H, weight: n.at(), eps: eps, into: h)
+                ffIn = h
             }
-            L.gate.apply(ffIn, rows: N, into: ws.gate)
-            L.up.apply(ffIn, rows: N, into: ws.up)
-            be.gatedActivation(ws.gate, ws.up, count: N * I, kind: options.activation)
-            L.down.apply(ws.gate, rows: N, into: ws.h)
-            if let pn = L.postFFNorm {
-                normScale(pn) { be.rmsNorm(ws.h, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-            }
-            be.add(ws.h, into: ws.x, count: N * H)
+            rec.matmul(L.gate, ffIn, rows: N, into: gate)
+            rec.matmul(L.up, ffIn, rows: N, into: up)
+            rec.gatedActivation(gate, up, count: N * I, kind: options.activation)
+            rec.matmul(L.down, gate, rows: N, into: h)
+            if let pn = L.postFFNorm { rec.rmsNorm(h, rows: N, width: H, weight: pn.at(), eps: eps, into: h) }
+            rec.add(h, into: x, count: N * H)
 
             // resid_post.l: steering edits, then capture.
             if let plan {
                 for (s, it) in items.enumerated() {
-                    plan.run(layer: l, x: ws.x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
-                             firstPosition: it.cache.length, promptLength: it.promptLength, backend: be)
+                    plan.record(layer: l, x: x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
+                                firstPosition: it.cache.length, promptLength: it.promptLength, on: rec)
                 }
             }
             if let stop = stopAfter, l >= stop {
                 // Layers ≤ stop hold these keys now, enough for a later chunk that also stops here.
                 for it in items { it.cache.length += it.tokens.count }
+                rec.submit()
+                plan?.finishStep()
                 return
             }
         }
         for it in items { it.cache.length += it.tokens.count }
 
-        // Logits: final norm and LM head on the requested rows only.
+        // Logits: final norm and LM head on the requested rows only, read back once.
         let R = logitRows.count
-        guard R > 0 else { return }
-        for (i, row) in logitRows.enumerated() { be.copy(ws.x + row * H, into: ws.logitInput + i * H, count: H) }
-        normScale(finalNorm) { be.rmsNorm(ws.logitInput, rows: R, width: H, scale: $0, eps: eps, into: ws.logitInput) }
-        lmHead.apply(ws.logitInput, rows: R, into: ws.logits)
-        if let cap = options.finalSoftcap { be.softcap(ws.logits, cap: cap, count: R * vocab) }
-    }
-
-    private func addBias(_ b: [Float], _ y: UnsafeMutablePointer<Float>, rows: Int) {
-        b.withUnsafeBufferPointer { backend.addBias($0.baseAddress!, width: b.count, rows: rows, into: y) }
+        if R > 0 {
+            let li = ws.logitInput.at(), lr = ws.logitRows.at()
+            for (i, row) in logitRows.enumerated() { rec.copy(x + row * H, into: li + i * H, count: H) }
+            rec.rmsNorm(li, rows: R, width: H, weight: finalNorm.at(), eps: eps, into: li)
+            rec.matmul(lmHead, li, rows: R, into: lr)
+            if let cap = options.finalSoftcap { rec.softcap(lr, cap: cap, count: R * vocab) }
+            rec.read(lr, count: R * vocab, into: ws.logits)
+        }
+        rec.submit()
+        plan?.finishStep()
     }
 
     func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: layers.count, kvDim: kvDim, capacity: capacity)
+        KVCache(layers: layers.count, kvDim: kvDim, capacity: capacity, backend: backend)
     }
 }
 
@@ -296,4 +298,19 @@ func bf16Round(_ x: Float) -> UInt32 {
     let b = x.bitPattern
     let rounded = b &+ 0x7FFF &+ ((b >> 16) & 1)
     return rounded & 0xFFFF_0000
+}
+
+extension LanguageModel {
+    /// The name of the backend the model runs on.
+    public var backendName: String { transformer.backend.name }
+
+    /// The backend's kernel for each of layer 0's projections and the LM head at each row count,
+    /// as the backend's one decision makes it (`tiller bench` prints these).
+    public func kernelChoices(rows: [Int]) -> [(matrix: String, rows: Int, kernel: String)] {
+        let t = transformer
+        guard let l = t.layers.first else { return [] }
+        let named: [(String, MatrixOperator)] = [("q_proj", l.q), ("k_proj", l.k), ("v_proj", l.v), ("o_proj", l.o),
+                                                 ("gate_proj", l.gate), ("up_proj", l.up), ("down_proj", l.down), ("lm_head", t.lmHead)]
+        return named.flatMap { n, m in rows.map { (n, $0, t.backend.kernel(for: m, rows: $0)) } }
+    }
 }

@@ -57,22 +57,23 @@ struct WeightLoader {
         }
     }
 
-    func vector(_ name: String, _ n: Int) throws -> [Float] {
-        try floats(raw(name, [n]))
+    /// A 1-D tensor (a bias) as fp32 on the backend.
+    func vector(_ name: String, _ n: Int) throws -> BackendBuffer {
+        try backend.upload(floats(raw(name, [n])))
     }
 
-    func optionalVector(_ name: String, _ n: Int) throws -> [Float]? {
+    func optionalVector(_ name: String, _ n: Int) throws -> BackendBuffer? {
         guard let t = try source.tensor(name) else { return nil }
         try check(name, t, [n])
-        return try floats(t)
+        return try backend.upload(floats(t))
     }
 
-    /// A norm weight as the multiplier the block applies (w, or 1 + w in fp32 for Gemma).
-    func norm(_ name: String, _ n: Int) throws -> [Float] {
-        let w = try vector(name, n)
+    /// A norm weight as the multiplier the block applies (w, or 1 + w in fp32 for Gemma), on the backend.
+    func norm(_ name: String, _ n: Int) throws -> BackendBuffer {
+        let w = try floats(raw(name, [n]))
         switch norm {
-        case .weight: return w
-        case .onePlusWeight: return w.map { 1 + $0 }
+        case .weight: return try backend.upload(w)
+        case .onePlusWeight: return try backend.upload(w.map { 1 + $0 })
         }
     }
 

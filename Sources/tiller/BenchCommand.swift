@@ -146,6 +146,13 @@ struct Bench: ParsableCommand {
         } else {
             print(String(format: "%-32@ %@", "blas_core" as NSString, BLASThreads.core as NSString))
             print(String(format: "%-32@ %@", "matvec_kernels" as NSString, MatvecKernels.active as NSString))
+            print(String(format: "%-32@ %@", "backend" as NSString, "\(lm.backendName) (\(CPUFeatures.current))" as NSString))
+            // The backend's one kernel decision, for each projection at each workload's row count
+            // (decode 1, generate the prompts, capture and prefill the stacked tokens).
+            let rowCounts = Array(Set([1, prompts, min(prompts * tokens, lm.maxStepTokens)])).sorted()
+            for c in lm.kernelChoices(rows: rowCounts) {
+                print(String(format: "%-32@ %@", "kernel \(c.matrix) ×\(c.rows)" as NSString, c.kernel as NSString))
+            }
             for (k, v) in results.sorted(by: { $0.key < $1.key }) { print(String(format: "%-32@ %.3f", k as NSString, v)) }
         }
     }
