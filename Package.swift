@@ -50,8 +50,7 @@ let package = Package(
         .target(name: "TillerSteering", dependencies: ["TillerModels", "TillerFormats"], resources: [.copy("Resources")], swiftSettings: engineFlags),
         // The Vulkan compute backend (GPUs; Mesa's lavapipe in CI).
         .target(name: "TillerVulkan", dependencies: ["CVulkan", "CTillerShaders", "TillerTensor", "TillerFormats", "TillerModels"],
-                // Seam/ implements TillerModels' recorder seam (issue 27, branch i27s): built once that is merged.
-                exclude: ["Seam"], swiftSettings: engineFlags),
+                swiftSettings: engineFlags),
         // The one bridge between synchronous and asynchronous code (judges, CLI, server shutdown).
         .target(name: "TillerAsync", swiftSettings: cpuFlags),
         // Judges (OpenAI-compatible HTTP and local engine) and their SQLite cache.
@@ -95,9 +94,7 @@ let package = Package(
             "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
         .testTarget(name: "TillerVulkanTests", dependencies: ["TillerVulkan", "TillerModels", "TillerTensor", "TillerFormats", "TillerTestSupport"],
-                    // Seam/ needs issue 27's recorder seam (i27s); PreSeam/ is the same CPU reference through today's Backend.
-                    // After merging i27s: exclude PreSeam instead, and drop TillerVulkan's exclude.
-                    exclude: ["Seam"], swiftSettings: cpuFlags),
+                    swiftSettings: cpuFlags),
         .testTarget(name: "TillerServerTests", dependencies: [
             "TillerAsync", "TillerServer", "TillerModels", "TillerSteering", "TillerTokenizers", "TillerTestSupport"], swiftSettings: cpuFlags),
     ],

@@ -26,6 +26,7 @@ struct Bench: ParsableCommand {
 
     enum Workload: String, ExpressibleByArgument, CaseIterable { case capture, generate, decode, judge }
 
+    @OptionGroup var deviceOption: DeviceOption
     @Option(name: .shortAndLong, help: modelHelp)
     var model = "smollm2-135m-instruct"
     @Option(help: "Workloads to run (repeatable): capture, generate, decode, judge.")
@@ -54,7 +55,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let loadStart = Date()
-        let lm = try LanguageModel.load(model)
+        let lm = try LanguageModel.load(model, backend: try deviceOption.backend())
         let loadSeconds = Date().timeIntervalSince(loadStart)
         let vocab = lm.config.vocabSize
         func batch(_ n: Int, _ len: Int) -> [[Int]] {

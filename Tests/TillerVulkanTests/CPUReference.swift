@@ -2,8 +2,8 @@ import Foundation
 import TillerTensor
 @testable import TillerModels
 
-// The CPU backend's results for the Vulkan op tests, through the recorder seam (issue 27):
-// host arrays uploaded, one op recorded, read back at submit.
+// The CPU backend's results for the Vulkan op tests, through the recorder seam: host arrays
+// uploaded, the ops recorded, results read back at submit.
 enum CPURef {
     static let cpu = CPUBackend()
 
