@@ -33,10 +33,10 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         let need = raw.type.byteCount(elements: raw.elementCount) ?? raw.data.count
         let have = device.info.deviceLocalBytes, used = device.allocatedBytes
         // The smallest stored form Tiller reads is about a seventh of fp32 (4.5 bits): a model whose
-        // fp32 size is over 7× the device's memory cannot fit, whatever its types; say so before
-        // the first upload. Past that, each matrix is checked against what is left.
-        if used == 0 && modelBytesFP32 / 7 > have {
-            throw VulkanError("the model needs at least \(modelBytesFP32 / 7 >> 20) MiB of device memory (\(modelBytesFP32 >> 20) MiB in fp32); "
+        // fp32 size is over 7× the device's memory cannot fit, whatever its types; say so at the
+        // first matrix, before anything is uploaded. Past that, each matrix is checked against what is left.
+        if modelBytesFP32 / 7 > have {
+            throw VulkanError("the model needs at least \((modelBytesFP32 / 7) >> 20) MiB of device memory (\(modelBytesFP32 >> 20) MiB in fp32); "
                               + "\(device.info.name) has \(have >> 20) MiB")
         }
         if used + need > have {

@@ -11,7 +11,7 @@ import XCTest
 // SmolLM2's teacher-forced log-probs within 1e-3 of the transformers fixture.
 
 private let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("TillerModelsTests/Fixtures").path
+    .appendingPathComponent("TillerModelsTests/Fixtures").path
 
 private func relative(_ a: [Float], _ b: [Float]) -> Double { normalisedError(a, b) }
 
@@ -32,7 +32,7 @@ final class VulkanModelParityTests: XCTestCase {
         let path = try realModelPath(smolFile)
         let cpu = try SharedModels.shared.get(smolFile, name: "smollm2")
         let gpu = try LanguageModel.load(path, backend: try vulkanBackend())
-        try compare(cpu, gpu, name: "smollm2", prompts: [[1, 504, 3458, 282, 4649, 314, 253], [1, 23, 678, 9021]], newTokens: 6)
+        try compare(cpu, gpu, name: "smollm2", prompts: [[1, 504, 3458, 282, 4649, 314, 253], [1, 23, 678, 9021]], newTokens: 4)
         // Teacher-forced log-probs against transformers (tools/reference fixture).
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixtures + "/smollm2.logprobs.json"))) as! [String: Any]
         let prompt = json["prompt_ids"] as! [Int]
@@ -48,7 +48,7 @@ final class VulkanModelParityTests: XCTestCase {
         let path = try realModelPath(gemmaFile)
         let cpu = try SharedModels.shared.get(gemmaFile, name: "gemma3")
         let gpu = try LanguageModel.load(path, backend: try vulkanBackend())
-        try compare(cpu, gpu, name: "gemma3", prompts: [[2, 818, 5279, 529, 7001, 563], [2, 1509, 236764]], newTokens: 4)
+        try compare(cpu, gpu, name: "gemma3", prompts: [[2, 818, 5279, 529, 7001, 563], [2, 1509, 236764]], newTokens: 3)
     }
 
     /// A model larger than the device fails at its first matrix, before anything is uploaded, with the sizes.
