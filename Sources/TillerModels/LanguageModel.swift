@@ -5,9 +5,10 @@ import TillerTokenizers
 
 // The engine's public face. In short:
 //
-// - `LanguageModel.load(arg)` or `LanguageModel(weights:tokenizer:name:)`; architectures come from
-//   `config.architecture` through the registry in Transformer.swift (Llama/SmolLM2/Llama 3.1,
-//   Qwen2, Gemma 2, Gemma 3 text), each file in Architectures/ stating only its differences.
+// - `LanguageModel.load(arg)` or `LanguageModel(weights:tokenizer:name:backend:)`; an architecture
+//   is its row of ArchitectureFacts (Llama/SmolLM2/Llama 3.1, Mistral, Qwen2, Qwen3, Gemma 2,
+//   Gemma 3 text, Phi-3, OLMo-2), which Transformer.swift reads; the backend (Backend.swift) owns
+//   the weights and runs each recorded step.
 // - `forward(batch, capture:, steering:, logits:, promptLengths:)`: ragged batch, no padding;
 //   returns logits (.none/.last/.all) and captured `resid_post.L` rows; a streaming overload
 //   hands rows to a callback instead of storing them (scans).
@@ -23,9 +24,9 @@ import TillerTokenizers
 // `.response` rows are the positions ≥ the prompt length, decided by absolute position: during
 // generation the prompt is never steered by them, so the first generated token is unsteered.
 //
-// Numerics: fp32 activations; weights stay in the file's precision for few-row products
-// (batch-1 decode) and, for models whose fp32 size fits `CPUBackend.fp32CopyLimitBytes`, an fp32
-// twin serves many-row products (prefill, batched decode) through sgemm.
+// Numerics: fp32 activations; on the CPU, weights stay in the file's precision for few-row
+// products (batch-1 decode) and, for models whose fp32 size fits `CPUBackend.fp32CopyLimitBytes`,
+// an fp32 copy serves many-row products (prefill, batched decode); `CPUKernelChoice` decides.
 
 /// One teacher-forced item: a prompt and the continuation whose tokens are scored.
 public struct TeacherForcedItem: Sendable, Equatable {

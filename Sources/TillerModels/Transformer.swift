@@ -4,7 +4,9 @@ import TillerTensor
 
 // The shared decoder-only transformer, à la llama.cpp's graph builders: norm, attention with
 // RoPE/GQA/softcap/sliding window over a KV cache, gated FFN, residual adds and the resid_post
-// hook. Architecture files (Architectures/*.swift) only fill in `TransformerOptions`.
+// hook. An architecture is its row of ArchitectureFacts (TillerFormats) and nothing else: the
+// block layout, norms, biases, softcaps and sliding layers are read from it here, and its tensor
+// names from the one table of TensorName. The step is recorded on the backend (Backend.swift).
 //
 // Batching is ragged: the new tokens of all sequences are stacked into one [N, hidden] matrix so
 // every projection runs once per layer; attention runs per (sequence, head) over that sequence's
@@ -38,11 +40,18 @@ final class LayerWeights {
     }
 }
 
-/// A loaded model: options, converted weights and the backend they live on.
+/// A loaded model: its facts, its weights on the backend, and what the facts imply for a step.
 final class Transformer: @unchecked Sendable {
     let config: ModelConfig
-    let options: TransformerOptions
+    let facts: ArchitectureFacts
     let backend: Backend
+    let activation: Activation
+    /// Multiplies q·k (head_dim^-0.5, or query_pre_attn_scalar^-0.5 for Gemma).
+    let attentionScale: Float
+    let attentionSoftcap: Float?
+    let finalSoftcap: Float?
+    /// The sliding layers' window.
+    let window: Int?
     let embed: MatrixOperator
     let lmHead: MatrixOperator
     let finalNorm: BackendBuffer
@@ -57,36 +66,40 @@ final class Transformer: @unchecked Sendable {
 
     init(weights src: WeightSource, name: String, backend: Backend) throws {
         let c = src.config
+        let f = c.architecture.facts
         config = c
-        guard let recipe = architectureRegistry[c.architecture] else {
-            throw ModelError("\(name): architecture \(c.architecture.rawValue) has no recipe")
-        }
-        let opt = try recipe.options(for: c)
-        options = opt
+        facts = f
         self.backend = backend
         hidden = c.hiddenSize; heads = c.numAttentionHeads; kvHeads = c.numKeyValueHeads
         headDim = c.headDim; intermediate = c.intermediateSize; vocab = c.vocabSize
         guard heads > 0, kvHeads > 0, heads % kvHeads == 0, headDim % 2 == 0 else {
             throw ModelError("\(name): \(heads) attention heads, \(kvHeads) key/value heads and head_dim \(headDim) are not a valid GQA layout")
         }
+        activation = try Activation(configName: c.hiddenActivation)
+        let scalar = f.queryPreAttnScalar != nil ? (c.queryPreAttnScalar ?? Double(c.headDim)) : Double(c.headDim)
+        attentionScale = 1 / Float(scalar).squareRoot()
+        attentionSoftcap = f.supportsSoftcaps ? c.attnLogitSoftcapping.map(Float.init) : nil
+        finalSoftcap = f.supportsSoftcaps ? c.finalLogitSoftcapping.map(Float.init) : nil
+        window = c.slidingWindow
+        let layout = try Self.attentionLayout(c)
 
         let H = hidden, I = intermediate, V = vocab
         let perLayer = H * (heads + 2 * kvHeads) * headDim + heads * headDim * H + 3 * H * I
         let fp32Bytes = 4 * (c.numHiddenLayers * perLayer + (c.tieWordEmbeddings ? 1 : 2) * V * H)
-        let loader = WeightLoader(source: src, model: name, backend: backend, norm: opt.norm, modelBytesFP32: fp32Bytes)
-        embed = try loader.matrix("model.embed_tokens.weight", [V, H])
-        if let head = try loader.optionalMatrix("lm_head.weight", [V, H]) {
+        let loader = WeightLoader(source: src, model: name, backend: backend, config: c, modelBytesFP32: fp32Bytes)
+        embed = try loader.matrix(.embed)
+        if let head = try loader.optionalMatrix(.lmHead) {
             lmHead = head
         } else if c.tieWordEmbeddings {
             lmHead = embed
         } else {
-            throw ModelError("\(name): missing tensor lm_head.weight (tie_word_embeddings is false)")
+            throw ModelError("\(name): missing tensor \(loader.name(.lmHead)) (tie_word_embeddings is false)")
         }
-        finalNorm = try loader.norm("model.norm.weight", H)
-        if opt.scaleEmbeddings {
+        finalNorm = try loader.norm(.finalNorm)
+        if f.scaleEmbeddings {
             // transformers: embed_scale (fp32 tensor) .to(weight.dtype) — rounded to the table's dtype.
             let s = Float(Double(H).squareRoot())
-            switch try src.tensor("model.embed_tokens.weight")?.type {
+            switch try src.tensor(loader.name(.embed))?.type {
             case .bf16?: embedScale = Float(bitPattern: bf16Round(s))
             case .f16?: embedScale = Float(Float16(s))
             default: embedScale = s
@@ -95,53 +108,66 @@ final class Transformer: @unchecked Sendable {
             embedScale = nil
         }
 
+        let preNorms = f.blockNorms != .post, postNorms = f.blockNorms != .pre
+        let qkNorm = f.qkNorm != .none
+        let biasRequired = f.alwaysQKVBias || c.attentionBias
         var tables: [[Float]] = []
         var ls: [LayerWeights] = []
         for l in 0..<c.numHiddenLayers {
-            let p = "model.layers.\(l)."
-            let invFreq = opt.ropeInvFreq[l]
+            let invFreq = layout.ropeInvFreq[l]
             let rope: Int
             if let i = tables.firstIndex(of: invFreq) { rope = i } else { tables.append(invFreq); rope = tables.count - 1 }
-            let qd = heads * headDim, kd = kvHeads * headDim
-            func bias(_ n: String, _ size: Int, required: Bool) throws -> BackendBuffer? {
-                if required { return try loader.vector(p + n, size) }
-                return try loader.optionalVector(p + n, size)
+            func bias(_ t: ModelTensor, required: Bool) throws -> BackendBuffer? {
+                required ? try loader.vector(t, layer: l) : try loader.optionalVector(t, layer: l)
             }
             // Phi-3 stores q/k/v and gate/up as one tensor each: row views of it.
             let q, k, v, gate, up: MatrixOperator
-            if opt.fusedProjections {
-                let qkv = try loader.rowBlocks(p + "self_attn.qkv_proj.weight", rows: [qd, kd, kd], columns: H)
+            if f.fusedProjections {
+                let qkv = try loader.rowBlocks(.qkv, layer: l, rows: [heads * headDim, kvHeads * headDim, kvHeads * headDim])
                 (q, k, v) = (qkv[0], qkv[1], qkv[2])
-                let gu = try loader.rowBlocks(p + "mlp.gate_up_proj.weight", rows: [I, I], columns: H)
+                let gu = try loader.rowBlocks(.gateUp, layer: l, rows: [I, I])
                 (gate, up) = (gu[0], gu[1])
             } else {
-                q = try loader.matrix(p + "self_attn.q_proj.weight", [qd, H])
-                k = try loader.matrix(p + "self_attn.k_proj.weight", [kd, H])
-                v = try loader.matrix(p + "self_attn.v_proj.weight", [kd, H])
-                gate = try loader.matrix(p + "mlp.gate_proj.weight", [I, H])
-                up = try loader.matrix(p + "mlp.up_proj.weight", [I, H])
+                q = try loader.matrix(.q, layer: l)
+                k = try loader.matrix(.k, layer: l)
+                v = try loader.matrix(.v, layer: l)
+                gate = try loader.matrix(.gate, layer: l)
+                up = try loader.matrix(.up, layer: l)
             }
-            let qNormWidth = opt.qkNorm == .whole ? qd : headDim, kNormWidth = opt.qkNorm == .whole ? kd : headDim
-            let qkNorm = opt.qkNorm != .none
             ls.append(LayerWeights(
-                inputNorm: opt.preNorms ? try loader.norm(p + "input_layernorm.weight", H) : nil,
+                inputNorm: preNorms ? try loader.norm(.inputNorm, layer: l) : nil,
                 q: q, k: k, v: v,
-                o: try loader.matrix(p + "self_attn.o_proj.weight", [H, qd]),
-                qBias: try bias("self_attn.q_proj.bias", qd, required: opt.requireQKVBias || c.attentionBias),
-                kBias: try bias("self_attn.k_proj.bias", kd, required: opt.requireQKVBias || c.attentionBias),
-                vBias: try bias("self_attn.v_proj.bias", kd, required: opt.requireQKVBias || c.attentionBias),
-                oBias: try bias("self_attn.o_proj.bias", H, required: false),
-                qNorm: qkNorm ? try loader.norm(p + "self_attn.q_norm.weight", qNormWidth) : nil,
-                kNorm: qkNorm ? try loader.norm(p + "self_attn.k_norm.weight", kNormWidth) : nil,
-                postAttentionNorm: opt.postNorms ? try loader.norm(p + "post_attention_layernorm.weight", H) : nil,
-                preFFNorm: opt.preNorms ? try loader.norm(p + opt.preFFNormName + ".weight", H) : nil,
-                postFFNorm: opt.postNorms ? try loader.norm(p + "post_feedforward_layernorm.weight", H) : nil,
+                o: try loader.matrix(.o, layer: l),
+                qBias: try bias(.qBias, required: biasRequired),
+                kBias: try bias(.kBias, required: biasRequired),
+                vBias: try bias(.vBias, required: biasRequired),
+                oBias: try bias(.oBias, required: false),
+                qNorm: qkNorm ? try loader.norm(.qNorm, layer: l) : nil,
+                kNorm: qkNorm ? try loader.norm(.kNorm, layer: l) : nil,
+                postAttentionNorm: postNorms ? try loader.norm(.postAttentionNorm, layer: l) : nil,
+                preFFNorm: preNorms ? try loader.norm(.preFFNorm, layer: l) : nil,
+                postFFNorm: postNorms ? try loader.norm(.postFFNorm, layer: l) : nil,
                 gate: gate, up: up,
-                down: try loader.matrix(p + "mlp.down_proj.weight", [H, I]),
-                sliding: opt.sliding[l], rope: rope))
+                down: try loader.matrix(.down, layer: l),
+                sliding: layout.sliding[l], rope: rope))
         }
         layers = ls
         ropeInvFreq = try tables.map { try backend.upload($0) }
+    }
+
+    /// Per layer: whether it attends through the sliding window (its facts' rule or the config's
+    /// layer_types, and only with a window), and its RoPE inverse frequencies (with a local RoPE
+    /// base, the sliding layers' plain table; the global layers keep the configured scaling).
+    static func attentionLayout(_ c: ModelConfig) throws -> (sliding: [Bool], ropeInvFreq: [[Float]]) {
+        let f = c.architecture.facts
+        let global = try ropeInverseFrequencies(base: c.ropeTheta, headDim: c.headDim, scaling: c.ropeScaling)
+        let slidingTypes = f.slidingLayers(c)
+        var rope = Array(repeating: global, count: c.numHiddenLayers)
+        if let localBase = f.localRopeBase {
+            let local = try ropeInverseFrequencies(base: c.ropeLocalBaseFreq ?? localBase, headDim: c.headDim, scaling: nil)
+            rope = slidingTypes.map { $0 ? local : global }
+        }
+        return (slidingTypes.map { $0 && c.slidingWindow != nil }, rope)
     }
 
     // MARK: Forward step
@@ -214,8 +240,8 @@ final class Transformer: @unchecked Sendable {
             if let b = L.vBias { rec.addBias(b.at(), width: kd, rows: N, into: v) }
             if let qn = L.qNorm, let kn = L.kNorm {
                 // Per head: rows of head_dim; whole: one row of heads·head_dim per token.
-                let (qRows, qWidth) = options.qkNorm == .whole ? (N, qd) : (N * heads, headDim)
-                let (kRows, kWidth) = options.qkNorm == .whole ? (N, kd) : (N * kvHeads, headDim)
+                let (qRows, qWidth) = facts.qkNorm == .whole ? (N, qd) : (N * heads, headDim)
+                let (kRows, kWidth) = facts.qkNorm == .whole ? (N, kd) : (N * kvHeads, headDim)
                 rec.rmsNorm(q, rows: qRows, width: qWidth, weight: qn.at(), eps: eps, into: q)
                 rec.rmsNorm(k, rows: kRows, width: kWidth, weight: kn.at(), eps: eps, into: k)
             }
@@ -234,8 +260,8 @@ final class Transformer: @unchecked Sendable {
                     q: q + off * qd, qStride: qd, keys: seg.keys, values: seg.values,
                     prefixKeys: seg.prefixKeys, prefixValues: seg.prefixValues, prefixLength: it.cache.base,
                     out: attn + off * qd, queries: n, firstPosition: start, heads: heads, kvHeads: kvHeads,
-                    headDim: headDim, scale: options.attentionScale, softcap: options.attentionSoftcap,
-                    window: L.sliding ? options.window : nil))
+                    headDim: headDim, scale: attentionScale, softcap: attentionSoftcap,
+                    window: L.sliding ? window : nil))
             }
             rec.attention(jobs)
             rec.matmul(L.o, attn, rows: N, into: h)
@@ -251,7 +277,7 @@ final class Transformer: @unchecked Sendable {
             }
             rec.matmul(L.gate, ffIn, rows: N, into: gate)
             rec.matmul(L.up, ffIn, rows: N, into: up)
-            rec.gatedActivation(gate, up, count: N * I, kind: options.activation)
+            rec.gatedActivation(gate, up, count: N * I, kind: activation)
             rec.matmul(L.down, gate, rows: N, into: h)
             if let pn = L.postFFNorm { rec.rmsNorm(h, rows: N, width: H, weight: pn.at(), eps: eps, into: h) }
             rec.add(h, into: x, count: N * H)
@@ -280,7 +306,7 @@ final class Transformer: @unchecked Sendable {
             for (i, row) in logitRows.enumerated() { rec.copy(x + row * H, into: li + i * H, count: H) }
             rec.rmsNorm(li, rows: R, width: H, weight: finalNorm.at(), eps: eps, into: li)
             rec.matmul(lmHead, li, rows: R, into: lr)
-            if let cap = options.finalSoftcap { rec.softcap(lr, cap: cap, count: R * vocab) }
+            if let cap = finalSoftcap { rec.softcap(lr, cap: cap, count: R * vocab) }
             rec.read(lr, count: R * vocab, into: ws.logits)
         }
         rec.submit()
@@ -312,5 +338,19 @@ extension LanguageModel {
         let named: [(String, MatrixOperator)] = [("q_proj", l.q), ("k_proj", l.k), ("v_proj", l.v), ("o_proj", l.o),
                                                  ("gate_proj", l.gate), ("up_proj", l.up), ("down_proj", l.down), ("lm_head", t.lmHead)]
         return named.flatMap { n, m in rows.map { (n, $0, t.backend.kernel(for: m, rows: $0)) } }
+    }
+}
+
+/// `inv_freq = 1 / base^(2i/d)` in fp32, then the configured scaling, as transformers computes it.
+func ropeInverseFrequencies(base: Double, headDim d: Int, scaling: RopeScaling?) throws -> [Float] {
+    let inv = (0..<(d / 2)).map { i -> Float in
+        let e = Float(2 * i) / Float(d)
+        return 1 / Foundation.pow(Float(base), e)
+    }
+    guard let s = scaling else { return inv }
+    do {
+        return try inv.map { try s.scaledInverseFrequency($0) }
+    } catch let e as ModelConfigError {
+        throw ModelError(e.description)
     }
 }

@@ -15,7 +15,7 @@ final class TinyParityTests: XCTestCase {
     func testPhi3() throws { try checkTiny("tiny-phi3") }
     func testOLMo2() throws { try checkTiny("tiny-olmo2") }
 
-    /// Every config activation name a recipe accepts maps to a kernel, with transformers' values.
+    /// Every config activation name the transformer accepts maps to a kernel, with transformers' values.
     func testGateActivations() throws {
         let be = CPUBackend()
         func run(_ a: Activation, _ x: Float) -> Float {
