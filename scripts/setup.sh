@@ -8,8 +8,16 @@ cd "$(dirname "$0")/.."
 need_apt=()
 pkg-config --exists openblas 2>/dev/null || need_apt+=(libopenblas-dev pkg-config)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
-# The report tests render report.html in headless Chromium.
-command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt+=(chromium)
+# Vulkan: headers to build (the loader itself is dlopen-ed at run time, so `tiller` runs without
+# it), Mesa's drivers (lavapipe runs the GPU backend's tests on the CPU), glslc for
+# scripts/build-shaders.sh (the SPIR-V is committed; only shader edits need it).
+pkg-config --exists vulkan 2>/dev/null || need_apt+=(libvulkan-dev)
+ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+command -v glslc >/dev/null || need_apt+=(glslc)
+# The report tests render report.html in headless Chromium (tests only: the demo does not need it).
+if [ "${TILLER_BUILD:-release}" = "tests" ]; then
+    command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]} (apt)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -27,6 +27,8 @@ public struct RunOptions: Sendable {
     /// Exit status policy: a judge that failed validation but scored tables (or vetted samples)
     /// makes `run` report failure unless this is set.
     public var allowInvalidJudge = false
+    /// Where the models run (`tiller run --device`; default the CPU).
+    public var backend: Backend = CPUBackend.shared
     /// Print what each stage does.
     public var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
     public init() {}
@@ -78,7 +80,7 @@ public final class ExperimentRunner {
             try checkLayers(count: config.numHiddenLayers, model: m)
         }
         for modelArg in spec.models {
-            let model = try stage("load \(modelArg)", record: false) { try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory)) }
+            let model = try stage("load \(modelArg)", record: false) { try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory), backend: options.backend) }
             let scan = try scanStage(model)
             try normsStage(model, scan: scan)
             for trait in traits {

@@ -19,7 +19,7 @@ extension ExperimentRunner {
         try judgeFactory().makeScorer { name in
             if let m = judgeModels[name] { return m }
             let m = name == model.name || Self.resolveModel(name, in: baseDirectory) == model.name
-                ? model : try LanguageModel.load(Self.resolveModel(name, in: baseDirectory))
+                ? model : try LanguageModel.load(Self.resolveModel(name, in: baseDirectory), backend: options.backend)
             judgeModels[name] = m
             return m
         }

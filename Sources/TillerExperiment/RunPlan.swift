@@ -111,7 +111,7 @@ extension ExperimentRunner {
         let judgeSpec = try spec.judge.map { try JudgeSpec(parsing: $0) }
         let judgeCallsPerAnswer = 2 + (spec.judgeRelevance ? 1 : 0)
         for modelArg in spec.models {
-            let model = try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory))
+            let model = try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory), backend: options.backend)
             try checkLayers(count: model.layerCount, model: modelArg)
             guard let tokenizer = model.tokenizer else { throw ExperimentError("\(modelArg): the model has no tokenizer") }
             var calibration: PlanCalibration?

@@ -4,7 +4,8 @@ import Foundation
 // config defaults, its GGUF name and the conventions of llama.cpp's convert_hf_to_gguf.py, which
 // layers slide, the softcap defaults, the local RoPE base, the bias and q/k-norm requirements and
 // the block layout. HFConfig.swift and GGUFWeightSource.swift read this table to build a
-// ModelConfig; the recipes in TillerModels/Architectures read it to build the forward pass.
+// ModelConfig; TillerModels' Transformer reads it to build the forward pass (an architecture is
+// its row here: there are no per-architecture files), and TensorNames.swift names its tensors.
 
 /// Which layers use sliding-window attention when a config lists no `layer_types`.
 public enum SlidingRule: Sendable, Equatable {

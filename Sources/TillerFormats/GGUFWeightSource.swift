@@ -130,54 +130,25 @@ public final class GGUFWeightSource: WeightSource, @unchecked Sendable {
     }
 }
 
-/// GGUF ↔ transformers tensor names (llama.cpp's gguf-py/gguf/tensor_mapping.py, the subset these
-/// architectures use).
+/// GGUF ↔ transformers tensor names, from the one table (TensorName).
 public enum GGUFNames {
-    private static let global: [String: String] = [
-        "token_embd.weight": "model.embed_tokens.weight",
-        "output_norm.weight": "model.norm.weight",
-        "output.weight": "lm_head.weight",
-    ]
-    private static func block(_ architecture: Architecture) -> [String: String] {
-        let facts = architecture.facts
-        return [
-            "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-            "attn_qkv": "self_attn.qkv_proj",
-            "attn_output": "self_attn.o_proj",
-            "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-            "ffn_gate": "mlp.gate_proj", "ffn_down": "mlp.down_proj",
-            // Phi-3's fused gate/up projection is llama.cpp's ffn_up.
-            "ffn_up": facts.fusedProjections ? "mlp.gate_up_proj" : "mlp.up_proj",
-            "attn_norm": "input_layernorm",
-            // llama.cpp calls the norm before the MLP `ffn_norm` in both families; transformers
-            // calls it post_attention_layernorm in Llama/Qwen2 and pre_feedforward_layernorm in
-            // Gemma 2/3, where post_attention_layernorm is the extra norm after attention.
-            "ffn_norm": facts.blockNorms == .sandwich ? "pre_feedforward_layernorm" : "post_attention_layernorm",
-            "post_attention_norm": "post_attention_layernorm",
-            "post_ffw_norm": "post_feedforward_layernorm",
-        ]
-    }
-
     public static func transformersName(_ gguf: String, architecture: Architecture) -> String? {
-        if let g = global[gguf] { return g }
-        let parts = gguf.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0,
-              parts[3] == "weight" || parts[3] == "bias",
-              let module = block(architecture)[String(parts[2])] else { return nil }
-        return "model.layers.\(layer).\(module).\(parts[3])"
+        let names = TensorName.spellings(architecture)
+        if let g = names.first(where: { !$0.tensor.isPerLayer && $0.gguf == gguf }) { return g.transformers }
+        let parts = gguf.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0,
+              let n = names.first(where: { $0.tensor.isPerLayer && $0.gguf == parts[2] }) else { return nil }
+        return "model.layers.\(layer).\(n.transformers)"
     }
 
+    /// GGUF's name for a transformers name, under any architecture's spelling (for messages).
     public static func ggufName(_ transformers: String) -> String? {
-        if let g = global.first(where: { $0.value == transformers }) { return g.key }
-        let prefix = "model.layers."
-        guard transformers.hasPrefix(prefix) else { return nil }
-        let rest = transformers.dropFirst(prefix.count)
-        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]) else { return nil }
-        let tail = rest[rest.index(after: dot)...]
-        guard let lastDot = tail.lastIndex(of: ".") else { return nil }
-        let module = String(tail[..<lastDot]), kind = String(tail[tail.index(after: lastDot)...])
-        for arch in [Architecture.llama, .gemma3, .phi3] {
-            if let g = block(arch).first(where: { $0.value == module }) { return "blk.\(layer).\(g.key).\(kind)" }
+        for facts in ArchitectureFacts.all {
+            let arch = facts.architecture
+            guard let (tensor, layer) = TensorName.parse(transformers: transformers, architecture: arch),
+                  let n = TensorName.spellings(arch).first(where: { $0.tensor == tensor })
+            else { continue }
+            return layer.map { "blk.\($0).\(n.gguf)" } ?? n.gguf
         }
         return nil
     }

@@ -3,7 +3,7 @@ import TillerTensor
 // The one model configuration every loader produces (HF config.json and GGUF `<arch>.*` keys)
 // and every architecture reads. Field names follow transformers' config keys.
 
-/// The supported architectures; what each one is lives in `ArchitectureFacts` and its recipe.
+/// The supported architectures; what each one is lives in its row of `ArchitectureFacts`.
 public enum Architecture: String, Sendable, Codable, CaseIterable {
     case llama      // Llama 2/3/3.1, SmolLM2 (and Mistral GGUFs, which llama.cpp writes as llama)
     case qwen2
@@ -51,7 +51,7 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     public var tieWordEmbeddings: Bool
     public var attentionBias: Bool              // q/k/v biases (always for Qwen2)
     public var hiddenActivation: String         // one of supportedActivations
-    /// Gate activations the recipes run (transformers' ACT2FN names).
+    /// Gate activations the transformer runs (transformers' ACT2FN names).
     public static let supportedActivations = ["silu", "swish", "gelu_pytorch_tanh", "gelu_new", "gelu"]
 
     // Gemma 2 / 3

@@ -141,7 +141,7 @@ public final class GenerationBatch {
         self.model = model
         self.capture = capture
         plan = try HookPlan(layers: model.layerCount, hidden: model.hiddenSize, sequences: 0, steering: [],
-                            capture: capture, callback: nil)
+                            capture: capture, callback: nil, backend: model.transformer.backend)
         ws = Workspace(model.transformer)
         sampler = Sampler(vocab: model.vocabSize)
     }

@@ -157,7 +157,8 @@ public typealias ResidualCallback = (_ layer: Int, _ sequence: Int, _ rows: Unsa
 
 // MARK: - Internal: the per-call hook plan
 
-/// A steering edit resolved for the hot loop (ablation direction normalised once).
+/// A steering edit resolved for the hot loop (ablation direction normalised once), its vector
+/// uploaded to the backend once.
 struct ResolvedEdit {
     let sequence: Int
     let layer: Int
@@ -165,11 +166,16 @@ struct ResolvedEdit {
     let coef: Float
     let responseOnly: Bool
     let ablate: Bool
+    var buffer: BackendBuffer?
 }
 
-/// Everything the forward pass does at resid_post.L, prepared once per call.
+/// Everything the forward pass does at resid_post.L, prepared once per call. Per step it records
+/// the edits on the backend and a `read` of each captured row block into a host staging area;
+/// after the step's submit (`finishStep`) it appends those rows to the captures or hands them to
+/// the streaming callback, so captured rows come back once per step, not per layer.
 final class HookPlan {
     let hidden: Int
+    let backend: Backend
     /// layer → edits (any sequence)
     var edits: [[ResolvedEdit]]
     var captureLayers: Set<Int>
@@ -182,10 +188,21 @@ final class HookPlan {
     /// Sequence ids the plan holds steering/capture state for (`forward`: 0..<sequences).
     private(set) var sequenceIDs: [Int] = []
 
+    /// Rows read back in the current step, in the order recorded (layer by layer, sequence by
+    /// sequence), and where they wait on the host.
+    private struct PendingCapture {
+        let layer: Int, sequence: Int, count: Int, firstPosition: Int, offset: Int
+    }
+    private var pending: [PendingCapture] = []
+    private var staging: UnsafeMutablePointer<Float> = .allocate(capacity: 1)
+    private var stagingCapacity = 0
+    private var stagingUsed = 0
+
     init(layers: Int, hidden: Int, sequences: Int, steering: [SteeringSpec?], capture: CaptureSpec,
-         callback: ResidualCallback?) throws {
+         callback: ResidualCallback?, backend: Backend) throws {
         self.hidden = hidden
         self.layers = layers
+        self.backend = backend
         edits = Array(repeating: [], count: layers)
         if steering.count > sequences {
             throw ModelError("steering: \(steering.count) specs given for a batch of \(sequences) sequences")
@@ -198,6 +215,8 @@ final class HookPlan {
         self.callback = callback
         for s in 0..<sequences { try add(sequence: s, steering: s < steering.count ? steering[s] : nil) }
     }
+
+    deinit { staging.deallocate() }
 
     /// Resolves one sequence's steering edits (checked here, before any work is done).
     static func resolve(_ spec: SteeringSpec?, sequence s: Int, layers: Int, hidden: Int) throws -> [ResolvedEdit] {
@@ -225,9 +244,11 @@ final class HookPlan {
         return out
     }
 
-    /// Adds a sequence (continuous batching: sequences join between steps).
+    /// Adds a sequence (continuous batching: sequences join between steps); its vectors go to the
+    /// backend now.
     func add(sequence s: Int, steering: SteeringSpec?) throws {
-        let resolved = try Self.resolve(steering, sequence: s, layers: layers, hidden: hidden)
+        var resolved = try Self.resolve(steering, sequence: s, layers: layers, hidden: hidden)
+        for i in resolved.indices { resolved[i].buffer = try backend.upload(resolved[i].vector) }
         for e in resolved { edits[e.layer].append(e) }
         captured[s] = CapturedActivations(hidden: hidden)
         sequenceIDs.append(s)
@@ -246,22 +267,31 @@ final class HookPlan {
 
     var maxHookLayer: Int { max(captureLayers.max() ?? -1, edits.lastIndex(where: { !$0.isEmpty }) ?? -1) }
 
-    /// Applies edits, then captures, for `rows` rows of x belonging to sequence `seq`, whose
-    /// absolute positions start at `firstPosition`.
-    func run(layer: Int, x: UnsafeMutablePointer<Float>, seq: Int, rows: Int, firstPosition: Int, promptLength: Int,
-             backend: Backend) {
+    /// Makes room on the host for the captured rows of a step of `rows` stacked tokens.
+    func beginStep(rows: Int) {
+        pending.removeAll(keepingCapacity: true)
+        stagingUsed = 0
+        let need = rows * captureLayers.count * hidden
+        if need > stagingCapacity {
+            staging.deallocate()
+            stagingCapacity = max(need, stagingCapacity * 2)
+            staging = .allocate(capacity: stagingCapacity)
+        }
+    }
+
+    /// Records the edits, then the capture read-back, for `rows` rows of x belonging to sequence
+    /// `seq`, whose absolute positions start at `firstPosition`.
+    func record(layer: Int, x: BufferSlice, seq: Int, rows: Int, firstPosition: Int, promptLength: Int,
+                on recorder: StepRecorder) {
         let h = hidden
         for e in edits[layer] where e.sequence == seq {
-            e.vector.withUnsafeBufferPointer { v in
-                // Response-only edits start at the first row at or after the prompt's end.
-                let first = e.responseOnly ? min(max(promptLength - firstPosition, 0), rows) : 0
-                for r in first..<rows {
-                    if e.ablate {
-                        backend.projectOut(v.baseAddress!, from: x + r * h, count: h)
-                    } else {
-                        backend.addScaled(v.baseAddress!, e.coef, into: x + r * h, count: h)
-                    }
-                }
+            // Response-only edits start at the first row at or after the prompt's end.
+            let first = e.responseOnly ? min(max(promptLength - firstPosition, 0), rows) : 0
+            guard first < rows else { continue }
+            if e.ablate {
+                recorder.projectOut(e.buffer!.at(), from: x + first * h, rows: rows - first, width: h)
+            } else {
+                recorder.addScaled(e.buffer!.at(), coef: e.coef, into: x + first * h, rows: rows - first, width: h)
             }
         }
         guard captureLayers.contains(layer) else { return }
@@ -273,26 +303,40 @@ final class HookPlan {
         }
         guard lo >= 0 else { return }
         let count = hi - lo
-        let start = x + lo * h
-        if let callback {
-            let positions = Array(firstPosition + lo ..< firstPosition + hi)
-            callback(layer, seq, UnsafeBufferPointer(start: start, count: count * h), count, positions[...])
-            return
-        }
-        // Mutate in place: a local copy would duplicate everything captured so far.
-        if captured[seq] == nil { captured[seq] = CapturedActivations(hidden: h) }
-        if capturePositions == .meanResponse {
-            if captured[seq]!.layers[layer] == nil { captured[seq]!.layers[layer] = [Float](repeating: 0, count: h) }
-            captured[seq]!.layers[layer]!.withUnsafeMutableBufferPointer { acc in
-                for r in 0..<count { axpy(1, start + r * h, acc.baseAddress!, count: h) }
+        precondition(stagingUsed + count * h <= stagingCapacity, "HookPlan: beginStep reserved too few rows")
+        recorder.read(x + lo * h, count: count * h, into: staging + stagingUsed)
+        pending.append(PendingCapture(layer: layer, sequence: seq, count: count, firstPosition: firstPosition + lo, offset: stagingUsed))
+        stagingUsed += count * h
+    }
+
+    /// After the step's submit: appends the rows read back to the captures, or hands them to the callback.
+    func finishStep() {
+        let h = hidden
+        for p in pending {
+            let start = UnsafePointer(staging + p.offset)
+            let (seq, layer, count) = (p.sequence, p.layer, p.count)
+            if let callback {
+                let positions = Array(p.firstPosition ..< p.firstPosition + count)
+                callback(layer, seq, UnsafeBufferPointer(start: start, count: count * h), count, positions[...])
+                continue
             }
-        } else {
-            captured[seq]!.layers[layer, default: []].append(contentsOf: UnsafeBufferPointer(start: start, count: count * h))
+            // Mutate in place: a local copy would duplicate everything captured so far.
+            if captured[seq] == nil { captured[seq] = CapturedActivations(hidden: h) }
+            if capturePositions == .meanResponse {
+                if captured[seq]!.layers[layer] == nil { captured[seq]!.layers[layer] = [Float](repeating: 0, count: h) }
+                captured[seq]!.layers[layer]!.withUnsafeMutableBufferPointer { acc in
+                    for r in 0..<count { axpy(1, start + r * h, acc.baseAddress!, count: h) }
+                }
+            } else {
+                captured[seq]!.layers[layer, default: []].append(contentsOf: UnsafeBufferPointer(start: start, count: count * h))
+            }
+            // Positions are recorded once per step, at the lowest captured layer.
+            if layer == captureLayers.min()! {
+                captured[seq]!.positions.append(contentsOf: p.firstPosition ..< p.firstPosition + count)
+            }
         }
-        // Positions are recorded once per step, at the lowest captured layer.
-        if layer == captureLayers.min()! {
-            captured[seq]!.positions.append(contentsOf: firstPosition + lo ..< firstPosition + hi)
-        }
+        pending.removeAll(keepingCapacity: true)
+        stagingUsed = 0
     }
 
     /// Final capture results of sequences 0..<n in order (means divided, row counts set).

@@ -1,13 +1,15 @@
 import Foundation
 
 /// Keys and values of one sequence, for every layer: per layer a [capacity, kvHeads·headDim]
-/// fp32 buffer (keys already normed and rotated). Grows by doubling.
+/// fp32 buffer on the model's backend (keys already normed and rotated). Grows by doubling.
 ///
 /// Several continuations of one prompt share its computation two ways: `fork` copies a prefix
 /// (the copy is independent), and `child` reads the parent's first `base` positions in place and
 /// stores only its own positions, so 101 judge candidates cost no copies of the prompt. A parent
 /// must not be truncated below a child's base or written concurrently with the child's use.
+/// Growing, forking and siblings copy on the backend.
 public final class KVCache: @unchecked Sendable {
+    let backend: Backend
     public let layers: Int
     public let kvDim: Int
     /// Positions 0..<length hold valid keys/values in every layer (counting the parent's `base`).
@@ -17,10 +19,11 @@ public final class KVCache: @unchecked Sendable {
     /// Positions read from the parent; own storage holds positions base..<length at base 0.
     public let base: Int
     private(set) var capacity: Int = 0
-    private(set) var keys: [UnsafeMutablePointer<Float>] = []
-    private(set) var values: [UnsafeMutablePointer<Float>] = []
+    private(set) var keys: [BackendBuffer] = []
+    private(set) var values: [BackendBuffer] = []
 
-    public init(layers: Int, kvDim: Int, capacity: Int = 64) {
+    init(layers: Int, kvDim: Int, capacity: Int = 64, backend: Backend) {
+        self.backend = backend
         self.layers = layers
         self.kvDim = kvDim
         parent = nil
@@ -30,6 +33,7 @@ public final class KVCache: @unchecked Sendable {
 
     private init(parent: KVCache, extra: Int) {
         precondition(parent.parent == nil, "KVCache.child: the parent must own all its positions")
+        backend = parent.backend
         layers = parent.layers
         kvDim = parent.kvDim
         self.parent = parent
@@ -38,25 +42,19 @@ public final class KVCache: @unchecked Sendable {
         reserve(base + max(extra, 1))
     }
 
-    deinit {
-        for p in keys { p.deallocate() }
-        for p in values { p.deallocate() }
-    }
-
     /// Makes room for `total` positions (parent's included).
     public func reserve(_ total: Int) {
         let own = total - base
         guard own > capacity else { return }
         let newCap = max(own, capacity * 2)
         let used = length - base
+        let recorder = capacity > 0 && used > 0 ? backend.makeRecorder() : nil
         for l in 0..<layers {
-            let k = UnsafeMutablePointer<Float>.allocate(capacity: newCap * kvDim)
-            let v = UnsafeMutablePointer<Float>.allocate(capacity: newCap * kvDim)
+            let k = backend.buffer(count: newCap * kvDim)
+            let v = backend.buffer(count: newCap * kvDim)
             if capacity > 0 {
-                k.update(from: keys[l], count: used * kvDim)
-                v.update(from: values[l], count: used * kvDim)
-                keys[l].deallocate()
-                values[l].deallocate()
+                recorder?.copy(keys[l].at(), into: k.at(), count: used * kvDim)
+                recorder?.copy(values[l].at(), into: v.at(), count: used * kvDim)
                 keys[l] = k
                 values[l] = v
             } else {
@@ -64,24 +62,27 @@ public final class KVCache: @unchecked Sendable {
                 values.append(v)
             }
         }
+        recorder?.submit()
         capacity = newCap
     }
 
     /// An independent copy of the first `prefix` positions (default: all), with room for `extra` more.
     public func fork(prefix: Int? = nil, extra: Int = 0) -> KVCache {
         let n = min(prefix ?? length, length)
-        let c = KVCache(layers: layers, kvDim: kvDim, capacity: n + max(extra, 1))
+        let c = KVCache(layers: layers, kvDim: kvDim, capacity: n + max(extra, 1), backend: backend)
         let fromParent = min(n, base)
+        let r = backend.makeRecorder()
         for l in 0..<layers {
             if let p = parent, fromParent > 0 {
-                c.keys[l].update(from: p.keys[l], count: fromParent * kvDim)
-                c.values[l].update(from: p.values[l], count: fromParent * kvDim)
+                r.copy(p.keys[l].at(), into: c.keys[l].at(), count: fromParent * kvDim)
+                r.copy(p.values[l].at(), into: c.values[l].at(), count: fromParent * kvDim)
             }
             if n > base {
-                (c.keys[l] + base * kvDim).update(from: keys[l], count: (n - base) * kvDim)
-                (c.values[l] + base * kvDim).update(from: values[l], count: (n - base) * kvDim)
+                r.copy(keys[l].at(), into: c.keys[l].at(base * kvDim), count: (n - base) * kvDim)
+                r.copy(values[l].at(), into: c.values[l].at(base * kvDim), count: (n - base) * kvDim)
             }
         }
+        r.submit()
         c.length = n
         return c
     }
@@ -100,9 +101,13 @@ public final class KVCache: @unchecked Sendable {
         guard let p = parent else { return fork(prefix: count, extra: extra) }
         let n = max(0, min(count, length - base))
         let c = KVCache(parent: p, extra: n + extra)
-        for l in 0..<layers {
-            c.keys[l].update(from: keys[l], count: n * kvDim)
-            c.values[l].update(from: values[l], count: n * kvDim)
+        if n > 0 {
+            let r = backend.makeRecorder()
+            for l in 0..<layers {
+                r.copy(keys[l].at(), into: c.keys[l].at(), count: n * kvDim)
+                r.copy(values[l].at(), into: c.values[l].at(), count: n * kvDim)
+            }
+            r.submit()
         }
         c.length = base + n
         return c
@@ -115,9 +120,8 @@ public final class KVCache: @unchecked Sendable {
 
     /// Layer `l`'s keys/values as the attention kernel reads them: the parent's positions
     /// 0..<base, then own storage (whose row 0 is position `base`).
-    func segments(layer l: Int) -> (prefixKeys: UnsafePointer<Float>?, prefixValues: UnsafePointer<Float>?,
-                                    keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
-        (parent.map { UnsafePointer($0.keys[l]) }, parent.map { UnsafePointer($0.values[l]) }, keys[l], values[l])
+    func segments(layer l: Int) -> (prefixKeys: BufferSlice?, prefixValues: BufferSlice?, keys: BufferSlice, values: BufferSlice) {
+        (parent.map { $0.keys[l].at() }, parent.map { $0.values[l].at() }, keys[l].at(), values[l].at())
     }
 
     /// Bytes held by this cache (not counting its parent).

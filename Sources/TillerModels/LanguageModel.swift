@@ -5,9 +5,10 @@ import TillerTokenizers
 
 // The engine's public face. In short:
 //
-// - `LanguageModel.load(arg)` or `LanguageModel(weights:tokenizer:name:)`; architectures come from
-//   `config.architecture` through the registry in Transformer.swift (Llama/SmolLM2/Llama 3.1,
-//   Qwen2, Gemma 2, Gemma 3 text), each file in Architectures/ stating only its differences.
+// - `LanguageModel.load(arg)` or `LanguageModel(weights:tokenizer:name:backend:)`; an architecture
+//   is its row of ArchitectureFacts (Llama/SmolLM2/Llama 3.1, Mistral, Qwen2, Qwen3, Gemma 2,
+//   Gemma 3 text, Phi-3, OLMo-2), which Transformer.swift reads; the backend (Backend.swift) owns
+//   the weights and runs each recorded step.
 // - `forward(batch, capture:, steering:, logits:, promptLengths:)`: ragged batch, no padding;
 //   returns logits (.none/.last/.all) and captured `resid_post.L` rows; a streaming overload
 //   hands rows to a callback instead of storing them (scans).
@@ -23,9 +24,9 @@ import TillerTokenizers
 // `.response` rows are the positions ≥ the prompt length, decided by absolute position: during
 // generation the prompt is never steered by them, so the first generated token is unsteered.
 //
-// Numerics: fp32 activations; weights stay in the file's precision for few-row products
-// (batch-1 decode) and, for models whose fp32 size fits `CPUBackend.fp32CopyLimitBytes`, an fp32
-// twin serves many-row products (prefill, batched decode) through sgemm.
+// Numerics: fp32 activations; on the CPU, weights stay in the file's precision for few-row
+// products (batch-1 decode) and, for models whose fp32 size fits `CPUBackend.fp32CopyLimitBytes`,
+// an fp32 copy serves many-row products (prefill, batched decode); `CPUKernelChoice` decides.
 
 /// One teacher-forced item: a prompt and the continuation whose tokens are scored.
 public struct TeacherForcedItem: Sendable, Equatable {
@@ -122,7 +123,7 @@ public final class LanguageModel: @unchecked Sendable {
     public func forward(_ batch: [[Int]], capture: CaptureSpec = .none, steering: [SteeringSpec?] = [],
                         logits: LogitsMode = .last, promptLengths: [Int]? = nil) throws -> ForwardResult {
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: batch.count, steering: steering,
-                                capture: capture, callback: nil)
+                                capture: capture, callback: nil, backend: transformer.backend)
         let out = try runForward(batch, plan: plan, logits: logits, promptLengths: promptLengths)
         return ForwardResult(vocabSize: vocabSize, logits: out, activations: plan.finish())
     }
@@ -135,7 +136,7 @@ public final class LanguageModel: @unchecked Sendable {
                         logits: LogitsMode = .none, promptLengths: [Int]? = nil,
                         onResidual: @escaping ResidualCallback) throws -> ForwardResult {
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: batch.count, steering: steering,
-                                capture: capture, callback: onResidual)
+                                capture: capture, callback: onResidual, backend: transformer.backend)
         let out = try runForward(batch, plan: plan, logits: logits, promptLengths: promptLengths)
         return ForwardResult(vocabSize: vocabSize, logits: out, activations: plan.finish())
     }
@@ -257,7 +258,7 @@ public final class LanguageModel: @unchecked Sendable {
         }
         var out = groups.map { grp in grp.continuations.map { [Double](repeating: 0, count: $0.count) } }
         let promptPlan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: groups.count, steering: groups.map(\.steering),
-                                      capture: .none, callback: nil)
+                                      capture: .none, callback: nil, backend: transformer.backend)
         run(seqs, plan: promptPlan, wants: { s, p in p == groups[s].prompt.count - 1 }, ws: ws) { s, _, row in
             let lse = logSumExp(UnsafeBufferPointer(start: row, count: V))
             for (i, c) in groups[s].continuations.enumerated() { out[s][i][0] = Double(row[c[0]]) - lse }
@@ -273,7 +274,7 @@ public final class LanguageModel: @unchecked Sendable {
             }
         }
         guard !children.isEmpty else { return out }
-        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: children.count, steering: specs, capture: .none, callback: nil)
+        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: children.count, steering: specs, capture: .none, callback: nil, backend: transformer.backend)
         run(children, plan: plan, wants: { _, _ in true }, ws: ws) { s, p, row in
             let (g, i) = owner[s]
             let c = groups[g].continuations[i]
@@ -292,7 +293,7 @@ public final class LanguageModel: @unchecked Sendable {
         }
         try validate(candidates, what: "candidates")
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: prompts.count, steering: steering,
-                                capture: .none, callback: nil)
+                                capture: .none, callback: nil, backend: transformer.backend)
         var out = [[Double]](repeating: [], count: prompts.count)
         let V = vocabSize
         run(seqs, plan: plan, wants: { s, p in p == prompts[s].count - 1 }, ws: Workspace(transformer)) { s, _, row in
@@ -318,7 +319,7 @@ public final class LanguageModel: @unchecked Sendable {
                                       promptLength: it.prompt.count, sequence: i))
         }
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: items.count, steering: steering,
-                                capture: .none, callback: nil)
+                                capture: .none, callback: nil, backend: transformer.backend)
         var out = items.map { [Double](repeating: 0, count: $0.continuation.count) }
         let V = vocabSize
         run(seqs, plan: plan, wants: { s, p in p >= items[s].prompt.count - 1 && p < seqs[s].tokens.count - 1 }, ws: Workspace(transformer)) { s, p, row in
@@ -338,7 +339,7 @@ public final class LanguageModel: @unchecked Sendable {
         try validate(tokens, what: "sequence")
         guard tokens.count > 1 else { return }
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: 1, steering: [steering],
-                                capture: .none, callback: nil)
+                                capture: .none, callback: nil, backend: transformer.backend)
         let seq = SequenceInput(cache: transformer.makeCache(capacity: tokens.count), tokens: tokens,
                                 promptLength: tokens.count, sequence: 0)
         let V = vocabSize

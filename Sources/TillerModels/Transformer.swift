@@ -4,7 +4,9 @@ import TillerTensor
 
 // The shared decoder-only transformer, à la llama.cpp's graph builders: norm, attention with
 // RoPE/GQA/softcap/sliding window over a KV cache, gated FFN, residual adds and the resid_post
-// hook. Architecture files (Architectures/*.swift) only fill in `TransformerOptions`.
+// hook. An architecture is its row of ArchitectureFacts (TillerFormats) and nothing else: the
+// block layout, norms, biases, softcaps and sliding layers are read from it here, and its tensor
+// names from the one table of TensorName. The step is recorded on the backend (Backend.swift).
 //
 // Batching is ragged: the new tokens of all sequences are stacked into one [N, hidden] matrix so
 // every projection runs once per layer; attention runs per (sequence, head) over that sequence's
@@ -14,20 +16,21 @@ import TillerTensor
 
 final class LayerWeights {
     /// nil in post-norm blocks (OLMo-2).
-    let inputNorm: [Float]?
+    let inputNorm: BackendBuffer?
     let q, k, v, o: MatrixOperator
-    let qBias, kBias, vBias, oBias: [Float]?
-    let qNorm, kNorm: [Float]?
-    let postAttentionNorm: [Float]?
-    let preFFNorm: [Float]?
-    let postFFNorm: [Float]?
+    let qBias, kBias, vBias, oBias: BackendBuffer?
+    let qNorm, kNorm: BackendBuffer?
+    let postAttentionNorm: BackendBuffer?
+    let preFFNorm: BackendBuffer?
+    let postFFNorm: BackendBuffer?
     let gate, up, down: MatrixOperator
     let sliding: Bool
-    let rope: Int   // index into TransformerWeights.ropeTables
+    let rope: Int   // index into Transformer.ropeInvFreq
 
-    init(inputNorm: [Float]?, q: MatrixOperator, k: MatrixOperator, v: MatrixOperator, o: MatrixOperator,
-         qBias: [Float]?, kBias: [Float]?, vBias: [Float]?, oBias: [Float]?, qNorm: [Float]?, kNorm: [Float]?,
-         postAttentionNorm: [Float]?, preFFNorm: [Float]?, postFFNorm: [Float]?,
+    init(inputNorm: BackendBuffer?, q: MatrixOperator, k: MatrixOperator, v: MatrixOperator, o: MatrixOperator,
+         qBias: BackendBuffer?, kBias: BackendBuffer?, vBias: BackendBuffer?, oBias: BackendBuffer?,
+         qNorm: BackendBuffer?, kNorm: BackendBuffer?,
+         postAttentionNorm: BackendBuffer?, preFFNorm: BackendBuffer?, postFFNorm: BackendBuffer?,
          gate: MatrixOperator, up: MatrixOperator, down: MatrixOperator, sliding: Bool, rope: Int) {
         self.inputNorm = inputNorm; self.q = q; self.k = k; self.v = v; self.o = o
         self.qBias = qBias; self.kBias = kBias; self.vBias = vBias; self.oBias = oBias
@@ -37,18 +40,25 @@ final class LayerWeights {
     }
 }
 
-/// A loaded model: options, converted weights and the backend they live on.
+/// A loaded model: its facts, its weights on the backend, and what the facts imply for a step.
 final class Transformer: @unchecked Sendable {
     let config: ModelConfig
-    let options: TransformerOptions
+    let facts: ArchitectureFacts
     let backend: Backend
+    let activation: Activation
+    /// Multiplies q·k (head_dim^-0.5, or query_pre_attn_scalar^-0.5 for Gemma).
+    let attentionScale: Float
+    let attentionSoftcap: Float?
+    let finalSoftcap: Float?
+    /// The sliding layers' window.
+    let window: Int?
     let embed: MatrixOperator
     let lmHead: MatrixOperator
-    let finalNorm: [Float]
+    let finalNorm: BackendBuffer
     let embedScale: Float?
     let layers: [LayerWeights]
-    /// Distinct inv_freq vectors (one per RoPE kind: e.g. Gemma 3's local and global).
-    let ropeTables: [[Float]]
+    /// Distinct inv_freq vectors (one per RoPE kind: e.g. Gemma 3's local and global), on the backend.
+    let ropeInvFreq: [BackendBuffer]
 
     let hidden: Int, heads: Int, kvHeads: Int, headDim: Int, intermediate: Int, vocab: Int
     var qDim: Int { heads * headDim }
@@ -56,36 +66,40 @@ final class Transformer: @unchecked Sendable {
 
     init(weights src: WeightSource, name: String, backend: Backend) throws {
         let c = src.config
+        let f = c.architecture.facts
         config = c
-        guard let recipe = architectureRegistry[c.architecture] else {
-            throw ModelError("\(name): architecture \(c.architecture.rawValue) has no recipe")
-        }
-        let opt = try recipe.options(for: c)
-        options = opt
+        facts = f
         self.backend = backend
         hidden = c.hiddenSize; heads = c.numAttentionHeads; kvHeads = c.numKeyValueHeads
         headDim = c.headDim; intermediate = c.intermediateSize; vocab = c.vocabSize
         guard heads > 0, kvHeads > 0, heads % kvHeads == 0, headDim % 2 == 0 else {
             throw ModelError("\(name): \(heads) attention heads, \(kvHeads) key/value heads and head_dim \(headDim) are not a valid GQA layout")
         }
+        activation = try Activation(configName: c.hiddenActivation)
+        let scalar = f.queryPreAttnScalar != nil ? (c.queryPreAttnScalar ?? Double(c.headDim)) : Double(c.headDim)
+        attentionScale = 1 / Float(scalar).squareRoot()
+        attentionSoftcap = f.supportsSoftcaps ? c.attnLogitSoftcapping.map(Float.init) : nil
+        finalSoftcap = f.supportsSoftcaps ? c.finalLogitSoftcapping.map(Float.init) : nil
+        window = c.slidingWindow
+        let layout = try Self.attentionLayout(c)
 
         let H = hidden, I = intermediate, V = vocab
         let perLayer = H * (heads + 2 * kvHeads) * headDim + heads * headDim * H + 3 * H * I
         let fp32Bytes = 4 * (c.numHiddenLayers * perLayer + (c.tieWordEmbeddings ? 1 : 2) * V * H)
-        let loader = WeightLoader(source: src, model: name, backend: backend, norm: opt.norm, modelBytesFP32: fp32Bytes)
-        embed = try loader.matrix("model.embed_tokens.weight", [V, H])
-        if let head = try loader.optionalMatrix("lm_head.weight", [V, H]) {
+        let loader = WeightLoader(source: src, model: name, backend: backend, config: c, modelBytesFP32: fp32Bytes)
+        embed = try loader.matrix(.embed)
+        if let head = try loader.optionalMatrix(.lmHead) {
             lmHead = head
         } else if c.tieWordEmbeddings {
             lmHead = embed
         } else {
-            throw ModelError("\(name): missing tensor lm_head.weight (tie_word_embeddings is false)")
+            throw ModelError("\(name): missing tensor \(loader.name(.lmHead)) (tie_word_embeddings is false)")
         }
-        finalNorm = try loader.norm("model.norm.weight", H)
-        if opt.scaleEmbeddings {
+        finalNorm = try loader.norm(.finalNorm)
+        if f.scaleEmbeddings {
             // transformers: embed_scale (fp32 tensor) .to(weight.dtype) — rounded to the table's dtype.
             let s = Float(Double(H).squareRoot())
-            switch try src.tensor("model.embed_tokens.weight")?.type {
+            switch try src.tensor(loader.name(.embed))?.type {
             case .bf16?: embedScale = Float(bitPattern: bf16Round(s))
             case .f16?: embedScale = Float(Float16(s))
             default: embedScale = s
@@ -94,53 +108,66 @@ final class Transformer: @unchecked Sendable {
             embedScale = nil
         }
 
+        let preNorms = f.blockNorms != .post, postNorms = f.blockNorms != .pre
+        let qkNorm = f.qkNorm != .none
+        let biasRequired = f.alwaysQKVBias || c.attentionBias
         var tables: [[Float]] = []
         var ls: [LayerWeights] = []
         for l in 0..<c.numHiddenLayers {
-            let p = "model.layers.\(l)."
-            let invFreq = opt.ropeInvFreq[l]
+            let invFreq = layout.ropeInvFreq[l]
             let rope: Int
             if let i = tables.firstIndex(of: invFreq) { rope = i } else { tables.append(invFreq); rope = tables.count - 1 }
-            let qd = heads * headDim, kd = kvHeads * headDim
-            func bias(_ n: String, _ size: Int, required: Bool) throws -> [Float]? {
-                if required { return try loader.vector(p + n, size) }
-                return try loader.optionalVector(p + n, size)
+            func bias(_ t: ModelTensor, required: Bool) throws -> BackendBuffer? {
+                required ? try loader.vector(t, layer: l) : try loader.optionalVector(t, layer: l)
             }
             // Phi-3 stores q/k/v and gate/up as one tensor each: row views of it.
             let q, k, v, gate, up: MatrixOperator
-            if opt.fusedProjections {
-                let qkv = try loader.rowBlocks(p + "self_attn.qkv_proj.weight", rows: [qd, kd, kd], columns: H)
+            if f.fusedProjections {
+                let qkv = try loader.rowBlocks(.qkv, layer: l, rows: [heads * headDim, kvHeads * headDim, kvHeads * headDim])
                 (q, k, v) = (qkv[0], qkv[1], qkv[2])
-                let gu = try loader.rowBlocks(p + "mlp.gate_up_proj.weight", rows: [I, I], columns: H)
+                let gu = try loader.rowBlocks(.gateUp, layer: l, rows: [I, I])
                 (gate, up) = (gu[0], gu[1])
             } else {
-                q = try loader.matrix(p + "self_attn.q_proj.weight", [qd, H])
-                k = try loader.matrix(p + "self_attn.k_proj.weight", [kd, H])
-                v = try loader.matrix(p + "self_attn.v_proj.weight", [kd, H])
-                gate = try loader.matrix(p + "mlp.gate_proj.weight", [I, H])
-                up = try loader.matrix(p + "mlp.up_proj.weight", [I, H])
+                q = try loader.matrix(.q, layer: l)
+                k = try loader.matrix(.k, layer: l)
+                v = try loader.matrix(.v, layer: l)
+                gate = try loader.matrix(.gate, layer: l)
+                up = try loader.matrix(.up, layer: l)
             }
-            let qNormWidth = opt.qkNorm == .whole ? qd : headDim, kNormWidth = opt.qkNorm == .whole ? kd : headDim
-            let qkNorm = opt.qkNorm != .none
             ls.append(LayerWeights(
-                inputNorm: opt.preNorms ? try loader.norm(p + "input_layernorm.weight", H) : nil,
+                inputNorm: preNorms ? try loader.norm(.inputNorm, layer: l) : nil,
                 q: q, k: k, v: v,
-                o: try loader.matrix(p + "self_attn.o_proj.weight", [H, qd]),
-                qBias: try bias("self_attn.q_proj.bias", qd, required: opt.requireQKVBias || c.attentionBias),
-                kBias: try bias("self_attn.k_proj.bias", kd, required: opt.requireQKVBias || c.attentionBias),
-                vBias: try bias("self_attn.v_proj.bias", kd, required: opt.requireQKVBias || c.attentionBias),
-                oBias: try bias("self_attn.o_proj.bias", H, required: false),
-                qNorm: qkNorm ? try loader.norm(p + "self_attn.q_norm.weight", qNormWidth) : nil,
-                kNorm: qkNorm ? try loader.norm(p + "self_attn.k_norm.weight", kNormWidth) : nil,
-                postAttentionNorm: opt.postNorms ? try loader.norm(p + "post_attention_layernorm.weight", H) : nil,
-                preFFNorm: opt.preNorms ? try loader.norm(p + opt.preFFNormName + ".weight", H) : nil,
-                postFFNorm: opt.postNorms ? try loader.norm(p + "post_feedforward_layernorm.weight", H) : nil,
+                o: try loader.matrix(.o, layer: l),
+                qBias: try bias(.qBias, required: biasRequired),
+                kBias: try bias(.kBias, required: biasRequired),
+                vBias: try bias(.vBias, required: biasRequired),
+                oBias: try bias(.oBias, required: false),
+                qNorm: qkNorm ? try loader.norm(.qNorm, layer: l) : nil,
+                kNorm: qkNorm ? try loader.norm(.kNorm, layer: l) : nil,
+                postAttentionNorm: postNorms ? try loader.norm(.postAttentionNorm, layer: l) : nil,
+                preFFNorm: preNorms ? try loader.norm(.preFFNorm, layer: l) : nil,
+                postFFNorm: postNorms ? try loader.norm(.postFFNorm, layer: l) : nil,
                 gate: gate, up: up,
-                down: try loader.matrix(p + "mlp.down_proj.weight", [H, I]),
-                sliding: opt.sliding[l], rope: rope))
+                down: try loader.matrix(.down, layer: l),
+                sliding: layout.sliding[l], rope: rope))
         }
         layers = ls
-        ropeTables = tables
+        ropeInvFreq = try tables.map { try backend.upload($0) }
+    }
+
+    /// Per layer: whether it attends through the sliding window (its facts' rule or the config's
+    /// layer_types, and only with a window), and its RoPE inverse frequencies (with a local RoPE
+    /// base, the sliding layers' plain table; the global layers keep the configured scaling).
+    static func attentionLayout(_ c: ModelConfig) throws -> (sliding: [Bool], ropeInvFreq: [[Float]]) {
+        let f = c.architecture.facts
+        let global = try ropeInverseFrequencies(base: c.ropeTheta, headDim: c.headDim, scaling: c.ropeScaling)
+        let slidingTypes = f.slidingLayers(c)
+        var rope = Array(repeating: global, count: c.numHiddenLayers)
+        if let localBase = f.localRopeBase {
+            let local = try ropeInverseFrequencies(base: c.ropeLocalBaseFreq ?? localBase, headDim: c.headDim, scaling: nil)
+            rope = slidingTypes.map { $0 ? local : global }
+        }
+        return (slidingTypes.map { $0 && c.slidingWindow != nil }, rope)
     }
 
     // MARK: Forward step
@@ -154,18 +181,20 @@ final class Transformer: @unchecked Sendable {
         let sequence: Int
     }
 
-    /// Runs the new tokens of every item through the model, appending to their caches.
-    /// `logitRows` are global row indices (into the stacked tokens) whose logits are wanted,
-    /// written to `ws.logits` in that order. With `stopAfter`, the pass ends after that layer's
-    /// hooks (no logits, caches left incomplete: only for one-shot capture).
+    /// Runs the new tokens of every item through the model, appending to their caches: the step
+    /// is recorded on the workspace's recorder and submitted whole. `logitRows` are global row
+    /// indices (into the stacked tokens) whose logits are wanted, read back into `ws.logits` in
+    /// that order. With `stopAfter`, the pass ends after that layer's hooks (no logits, caches
+    /// left incomplete: only for one-shot capture).
     func step(_ items: [Item], plan: HookPlan?, logitRows: [Int], ws: Workspace, stopAfter: Int? = nil) {
         let N = items.reduce(0) { $0 + $1.tokens.count }
         guard N > 0 else { return }
         ws.reserve(tokens: N, logitRows: logitRows.count)
         let H = hidden, qd = qDim, kd = kvDim, I = intermediate
-        let be = backend
+        let rec = ws.recorder
+        let (x, h, q, k, v, attn, gate, up) = (ws.x.at(), ws.h.at(), ws.q.at(), ws.k.at(), ws.v.at(), ws.attn.at(), ws.gate.at(), ws.up.at())
 
-        // Row offsets and positions.
+        // Row offsets and positions; caches grow before the step is recorded.
         var offsets: [Int] = []
         var o = 0
         for it in items {
@@ -173,120 +202,119 @@ final class Transformer: @unchecked Sendable {
             o += it.tokens.count
             it.cache.reserve(it.cache.length + it.tokens.count)
         }
+        plan?.beginStep(rows: N)
 
         // Embeddings.
-        var r = 0
+        var tokens: [Int] = []
+        tokens.reserveCapacity(N)
         for it in items {
             for t in it.tokens {
                 precondition(t >= 0 && t < vocab, "token id \(t) is outside the vocabulary (0..<\(vocab))")
-                embed.row(t, into: ws.x + r * H)
-                r += 1
+                tokens.append(t)
             }
         }
-        if let s = embedScale { be.scale(ws.x, by: s, count: N * H) }
+        rec.embed(embed, tokens: tokens, scale: embedScale, into: x)
 
         // cos/sin per RoPE kind, fp32 like transformers: freqs = float(pos) · inv_freq.
         var positions: [Int] = []
         positions.reserveCapacity(N)
         for it in items { positions.append(contentsOf: it.cache.length ..< it.cache.length + it.tokens.count) }
-        for (ti, inv) in ropeTables.enumerated() {
-            inv.withUnsafeBufferPointer { be.ropeTables(positions: positions, invFreq: $0.baseAddress!, half: headDim / 2, cos: ws.cos[ti], sin: ws.sin[ti]) }
+        for (ti, inv) in ropeInvFreq.enumerated() {
+            rec.ropeTables(positions: positions, invFreq: inv.at(), half: headDim / 2, cos: ws.cos[ti].at(), sin: ws.sin[ti].at())
         }
 
-        let normScale: (([Float]), (UnsafePointer<Float>) -> Void) -> Void = { w, body in w.withUnsafeBufferPointer { body($0.baseAddress!) } }
         let eps = Float(config.rmsNormEps)
 
         for (l, L) in layers.enumerated() {
             // Attention (post-norm blocks read the residual stream itself).
-            var attnIn = UnsafePointer(ws.x)
+            var attnIn = x
             if let n = L.inputNorm {
-                normScale(n) { be.rmsNorm(ws.x, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-                attnIn = UnsafePointer(ws.h)
+                rec.rmsNorm(x, rows: N, width: H, weight: n.at(), eps: eps, into: h)
+                attnIn = h
             }
-            L.q.apply(attnIn, rows: N, into: ws.q)
-            L.k.apply(attnIn, rows: N, into: ws.k)
-            L.v.apply(attnIn, rows: N, into: ws.v)
-            if let b = L.qBias { addBias(b, ws.q, rows: N) }
-            if let b = L.kBias { addBias(b, ws.k, rows: N) }
-            if let b = L.vBias { addBias(b, ws.v, rows: N) }
+            rec.matmul(L.q, attnIn, rows: N, into: q)
+            rec.matmul(L.k, attnIn, rows: N, into: k)
+            rec.matmul(L.v, attnIn, rows: N, into: v)
+            if let b = L.qBias { rec.addBias(b.at(), width: qd, rows: N, into: q) }
+            if let b = L.kBias { rec.addBias(b.at(), width: kd, rows: N, into: k) }
+            if let b = L.vBias { rec.addBias(b.at(), width: kd, rows: N, into: v) }
             if let qn = L.qNorm, let kn = L.kNorm {
                 // Per head: rows of head_dim; whole: one row of heads·head_dim per token.
-                let (qRows, qWidth) = options.qkNorm == .whole ? (N, qd) : (N * heads, headDim)
-                let (kRows, kWidth) = options.qkNorm == .whole ? (N, kd) : (N * kvHeads, headDim)
-                normScale(qn) { be.rmsNorm(ws.q, rows: qRows, width: qWidth, scale: $0, eps: eps, into: ws.q) }
-                normScale(kn) { be.rmsNorm(ws.k, rows: kRows, width: kWidth, scale: $0, eps: eps, into: ws.k) }
+                let (qRows, qWidth) = facts.qkNorm == .whole ? (N, qd) : (N * heads, headDim)
+                let (kRows, kWidth) = facts.qkNorm == .whole ? (N, kd) : (N * kvHeads, headDim)
+                rec.rmsNorm(q, rows: qRows, width: qWidth, weight: qn.at(), eps: eps, into: q)
+                rec.rmsNorm(k, rows: kRows, width: kWidth, weight: kn.at(), eps: eps, into: k)
             }
-            be.rope(ws.q, rows: N, heads: heads, headDim: headDim, cos: ws.cos[L.rope], sin: ws.sin[L.rope])
-            be.rope(ws.k, rows: N, heads: kvHeads, headDim: headDim, cos: ws.cos[L.rope], sin: ws.sin[L.rope])
+            let (cos, sin) = (ws.cos[L.rope].at(), ws.sin[L.rope].at())
+            rec.rope(q, rows: N, heads: heads, headDim: headDim, cos: cos, sin: sin)
+            rec.rope(k, rows: N, heads: kvHeads, headDim: headDim, cos: cos, sin: sin)
             var jobs: [AttentionJob] = []
             jobs.reserveCapacity(items.count)
             for (s, it) in items.enumerated() {
                 let n = it.tokens.count, start = it.cache.length, off = offsets[s]
                 let seg = it.cache.segments(layer: l)
                 let own = start - it.cache.base
-                be.copy(ws.k + off * kd, into: seg.keys + own * kd, count: n * kd)
-                be.copy(ws.v + off * kd, into: seg.values + own * kd, count: n * kd)
+                rec.copy(k + off * kd, into: seg.keys + own * kd, count: n * kd)
+                rec.copy(v + off * kd, into: seg.values + own * kd, count: n * kd)
                 jobs.append(AttentionJob(
-                    q: ws.q + off * qd, qStride: qd, keys: seg.keys, values: seg.values,
+                    q: q + off * qd, qStride: qd, keys: seg.keys, values: seg.values,
                     prefixKeys: seg.prefixKeys, prefixValues: seg.prefixValues, prefixLength: it.cache.base,
-                    out: ws.attn + off * qd, queries: n, firstPosition: start, heads: heads, kvHeads: kvHeads,
-                    headDim: headDim, scale: options.attentionScale, softcap: options.attentionSoftcap,
-                    window: L.sliding ? options.window : nil))
+                    out: attn + off * qd, queries: n, firstPosition: start, heads: heads, kvHeads: kvHeads,
+                    headDim: headDim, scale: attentionScale, softcap: attentionSoftcap,
+                    window: L.sliding ? window : nil))
             }
-            ws.reserveScores(jobs.reduce(0) { $0 + heads * ($1.firstPosition + $1.queries) })
-            be.attention(jobs, scratch: ws.scores)
-            L.o.apply(ws.attn, rows: N, into: ws.h)
-            if let b = L.oBias { addBias(b, ws.h, rows: N) }
-            if let pn = L.postAttentionNorm {
-                normScale(pn) { be.rmsNorm(ws.h, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-            }
-            be.add(ws.h, into: ws.x, count: N * H)
+            rec.attention(jobs)
+            rec.matmul(L.o, attn, rows: N, into: h)
+            if let b = L.oBias { rec.addBias(b.at(), width: H, rows: N, into: h) }
+            if let pn = L.postAttentionNorm { rec.rmsNorm(h, rows: N, width: H, weight: pn.at(), eps: eps, into: h) }
+            rec.add(h, into: x, count: N * H)
 
             // Feed-forward.
-            var ffIn = UnsafePointer(ws.x)
+            var ffIn = x
             if let n = L.preFFNorm {
-                normScale(n) { be.rmsNorm(ws.x, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-                ffIn = UnsafePointer(ws.h)
+                rec.rmsNorm(x, rows: N, width: H, weight: n.at(), eps: eps, into: h)
+                ffIn = h
             }
-            L.gate.apply(ffIn, rows: N, into: ws.gate)
-            L.up.apply(ffIn, rows: N, into: ws.up)
-            be.gatedActivation(ws.gate, ws.up, count: N * I, kind: options.activation)
-            L.down.apply(ws.gate, rows: N, into: ws.h)
-            if let pn = L.postFFNorm {
-                normScale(pn) { be.rmsNorm(ws.h, rows: N, width: H, scale: $0, eps: eps, into: ws.h) }
-            }
-            be.add(ws.h, into: ws.x, count: N * H)
+            rec.matmul(L.gate, ffIn, rows: N, into: gate)
+            rec.matmul(L.up, ffIn, rows: N, into: up)
+            rec.gatedActivation(gate, up, count: N * I, kind: activation)
+            rec.matmul(L.down, gate, rows: N, into: h)
+            if let pn = L.postFFNorm { rec.rmsNorm(h, rows: N, width: H, weight: pn.at(), eps: eps, into: h) }
+            rec.add(h, into: x, count: N * H)
 
             // resid_post.l: steering edits, then capture.
             if let plan {
                 for (s, it) in items.enumerated() {
-                    plan.run(layer: l, x: ws.x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
-                             firstPosition: it.cache.length, promptLength: it.promptLength, backend: be)
+                    plan.record(layer: l, x: x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
+                                firstPosition: it.cache.length, promptLength: it.promptLength, on: rec)
                 }
             }
             if let stop = stopAfter, l >= stop {
                 // Layers ≤ stop hold these keys now, enough for a later chunk that also stops here.
                 for it in items { it.cache.length += it.tokens.count }
+                rec.submit()
+                plan?.finishStep()
                 return
             }
         }
         for it in items { it.cache.length += it.tokens.count }
 
-        // Logits: final norm and LM head on the requested rows only.
+        // Logits: final norm and LM head on the requested rows only, read back once.
         let R = logitRows.count
-        guard R > 0 else { return }
-        for (i, row) in logitRows.enumerated() { be.copy(ws.x + row * H, into: ws.logitInput + i * H, count: H) }
-        normScale(finalNorm) { be.rmsNorm(ws.logitInput, rows: R, width: H, scale: $0, eps: eps, into: ws.logitInput) }
-        lmHead.apply(ws.logitInput, rows: R, into: ws.logits)
-        if let cap = options.finalSoftcap { be.softcap(ws.logits, cap: cap, count: R * vocab) }
-    }
-
-    private func addBias(_ b: [Float], _ y: UnsafeMutablePointer<Float>, rows: Int) {
-        b.withUnsafeBufferPointer { backend.addBias($0.baseAddress!, width: b.count, rows: rows, into: y) }
+        if R > 0 {
+            let li = ws.logitInput.at(), lr = ws.logitRows.at()
+            for (i, row) in logitRows.enumerated() { rec.copy(x + row * H, into: li + i * H, count: H) }
+            rec.rmsNorm(li, rows: R, width: H, weight: finalNorm.at(), eps: eps, into: li)
+            rec.matmul(lmHead, li, rows: R, into: lr)
+            if let cap = finalSoftcap { rec.softcap(lr, cap: cap, count: R * vocab) }
+            rec.read(lr, count: R * vocab, into: ws.logits)
+        }
+        rec.submit()
+        plan?.finishStep()
     }
 
     func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: layers.count, kvDim: kvDim, capacity: capacity)
+        KVCache(layers: layers.count, kvDim: kvDim, capacity: capacity, backend: backend)
     }
 }
 
@@ -296,4 +324,33 @@ func bf16Round(_ x: Float) -> UInt32 {
     let b = x.bitPattern
     let rounded = b &+ 0x7FFF &+ ((b >> 16) & 1)
     return rounded & 0xFFFF_0000
+}
+
+extension LanguageModel {
+    /// The name of the backend the model runs on.
+    public var backendName: String { transformer.backend.name }
+
+    /// The backend's kernel for each of layer 0's projections and the LM head at each row count,
+    /// as the backend's one decision makes it (`tiller bench` prints these).
+    public func kernelChoices(rows: [Int]) -> [(matrix: String, rows: Int, kernel: String)] {
+        let t = transformer
+        guard let l = t.layers.first else { return [] }
+        let named: [(String, MatrixOperator)] = [("q_proj", l.q), ("k_proj", l.k), ("v_proj", l.v), ("o_proj", l.o),
+                                                 ("gate_proj", l.gate), ("up_proj", l.up), ("down_proj", l.down), ("lm_head", t.lmHead)]
+        return named.flatMap { n, m in rows.map { (n, $0, t.backend.kernel(for: m, rows: $0)) } }
+    }
+}
+
+/// `inv_freq = 1 / base^(2i/d)` in fp32, then the configured scaling, as transformers computes it.
+func ropeInverseFrequencies(base: Double, headDim d: Int, scaling: RopeScaling?) throws -> [Float] {
+    let inv = (0..<(d / 2)).map { i -> Float in
+        let e = Float(2 * i) / Float(d)
+        return 1 / Foundation.pow(Float(base), e)
+    }
+    guard let s = scaling else { return inv }
+    do {
+        return try inv.map { try s.scaledInverseFrequency($0) }
+    } catch let e as ModelConfigError {
+        throw ModelError(e.description)
+    }
 }

@@ -4,19 +4,27 @@ import TillerTensor
 
 // MARK: - Weight loading with named errors
 
+/// Reads a model's tensors by what they are (`ModelTensor`), under the names and shapes the one
+/// tensor table (TensorName, ModelTensor.shape) gives them, and uploads them to the backend.
 struct WeightLoader {
     let source: WeightSource
     let model: String
     let backend: Backend
-    let norm: NormStyle
+    let config: ModelConfig
     let modelBytesFP32: Int
 
-    func raw(_ name: String, _ shape: [Int]) throws -> RawTensor {
-        guard let t = try source.tensor(name) else {
-            throw ModelError("\(model): missing tensor \(name) (expected shape \(shape))")
+    /// The tensor's transformers name in this model.
+    func name(_ t: ModelTensor, layer: Int? = nil) -> String {
+        TensorName.transformers(t, layer: layer, architecture: config.architecture)
+    }
+
+    func raw(_ t: ModelTensor, layer: Int? = nil, shape: [Int]? = nil) throws -> RawTensor {
+        let (n, s) = (name(t, layer: layer), shape ?? t.shape(config))
+        guard let raw = try source.tensor(n) else {
+            throw ModelError("\(model): missing tensor \(n) (expected shape \(s))")
         }
-        try check(name, t, shape)
-        return t
+        try check(n, raw, s)
+        return raw
     }
 
     func check(_ name: String, _ t: RawTensor, _ shape: [Int]) throws {
@@ -25,8 +33,8 @@ struct WeightLoader {
         }
     }
 
-    func matrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator {
-        try backendMatrix(raw(name, shape))
+    func matrix(_ t: ModelTensor, layer: Int? = nil) throws -> MatrixOperator {
+        try backendMatrix(raw(t, layer: layer))
     }
 
     /// The backend's operator for a tensor; its errors (an unsupported type) name the model file.
@@ -36,44 +44,45 @@ struct WeightLoader {
         }
     }
 
-    func optionalMatrix(_ name: String, _ shape: [Int]) throws -> MatrixOperator? {
-        guard let t = try source.tensor(name) else { return nil }
-        try check(name, t, shape)
-        return try backendMatrix(t)
+    func optionalMatrix(_ t: ModelTensor, layer: Int? = nil) throws -> MatrixOperator? {
+        let n = name(t, layer: layer)
+        guard let raw = try source.tensor(n) else { return nil }
+        try check(n, raw, t.shape(config))
+        return try backendMatrix(raw)
     }
 
-    /// A fused tensor of `rows.reduce(0, +)` × `columns` as one matrix per block of rows, each a
-    /// view of the stored bytes (quant blocks never straddle rows).
-    func rowBlocks(_ name: String, rows: [Int], columns: Int) throws -> [MatrixOperator] {
-        let t = try raw(name, [rows.reduce(0, +), columns])
-        let rowBytes = t.data.count / t.shape[0]
+    /// A fused tensor of `rows.reduce(0, +)` rows as one matrix per block of rows, each a view of
+    /// the stored bytes (quant blocks never straddle rows).
+    func rowBlocks(_ t: ModelTensor, layer: Int, rows: [Int]) throws -> [MatrixOperator] {
+        let whole = try raw(t, layer: layer)
+        let (n, columns) = (name(t, layer: layer), whole.shape[1])
+        let rowBytes = whole.data.count / whole.shape[0]
         var start = 0
-        return try rows.map { n in
-            defer { start += n }
-            let bytes = UnsafeRawBufferPointer(rebasing: t.data[(start * rowBytes)..<((start + n) * rowBytes)])
-            let part = RawTensor(name: "\(name)[rows \(start)..<\(start + n)]", type: t.type, shape: [n, columns],
-                                 data: bytes, owner: t.owner)
-            return try backend.matrix(part, modelBytesFP32: modelBytesFP32)
+        return try rows.map { count in
+            defer { start += count }
+            let bytes = UnsafeRawBufferPointer(rebasing: whole.data[(start * rowBytes)..<((start + count) * rowBytes)])
+            let part = RawTensor(name: "\(n)[rows \(start)..<\(start + count)]", type: whole.type, shape: [count, columns],
+                                 data: bytes, owner: whole.owner)
+            return try backendMatrix(part)
         }
     }
 
-    func vector(_ name: String, _ n: Int) throws -> [Float] {
-        try floats(raw(name, [n]))
+    /// A 1-D tensor (a bias) as fp32 on the backend.
+    func vector(_ t: ModelTensor, layer: Int? = nil) throws -> BackendBuffer {
+        try backend.upload(floats(raw(t, layer: layer)))
     }
 
-    func optionalVector(_ name: String, _ n: Int) throws -> [Float]? {
-        guard let t = try source.tensor(name) else { return nil }
-        try check(name, t, [n])
-        return try floats(t)
+    func optionalVector(_ t: ModelTensor, layer: Int? = nil) throws -> BackendBuffer? {
+        let n = name(t, layer: layer)
+        guard let raw = try source.tensor(n) else { return nil }
+        try check(n, raw, t.shape(config))
+        return try backend.upload(floats(raw))
     }
 
-    /// A norm weight as the multiplier the block applies (w, or 1 + w in fp32 for Gemma).
-    func norm(_ name: String, _ n: Int) throws -> [Float] {
-        let w = try vector(name, n)
-        switch norm {
-        case .weight: return w
-        case .onePlusWeight: return w.map { 1 + $0 }
-        }
+    /// A norm weight as the multiplier the block applies (w, or 1 + w in fp32 for Gemma), on the backend.
+    func norm(_ t: ModelTensor, layer: Int? = nil) throws -> BackendBuffer {
+        let w = try floats(raw(t, layer: layer))
+        return try backend.upload(config.architecture.facts.normAddsOne ? w.map { 1 + $0 } : w)
     }
 
     private func floats(_ t: RawTensor) throws -> [Float] {

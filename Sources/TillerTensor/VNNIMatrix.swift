@@ -64,20 +64,14 @@ public final class VNNIMatrix: @unchecked Sendable {
     /// Bytes of the slabs.
     public var byteCount: Int { storage.count }
 
-    /// Input rows up to which `apply` beats dequantizing panels for the fp32 kernel, on a matrix
-    /// without an fp32 copy (the digits cost as many instructions per product as fp32 FMAs, and
-    /// the weights stay bytes): batched decode of a model over the fp32-copy limit.
-    public static let maxRows = 64
-    /// Up to this many rows the one-row kernel runs per row (its eight accumulator chains beat the
-    /// four-row kernel's padding), as `WeightMatrix.apply` does with its one-row kernels.
-    public static let oneRowKernelMaxRows = 3
-
     /// y[r, o] = W[o]·x[r] for `rows` input rows (row-major, as `WeightMatrix.apply`), over the
-    /// worker pool. False (nothing written) when the kernels are off.
+    /// worker pool: the one-row kernel once per row when `kernel` is `.vnniOneRow`, else the
+    /// multi-row kernel (`CPUKernelChoice` decides). False (nothing written) when the kernels are off.
     @discardableResult
-    public func apply(_ x: UnsafePointer<Float>, rows: Int = 1, into y: UnsafeMutablePointer<Float>) -> Bool {
+    public func apply(_ x: UnsafePointer<Float>, rows: Int = 1, into y: UnsafeMutablePointer<Float>, kernel: CPUKernel) -> Bool {
         guard Self.available, rows > 0 else { return false }
         let blocks = inFeatures / 32
+        let oneRow = kernel == .vnniOneRow
         return withUnsafeTemporaryAllocation(of: Int8.self, capacity: rows * 128 * blocks) { digits in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * 3 * blocks) { scalesBuffer in
                 withUnsafeTemporaryAllocation(of: Int32.self, capacity: rows * 2 * blocks) { offsetsBuffer in
@@ -93,7 +87,7 @@ public final class VNNIMatrix: @unchecked Sendable {
                     let (t, inF, out, total, base) = (Int32(layout.rawValue), Int32(inFeatures), Int32(outFeatures), slabs, UnsafeRawPointer(storage.pointer))
                     pool.parallelFor(tasks) { k in
                         let (s0, s1) = (Int32(total * k / tasks), Int32(total * (k + 1) / tasks))
-                        if rows <= Self.oneRowKernelMaxRows {
+                        if oneRow {
                             for r in 0..<rows {
                                 tiller_matvec_vnni(t, base, inF, d + r * 128 * blocks, scales + r * 3 * blocks,
                                                    offsets + r * 2 * blocks, y + r * outFeatures, out, s0, s1)

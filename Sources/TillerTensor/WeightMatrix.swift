@@ -33,9 +33,6 @@ public final class WeightMatrix: @unchecked Sendable {
     // Keeps `base` alive: the mapped file or heap bytes it points into.
     private let owner: AnyObject?
 
-    /// Input rows from which `apply` switches from the fused matvec kernels to panel GEMM.
-    public static let gemmMinRows = 8
-
     public init(_ raw: RawTensor, keep: WeightPrecision = .native) throws {
         guard raw.shape.count == 2 else {
             throw TensorShapeError(tensor: raw.name, "a weight matrix must be 2-D, shape is \(raw.shape)")
@@ -78,10 +75,6 @@ public final class WeightMatrix: @unchecked Sendable {
         }
     }
 
-    /// Whether the stored type has a one-row fused kernel (all but F16/BF16/F32 rows whose length
-    /// is not a multiple of 32 do).
-    var hasFusedKernel: Bool { type.blockSize > 1 || inFeatures % 32 == 0 }
-
     /// Bytes of weight data (what a matvec streams from memory).
     public var byteCount: Int { rowBytes * outFeatures }
 
@@ -92,15 +85,27 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 
     /// y[r, o] = Σ_i W[o, i] · x[r, i] for r in 0..<rows; x is row-major rows×inFeatures,
-    /// y row-major rows×outFeatures. `x` and `y` must not overlap.
+    /// y row-major rows×outFeatures. `x` and `y` must not overlap. The kernel is
+    /// `CPUKernelChoice`'s for a matrix without copies.
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+        apply(x, rows: rows, into: y,
+              kernel: CPUKernelChoice.kernel(type: type, inFeatures: inFeatures, rows: rows, copies: .none, features: .current))
+    }
+
+    /// `apply` through a given kernel on the stored blocks (`panelsSgemm`,
+    /// `dequantizedPanelsPacked`, `fusedOneRow` or `fusedRows`; the copies' kernels are not this
+    /// matrix's and run as `panelsSgemm` or `fusedRows`).
+    public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, kernel: CPUKernel) {
         guard rows > 0 else { return }
-        if rows >= Self.gemmMinRows {
+        switch kernel {
+        case .dequantizedPanelsPacked:
+            if type != .f32, PackedMatrix.applyDequantizingPanels(self, x, rows: rows, into: y) { return }
             applyPanels(x, rows: rows, into: y)
-        } else if rows <= 3 && hasFusedKernel {
-            // Up to three rows the one-row kernel run per row beats dequantizing rows to share.
+        case .panelsSgemm, .packedCopy, .fp32CopySgemm:
+            applyPanels(x, rows: rows, into: y)
+        case .fusedOneRow:
             for r in 0..<rows { applyFused(x + r * inFeatures, rows: 1, into: y + r * outFeatures) }
-        } else {
+        case .fusedRows, .vnniOneRow, .vnniRows:
             applyFused(x, rows: rows, into: y)
         }
     }
@@ -119,7 +124,6 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 
     private func applyPanels(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
-        if type != .f32, PackedMatrix.applyDequantizingPanels(self, x, rows: rows, into: y) { return }
         BLASThreads.configure()
         let pool = WorkerPool.shared
         let (panel, tasks) = panelPlan(threads: pool.threadCount)

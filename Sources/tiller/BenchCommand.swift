@@ -26,6 +26,7 @@ struct Bench: ParsableCommand {
 
     enum Workload: String, ExpressibleByArgument, CaseIterable { case capture, generate, decode, judge }
 
+    @OptionGroup var deviceOption: DeviceOption
     @Option(name: .shortAndLong, help: modelHelp)
     var model = "smollm2-135m-instruct"
     @Option(help: "Workloads to run (repeatable): capture, generate, decode, judge.")
@@ -54,7 +55,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let loadStart = Date()
-        let lm = try LanguageModel.load(model)
+        let lm = try LanguageModel.load(model, backend: try deviceOption.backend())
         let loadSeconds = Date().timeIntervalSince(loadStart)
         let vocab = lm.config.vocabSize
         func batch(_ n: Int, _ len: Int) -> [[Int]] {
@@ -146,6 +147,13 @@ struct Bench: ParsableCommand {
         } else {
             print(String(format: "%-32@ %@", "blas_core" as NSString, BLASThreads.core as NSString))
             print(String(format: "%-32@ %@", "matvec_kernels" as NSString, MatvecKernels.active as NSString))
+            print(String(format: "%-32@ %@", "backend" as NSString, "\(lm.backendName) (\(CPUFeatures.current))" as NSString))
+            // The backend's one kernel decision, for each projection at each workload's row count
+            // (decode 1, generate the prompts, capture and prefill the stacked tokens).
+            let rowCounts = Array(Set([1, prompts, min(prompts * tokens, lm.maxStepTokens)])).sorted()
+            for c in lm.kernelChoices(rows: rowCounts) {
+                print(String(format: "%-32@ %@", "kernel \(c.matrix) ×\(c.rows)" as NSString, c.kernel as NSString))
+            }
             for (k, v) in results.sorted(by: { $0.key < $1.key }) { print(String(format: "%-32@ %.3f", k as NSString, v)) }
         }
     }

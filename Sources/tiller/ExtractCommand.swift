@@ -19,6 +19,7 @@ struct Extract: ParsableCommand {
         a trait JSON file (Tiller's or persona_vectors' form) or a trait folder.
         """)
 
+    @OptionGroup var deviceOption: DeviceOption
     @Option(name: .shortAndLong, help: modelHelp)
     var model: String
     @Option(name: .shortAndLong, help: "Trait: shipped name, trait JSON file or folder.")
@@ -88,7 +89,7 @@ struct Extract: ParsableCommand {
         settings.batchSize = batchSize
         settings.maxPairs = pairs
         settings.maxQuestions = questions
-        let lm = try LanguageModel.load(model)
+        let lm = try LanguageModel.load(model, backend: try deviceOption.backend())
         let form = try ContrastiveExtraction.form(for: trait, model: lm, requested: settings.form)
 
         var stored: ExtractionRun?

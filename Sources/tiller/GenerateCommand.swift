@@ -9,6 +9,7 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a completion, optionally steered by a vector added to resid_post.L.")
 
+    @OptionGroup var deviceOption: DeviceOption
     @OptionGroup var input: PromptInput
     @Option(name: .customLong("max-tokens"), help: "New-token budget.")
     var maxTokens = 64
@@ -38,7 +39,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let lm = try LanguageModel.load(input.model)
+        let lm = try LanguageModel.load(input.model, backend: try deviceOption.backend())
         guard let tokenizer = lm.tokenizer else { throw CLIError("\(input.model): model has no tokenizer") }
         let ids = try input.ids(tokenizer)
         var steering: [SteeringSpec?] = []

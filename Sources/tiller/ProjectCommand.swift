@@ -22,6 +22,7 @@ struct Project: ParsableCommand {
         resumes where it stopped when rerun with the same arguments.
         """)
 
+    @OptionGroup var deviceOption: DeviceOption
     @Option(help: modelHelp)
     var model: String
     @Option(help: "Steering vector file (safetensors `layer.L` tensors, or a llama.cpp control-vector GGUF).")
@@ -65,7 +66,7 @@ struct Project: ParsableCommand {
         var sink = try ProjectionSink(path: out, settings: settingsRecord(layer: chosen), overwrite: overwrite)
         defer { sink.close() }
 
-        let lm = try LanguageModel.load(model)
+        let lm = try LanguageModel.load(model, backend: try deviceOption.backend())
         guard let tokenizer = lm.tokenizer else { throw CLIError("\(model): model has no tokenizer") }
         let v = try file.vector(layer: chosen, hidden: lm.config.hiddenSize)
         if file.metadata.site != HookPoint.Kind.residPost.rawValue {

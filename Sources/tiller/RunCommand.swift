@@ -16,6 +16,7 @@ struct Run: ParsableCommand {
 
     @Argument(help: "The experiment file (.yaml, .yml or .json).")
     var experiment: String
+    @OptionGroup var deviceOption: DeviceOption
     @Option(help: "Output folder (overrides the file's `output`).")
     var out: String?
     @Option(help: "Run a slice of the sweep: i/n with 0 ≤ i < n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
@@ -43,6 +44,7 @@ struct Run: ParsableCommand {
             let dir = (experiment as NSString).deletingLastPathComponent
             var options = RunOptions()
             options.showProgress = false
+            options.backend = try deviceOption.backend()
             let runner = try ExperimentRunner(spec: spec, baseDirectory: dir.isEmpty ? "." : dir, outputDirectory: scratch, options: options)
             if !noCalibrate { note("calibrating on this machine (a few seconds per model)…") }
             let p = try runner.plan(calibrate: !noCalibrate)
@@ -51,6 +53,7 @@ struct Run: ParsableCommand {
             return
         }
         var options = RunOptions()
+        options.backend = try deviceOption.backend()
         if let shard { options.shard = try Shard(parsing: shard) }
         options.showProgress = !noProgress
         options.writeReport = !noReport

@@ -13,6 +13,7 @@ struct Scan: ParsableCommand {
         dims), plus a Markdown summary (scan.md) and an SVG plot (scan.svg) beside it.
         """)
 
+    @OptionGroup var deviceOption: DeviceOption
     @Option(name: .shortAndLong, help: modelHelp)
     var model: String
     @Option(help: "Texts: one per line, or JSONL with a \"text\" field (default: the shipped calibration set).")
@@ -42,7 +43,7 @@ struct Scan: ParsableCommand {
 
     func run() throws {
         let texts = try prompts.map { try PromptFile.load(path: $0) } ?? PromptFile.shippedCalibration()
-        let lm = try LanguageModel.load(model)
+        let lm = try LanguageModel.load(model, backend: try deviceOption.backend())
         var p = ScanParameters()
         p.topK = topK
         p.massiveRatio = massiveRatio

@@ -21,6 +21,7 @@ struct Serve: ParsableCommand {
         server-sent events as they are sampled. A client that disconnects stops its generation.
         """)
 
+    @OptionGroup var deviceOption: DeviceOption
     @Option(name: .shortAndLong, help: modelHelp)
     var model: String
     @Option(help: "Address to bind (loopback by default; anything else exposes the model to the network).")
@@ -74,7 +75,7 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        let lm = try LanguageModel.load(model)
+        let lm = try LanguageModel.load(model, backend: try deviceOption.backend())
         let vectors = VectorStore()
         if let dir = vectorsDirectory { try vectors.addDirectory(dir) }
         for v in vector {

@@ -13,7 +13,7 @@ struct Tiller: ParsableCommand {
         The cache lives in $TILLER_HOME (default ~/.cache/tiller).
         """,
         version: version,
-        subcommands: [Models.self, Tokenize.self, Generate.self, Trace.self, Scan.self, Bench.self, Extract.self, Variants.self, Project.self, Serve.self, JudgeCommand.self, Run.self, Report.self, Merge.self]
+        subcommands: [Models.self, Tokenize.self, Generate.self, Trace.self, Scan.self, Bench.self, Extract.self, Variants.self, Project.self, Serve.self, JudgeCommand.self, Run.self, Report.self, Merge.self, Devices.self]
     )
 }
 

@@ -12,12 +12,13 @@ struct Trace: ParsableCommand {
         the final norm (transformers' hidden_states[-1] has the final norm applied).
         """)
 
+    @OptionGroup var deviceOption: DeviceOption
     @OptionGroup var input: PromptInput
     @Option(name: .shortAndLong, help: "Output .safetensors path.")
     var out: String
 
     func run() throws {
-        let lm = try LanguageModel.load(input.model)
+        let lm = try LanguageModel.load(input.model, backend: try deviceOption.backend())
         guard let tokenizer = lm.tokenizer else { throw CLIError("\(input.model): model has no tokenizer") }
         let ids = try input.ids(tokenizer)
         let layers = Array(0..<lm.config.numHiddenLayers)

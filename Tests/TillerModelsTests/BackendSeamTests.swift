@@ -4,68 +4,94 @@ import TillerTensor
 import XCTest
 @testable import TillerModels
 
-/// A second backend: every call is counted by name and then done by the CPU backend. If a model
-/// file did per-token work outside the backend, this backend could not see (or, on a GPU, do) it.
+/// A second backend: every recorded op is counted by name and then done by the CPU backend's
+/// recorder, and every submit is counted with the reads recorded before it. If a model file did
+/// per-token work outside the recorder, or read back more than once a step, this backend would
+/// see it.
 final class RecordingBackend: Backend, @unchecked Sendable {
     let cpu = CPUBackend()
     private let lock = NSLock()
     private(set) var calls: [String: Int] = [:]
+    /// Per submit: the number of `read`s recorded in that step.
+    private(set) var readsPerSubmit: [Int] = []
     var name: String { "recording" }
 
-    private func record(_ op: String) { lock.withLock { calls[op, default: 0] += 1 } }
-    func reset() { lock.withLock { calls = [:] } }
+    fileprivate func record(_ op: String) { lock.withLock { calls[op, default: 0] += 1 } }
+    fileprivate func submitted(reads: Int) { lock.withLock { readsPerSubmit.append(reads) } }
+    func reset() { lock.withLock { calls = [:]; readsPerSubmit = [] } }
 
     func matrix(_ raw: RawTensor, modelBytesFP32: Int) throws -> MatrixOperator {
         record("matrix")
-        return RecordingMatrix(inner: try cpu.matrix(raw, modelBytesFP32: modelBytesFP32), backend: self)
+        return RecordingMatrix(inner: try cpu.matrix(raw, modelBytesFP32: modelBytesFP32))
     }
-    func parallelFor(_ n: Int, _ body: @escaping @Sendable (Int) -> Void) { record("parallelFor"); cpu.parallelFor(n, body) }
-    func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, scale: UnsafePointer<Float>, eps: Float, into y: UnsafeMutablePointer<Float>) {
-        record("rmsNorm"); cpu.rmsNorm(x, rows: rows, width: width, scale: scale, eps: eps, into: y)
+    func upload(_ values: [Float]) throws -> BackendBuffer { record("upload"); return try cpu.upload(values) }
+    func buffer(count: Int) -> BackendBuffer { cpu.buffer(count: count) }
+    func makeRecorder() -> StepRecorder { Recorder(backend: self, inner: cpu.makeRecorder()) }
+    func kernel(for matrix: MatrixOperator, rows: Int) -> String {
+        cpu.kernel(for: (matrix as! RecordingMatrix).inner, rows: rows)
     }
-    func rope(_ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
-        record("rope"); cpu.rope(x, rows: rows, heads: heads, headDim: headDim, cos: cos, sin: sin)
-    }
-    func gatedActivation(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int, kind: Activation) {
-        record("gatedActivation"); cpu.gatedActivation(gate, up, count: count, kind: kind)
-    }
-    func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) { record("add"); cpu.add(x, into: y, count: count) }
-    func addBias(_ b: UnsafePointer<Float>, width: Int, rows: Int, into y: UnsafeMutablePointer<Float>) {
-        record("addBias"); cpu.addBias(b, width: width, rows: rows, into: y)
-    }
-    func addScaled(_ x: UnsafePointer<Float>, _ a: Float, into y: UnsafeMutablePointer<Float>, count: Int) {
-        record("addScaled"); cpu.addScaled(x, a, into: y, count: count)
-    }
-    func projectOut(_ d: UnsafePointer<Float>, from x: UnsafeMutablePointer<Float>, count: Int) {
-        record("projectOut"); cpu.projectOut(d, from: x, count: count)
-    }
-    func scale(_ x: UnsafeMutablePointer<Float>, by s: Float, count: Int) { record("scale"); cpu.scale(x, by: s, count: count) }
-    func softcap(_ x: UnsafeMutablePointer<Float>, cap: Float, count: Int) { record("softcap"); cpu.softcap(x, cap: cap, count: count) }
-    func ropeTables(positions: [Int], invFreq: UnsafePointer<Float>, half: Int, cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>) {
-        record("ropeTables"); cpu.ropeTables(positions: positions, invFreq: invFreq, half: half, cos: cos, sin: sin)
-    }
-    func copy(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int) { record("copy"); cpu.copy(src, into: dst, count: count) }
-    func attention(_ jobs: [AttentionJob], scratch: UnsafeMutablePointer<Float>) { record("attention"); cpu.attention(jobs, scratch: scratch) }
 
     final class RecordingMatrix: MatrixOperator, @unchecked Sendable {
         let inner: MatrixOperator
-        unowned let backend: RecordingBackend
-        init(inner: MatrixOperator, backend: RecordingBackend) { self.inner = inner; self.backend = backend }
+        init(inner: MatrixOperator) { self.inner = inner }
         var outFeatures: Int { inner.outFeatures }
         var inFeatures: Int { inner.inFeatures }
-        func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
-            backend.record("matmul"); inner.apply(x, rows: rows, into: y)
+    }
+
+    final class Recorder: StepRecorder {
+        unowned let backend: RecordingBackend
+        let inner: StepRecorder
+        var reads = 0
+        init(backend: RecordingBackend, inner: StepRecorder) { self.backend = backend; self.inner = inner }
+        private func r(_ op: String) { backend.record(op) }
+        private func m(_ w: MatrixOperator) -> MatrixOperator { (w as! RecordingMatrix).inner }
+
+        func write(_ host: UnsafeBufferPointer<Float>, into dst: BufferSlice) { r("write"); inner.write(host, into: dst) }
+        func embed(_ table: MatrixOperator, tokens: [Int], scale: Float?, into x: BufferSlice) {
+            r("embed"); if scale != nil { r("embedScale") }
+            inner.embed(m(table), tokens: tokens, scale: scale, into: x)
         }
-        func row(_ index: Int, into out: UnsafeMutablePointer<Float>) { backend.record("embeddingRow"); inner.row(index, into: out) }
+        func matmul(_ w: MatrixOperator, _ x: BufferSlice, rows: Int, into y: BufferSlice) { r("matmul"); inner.matmul(m(w), x, rows: rows, into: y) }
+        func rmsNorm(_ x: BufferSlice, rows: Int, width: Int, weight: BufferSlice, eps: Float, into y: BufferSlice) {
+            r("rmsNorm"); inner.rmsNorm(x, rows: rows, width: width, weight: weight, eps: eps, into: y)
+        }
+        func ropeTables(positions: [Int], invFreq: BufferSlice, half: Int, cos: BufferSlice, sin: BufferSlice) {
+            r("ropeTables"); inner.ropeTables(positions: positions, invFreq: invFreq, half: half, cos: cos, sin: sin)
+        }
+        func rope(_ x: BufferSlice, rows: Int, heads: Int, headDim: Int, cos: BufferSlice, sin: BufferSlice) {
+            r("rope"); inner.rope(x, rows: rows, heads: heads, headDim: headDim, cos: cos, sin: sin)
+        }
+        func gatedActivation(_ gate: BufferSlice, _ up: BufferSlice, count: Int, kind: Activation) {
+            r("gatedActivation"); inner.gatedActivation(gate, up, count: count, kind: kind)
+        }
+        func add(_ x: BufferSlice, into y: BufferSlice, count: Int) { r("add"); inner.add(x, into: y, count: count) }
+        func addBias(_ bias: BufferSlice, width: Int, rows: Int, into y: BufferSlice) {
+            r("addBias"); inner.addBias(bias, width: width, rows: rows, into: y)
+        }
+        func addScaled(_ vector: BufferSlice, coef: Float, into x: BufferSlice, rows: Int, width: Int) {
+            r("addScaled"); inner.addScaled(vector, coef: coef, into: x, rows: rows, width: width)
+        }
+        func projectOut(_ direction: BufferSlice, from x: BufferSlice, rows: Int, width: Int) {
+            r("projectOut"); inner.projectOut(direction, from: x, rows: rows, width: width)
+        }
+        func softcap(_ x: BufferSlice, cap: Float, count: Int) { r("softcap"); inner.softcap(x, cap: cap, count: count) }
+        func copy(_ src: BufferSlice, into dst: BufferSlice, count: Int) { r("copy"); inner.copy(src, into: dst, count: count) }
+        func attention(_ jobs: [AttentionJob]) { r("attention"); inner.attention(jobs) }
+        func read(_ src: BufferSlice, count: Int, into host: UnsafeMutablePointer<Float>) {
+            r("read"); reads += 1; inner.read(src, count: count, into: host)
+        }
+        func submit() { r("submit"); backend.submitted(reads: reads); reads = 0; inner.submit() }
     }
 }
 
 final class BackendSeamTests: XCTestCase {
     /// Gemma 2 (embedding scale, soft-caps, sliding window) and Qwen2 (q/k/v biases), steered
     /// with an add and an ablation, captured and generated: every per-token operation goes
-    /// through the backend, and the second backend's results equal the CPU backend's exactly.
+    /// through the recorder, and the second backend's results equal the CPU backend's exactly.
+    /// A step reads back only what was asked: at most the captured row blocks (one per captured
+    /// layer) and one logits block.
     func testEveryPerTokenOperationGoesThroughTheBackend() throws {
-        for (name, specific) in [("tiny-gemma2", ["scale", "softcap"]), ("tiny-qwen2", ["addBias"])] {
+        for (name, specific) in [("tiny-gemma2", ["embedScale", "softcap"]), ("tiny-qwen2", ["addBias"])] {
             let recording = RecordingBackend()
             let cpu = try LanguageModel.load(Fixtures.path(name))
             let rec = try LanguageModel.load(Fixtures.path(name), backend: recording)
@@ -80,13 +106,15 @@ final class BackendSeamTests: XCTestCase {
             let b = try rec.forward([tokens], capture: capture, steering: [steering], logits: .all, promptLengths: [tokens.count - 2])
             XCTAssertEqual(a.logits, b.logits, name)
             XCTAssertEqual(a.activations[0].layers, b.activations[0].layers, name)
+            XCTAssertEqual(recording.readsPerSubmit, [capture.layers.count + 1], "\(name): one step, one read per captured layer and one of logits")
             let opts = GenerationOptions(maxNewTokens: 4, stopTokens: [])
             XCTAssertEqual(try cpu.generate([tokens], options: opts, steering: [steering])[0].tokens,
                            try rec.generate([tokens], options: opts, steering: [steering])[0].tokens, name)
             let ran = Set(recording.calls.keys)
-            let expected: Set<String> = ["embeddingRow", "matmul", "rmsNorm", "ropeTables", "rope", "attention", "copy", "gatedActivation",
-                                         "add", "addScaled", "projectOut"]
+            let expected: Set<String> = ["embed", "matmul", "rmsNorm", "ropeTables", "rope", "attention", "copy", "gatedActivation",
+                                         "add", "addScaled", "projectOut", "read", "submit", "upload"]
             XCTAssertTrue(expected.union(specific).isSubset(of: ran), "\(name): missing \(expected.union(specific).subtracting(ran).sorted())")
+            XCTAssertLessThanOrEqual(recording.readsPerSubmit.max() ?? 0, capture.layers.count + 1, name)
             print("\(name) through the recording backend: \(recording.calls.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ", "))")
         }
     }

@@ -17,28 +17,25 @@ final class TinyGGUFTests: XCTestCase {
     /// llama.cpp ignores Phi-3's window (its Phi SWA is disabled), and so does the GGUF loader.
     func testPhi3() throws { try checkGGUF("phi3", architecture: .phi3, windowDropped: true) }
 
-    /// Every architecture has a recipe, and the recipe's options follow its table of facts.
-    func testEveryArchitectureHasARecipe() throws {
-        for a in Architecture.allCases {
-            let recipe = try XCTUnwrap(architectureRegistry[a], a.rawValue)
-            let f = a.facts
-            let c = ModelConfig(architecture: a, hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 6,
-                                numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: 256, rmsNormEps: 1e-6,
-                                ropeTheta: 10_000, hiddenActivation: "silu", slidingWindow: 8)
-            let o = try recipe.options(for: c)
-            XCTAssertEqual(o.blockNorms, f.blockNorms, a.rawValue)
-            XCTAssertEqual(o.qkNorm, f.qkNorm, a.rawValue)
-            XCTAssertEqual(o.fusedProjections, f.fusedProjections, a.rawValue)
-            XCTAssertEqual(o.requireQKVBias, f.alwaysQKVBias, a.rawValue)
-            XCTAssertEqual(o.sliding, f.slidingLayers(c), a.rawValue)
+    /// Which layers slide and which RoPE table each takes come from the facts: with no
+    /// layer_types, Gemma 3 keeps one global layer in six and gives it the global RoPE table; the
+    /// window applies only where the config has one.
+    func testAttentionLayoutFollowsTheFacts() throws {
+        func config(_ a: Architecture, window: Int?) -> ModelConfig {
+            ModelConfig(architecture: a, hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 6,
+                        numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: 256, rmsNormEps: 1e-6,
+                        ropeTheta: 1_000_000, slidingWindow: window, ropeLocalBaseFreq: a == .gemma3 ? 10_000 : nil)
         }
-        // With no layer_types, Gemma 3 keeps one global layer in six and gives it the global RoPE table.
-        let g = try Gemma3.options(for: ModelConfig(architecture: .gemma3, hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 6,
-                                                    numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: 256,
-                                                    rmsNormEps: 1e-6, ropeTheta: 1_000_000, slidingWindow: 8,
-                                                    ropeLocalBaseFreq: 10_000))
+        let g = try Transformer.attentionLayout(config(.gemma3, window: 8))
         XCTAssertEqual(g.sliding, [true, true, true, true, true, false])
         XCTAssertNotEqual(g.ropeInvFreq[0], g.ropeInvFreq[5])
+        XCTAssertEqual(g.ropeInvFreq[0], g.ropeInvFreq[4])
+        XCTAssertEqual(try Transformer.attentionLayout(config(.gemma2, window: 8)).sliding, [true, false, true, false, true, false])
+        XCTAssertEqual(try Transformer.attentionLayout(config(.gemma2, window: nil)).sliding, Array(repeating: false, count: 6))
+        XCTAssertEqual(try Transformer.attentionLayout(config(.mistral, window: 8)).sliding, Array(repeating: true, count: 6))
+        let llama = try Transformer.attentionLayout(config(.llama, window: 8))
+        XCTAssertEqual(llama.sliding, Array(repeating: false, count: 6))
+        XCTAssertEqual(Set(llama.ropeInvFreq.map { $0 }).count, 1)
     }
 
     func testSteeringFixtures() throws {
@@ -47,7 +44,7 @@ final class TinyGGUFTests: XCTestCase {
         }
     }
 
-    /// Batched = unbatched and KV-cache decoding = cache-free forward on the new recipes too.
+    /// Batched = unbatched and KV-cache decoding = cache-free forward on these architectures too.
     func testBatchedAndCachedMatch() throws {
         for name in ["tiny-qwen3", "tiny-mistral", "tiny-phi3", "tiny-olmo2"] {
             let model = try loadTiny(name)

@@ -15,13 +15,19 @@ final class TinyParityTests: XCTestCase {
     func testPhi3() throws { try checkTiny("tiny-phi3") }
     func testOLMo2() throws { try checkTiny("tiny-olmo2") }
 
-    /// Every config activation name a recipe accepts maps to a kernel, with transformers' values.
+    /// Every config activation name the transformer accepts maps to a kernel, with transformers' values.
     func testGateActivations() throws {
         let be = CPUBackend()
         func run(_ a: Activation, _ x: Float) -> Float {
-            var g = [x], u: [Float] = [1]
-            g.withUnsafeMutableBufferPointer { gp in u.withUnsafeBufferPointer { be.gatedActivation(gp.baseAddress!, $0.baseAddress!, count: 1, kind: a) } }
-            return g[0]
+            let (g, u) = (try! be.upload([x]), try! be.upload([1]))
+            var out: Float = .nan
+            let rec = be.makeRecorder()
+            rec.gatedActivation(g.at(), u.at(), count: 1, kind: a)
+            withUnsafeMutablePointer(to: &out) { o in
+                rec.read(g.at(), count: 1, into: o)
+                rec.submit()
+            }
+            return out
         }
         // torch.nn.functional.silu / gelu / gelu(approximate="tanh") at ±1.
         XCTAssertEqual(run(try Activation(configName: "silu"), 1), 0.7310586, accuracy: 1e-6)

@@ -140,7 +140,7 @@ final class WeightMatrixTests: XCTestCase {
                     var x = randomFloats(rows * inF, seed: UInt64(t + 60 + rows))
                     if massive { for r in 0..<rows { x[r * inF + 5] = 3000; x[r * inF + inF - 1] = -700 } }
                     let err = relativeError(out: out, inF: inF, dense: dense, x: x, rows: rows) { xp, yp in
-                        XCTAssertTrue(v.apply(xp, rows: rows, into: yp))
+                        XCTAssertTrue(v.apply(xp, rows: rows, into: yp, kernel: rows <= CPUKernelChoice.oneRowKernelMaxRows ? .vnniOneRow : .vnniRows))
                     }
                     XCTAssertLessThanOrEqual(err, 1e-5, "vnni \(type) \(out)×\(inF), rows \(rows), massive \(massive)")
                     worst = max(worst, err)
