@@ -158,7 +158,13 @@ final class Transformer: @unchecked Sendable {
     /// `logitRows` are global row indices (into the stacked tokens) whose logits are wanted,
     /// written to `ws.logits` in that order. With `stopAfter`, the pass ends after that layer's
     /// hooks (no logits, caches left incomplete: only for one-shot capture).
-    func step(_ items: [Item], plan: HookPlan?, logitRows: [Int], ws: Workspace, stopAfter: Int? = nil) {
+    ///
+    /// With `start`, the pass begins from given `resid_post.layer` rows (one per stacked token,
+    /// as an unsteered pass computed them) instead of the embeddings: the hooks at that layer run
+    /// first (the configuration's steering there), then blocks layer+1…N−1. The caches' layers
+    /// ≤ start.layer are not written (a shared layer prefix, see TeacherForcing.swift).
+    func step(_ items: [Item], plan: HookPlan?, logitRows: [Int], ws: Workspace, stopAfter: Int? = nil,
+              start: (layer: Int, rows: UnsafePointer<Float>)? = nil) {
         let N = items.reduce(0) { $0 + $1.tokens.count }
         guard N > 0 else { return }
         ws.reserve(tokens: N, logitRows: logitRows.count)
@@ -174,16 +180,30 @@ final class Transformer: @unchecked Sendable {
             it.cache.reserve(it.cache.length + it.tokens.count)
         }
 
-        // Embeddings.
-        var r = 0
-        for it in items {
-            for t in it.tokens {
-                precondition(t >= 0 && t < vocab, "token id \(t) is outside the vocabulary (0..<\(vocab))")
-                embed.row(t, into: ws.x + r * H)
-                r += 1
+        // resid_post.l: steering edits, then capture.
+        func hooks(_ l: Int) {
+            guard let plan else { return }
+            for (s, it) in items.enumerated() {
+                plan.run(layer: l, x: ws.x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
+                         firstPosition: it.cache.length, promptLength: it.promptLength, backend: be)
             }
         }
-        if let s = embedScale { be.scale(ws.x, by: s, count: N * H) }
+
+        if let start {
+            be.copy(start.rows, into: ws.x, count: N * H)
+            hooks(start.layer)
+        } else {
+            // Embeddings.
+            var r = 0
+            for it in items {
+                for t in it.tokens {
+                    precondition(t >= 0 && t < vocab, "token id \(t) is outside the vocabulary (0..<\(vocab))")
+                    embed.row(t, into: ws.x + r * H)
+                    r += 1
+                }
+            }
+            if let s = embedScale { be.scale(ws.x, by: s, count: N * H) }
+        }
 
         // cos/sin per RoPE kind, fp32 like transformers: freqs = float(pos) · inv_freq.
         var positions: [Int] = []
@@ -196,7 +216,8 @@ final class Transformer: @unchecked Sendable {
         let normScale: (([Float]), (UnsafePointer<Float>) -> Void) -> Void = { w, body in w.withUnsafeBufferPointer { body($0.baseAddress!) } }
         let eps = Float(config.rmsNormEps)
 
-        for (l, L) in layers.enumerated() {
+        for l in (start.map { $0.layer + 1 } ?? 0) ..< layers.count {
+            let L = layers[l]
             // Attention (post-norm blocks read the residual stream itself).
             var attnIn = UnsafePointer(ws.x)
             if let n = L.inputNorm {
@@ -257,13 +278,7 @@ final class Transformer: @unchecked Sendable {
             }
             be.add(ws.h, into: ws.x, count: N * H)
 
-            // resid_post.l: steering edits, then capture.
-            if let plan {
-                for (s, it) in items.enumerated() {
-                    plan.run(layer: l, x: ws.x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
-                             firstPosition: it.cache.length, promptLength: it.promptLength, backend: be)
-                }
-            }
+            hooks(l)
             if let stop = stopAfter, l >= stop {
                 // Layers ≤ stop hold these keys now, enough for a later chunk that also stops here.
                 for it in items { it.cache.length += it.tokens.count }
