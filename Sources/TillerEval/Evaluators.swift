@@ -135,8 +135,12 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
     public let neutralTexts: [String]
     /// Where `logOdds` steers (the experiment's steering positions).
     public let positions: SteeringPositions
-    /// Sequences per engine call.
+    /// Sequences per engine call (without shared layers).
     public var chunk = 96
+    /// Whether configurations share the blocks before their steered layer (on unless the
+    /// environment sets TILLER_SHARED_PREFIX=0). The numbers agree within fp32 rounding either way.
+    public var sharedLayers = TeacherForcedEvaluator.sharedLayersDefault
+    public static var sharedLayersDefault: Bool { ProcessInfo.processInfo.environment["TILLER_SHARED_PREFIX"] != "0" }
 
     let referencePrompts: [[Int]]
     let posTokens: [[Int]], negTokens: [[Int]]
@@ -200,51 +204,54 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
     /// Per configuration (nil: unsteered), per reference question.
     public func logOdds(_ steering: [SteeringEdit?], prompts: [[Int]]? = nil) throws -> [[Double]] {
         let prompts = prompts ?? referencePrompts
+        let n = prompts.count
         if positions == .response {
             // The prompt is unsteered: it runs once per question and every configuration's two
             // answers continue it.
-            var out = steering.map { _ in [Double](repeating: 0, count: prompts.count) }
+            var out = steering.map { _ in [Double](repeating: 0, count: n) }
             let specs = steering.map { Self.edit($0, positions: .response) }
             for i in prompts.indices {
                 var conts: [[Int]] = [], ss: [SteeringSpec?] = []
                 for s in specs { conts += [posTokens[i], negTokens[i]]; ss += [s, s] }
-                let lp = try model.teacherForcedLogProbs(prompt: prompts[i], continuations: conts, steering: ss)
-                for c in steering.indices { out[c][i] = lp[2 * c].reduce(0, +) - lp[2 * c + 1].reduce(0, +) }
+                let lp = try model.teacherForced(TeacherForcedRequest(
+                    groups: [.init(prompt: prompts[i], continuations: conts, continuationSteering: ss)],
+                    reuse: .sharedPrompt, reduction: .sum, sharedLayers: sharedLayers))[0]
+                for c in steering.indices { out[c][i] = lp[2 * c][0] - lp[2 * c + 1][0] }
             }
             return out
         }
         // Steering reaches the prompt: one group per (configuration, question), the two answers
         // continuing that configuration's steered prompt.
-        var groups: [TeacherForcedGroup] = []
+        var groups: [TeacherForcedRequest.Group] = []
         for s in steering {
             let spec = Self.edit(s, positions: positions)
-            for i in prompts.indices { groups.append(TeacherForcedGroup(prompt: prompts[i], steering: spec, continuations: [posTokens[i], negTokens[i]])) }
+            for i in prompts.indices { groups.append(.init(prompt: prompts[i], continuations: [posTokens[i], negTokens[i]], steering: spec)) }
         }
-        var lp: [[[Double]]] = []
-        for start in stride(from: 0, to: groups.count, by: max(chunk, 1)) {
-            lp += try model.teacherForcedLogProbs(groups: Array(groups[start..<min(start + chunk, groups.count)]))
+        let lp = try batched(groups, configurations: steering.count, tokens: prompts.indices.map { prompts[$0].count + posTokens[$0].count + negTokens[$0].count }) {
+            try model.teacherForced(TeacherForcedRequest(groups: $0, reuse: .sharedPrompt, reduction: .sum, sharedLayers: $1))
         }
-        let n = prompts.count
-        return steering.indices.map { c in (0..<n).map { i in lp[c * n + i][0].reduce(0, +) - lp[c * n + i][1].reduce(0, +) } }
+        return steering.indices.map { c in (0..<n).map { i in lp[c * n + i][0][0] - lp[c * n + i][1][0] } }
     }
 
     /// Per configuration, per A/B item: 100 · p(trait letter) / (p(trait) + p(other)).
     public func ab(_ steering: [SteeringEdit?], prompts: [[Int]]? = nil) throws -> [[Double]] {
         let prompts = prompts ?? abPrompts
         guard !prompts.isEmpty else { return steering.map { _ in [] } }
-        var flat: [[Int]] = [], specs: [SteeringSpec?] = []
-        for s in steering {
-            let spec = Self.edit(s, positions: .all)
-            for p in prompts { flat.append(p); specs.append(spec) }
-        }
         let cands = Array(Set(abLetters.flatMap { [$0.match, $0.other] })).sorted()
         let col = Dictionary(uniqueKeysWithValues: cands.enumerated().map { ($1, $0) })
-        let lp = try chunked(flat, specs) { try model.nextTokenLogProbs($0, candidates: cands, steering: $1) }
+        var groups: [TeacherForcedRequest.Group] = []
+        for s in steering {
+            let spec = Self.edit(s, positions: .all)
+            for p in prompts { groups.append(.init(prompt: p, continuations: cands.map { [$0] }, steering: spec)) }
+        }
+        let lp = try batched(groups, configurations: steering.count, tokens: prompts.map(\.count)) {
+            try model.teacherForced(TeacherForcedRequest(groups: $0, reuse: .sharedPrompt, sharedLayers: $1))
+        }
         let n = prompts.count
         return steering.indices.map { c in
             (0..<n).map { i in
                 let row = lp[c * n + i]
-                let m = row[col[abLetters[i].match]!], o = row[col[abLetters[i].other]!]
+                let m = row[col[abLetters[i].match]!][0], o = row[col[abLetters[i].other]!][0]
                 let top = max(m, o)
                 return 100 * Foundation.exp(m - top) / (Foundation.exp(m - top) + Foundation.exp(o - top))
             }
@@ -253,28 +260,56 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
 
     /// Per configuration, per neutral text: mean negative log-likelihood per token.
     public func meanNLL(_ steering: [SteeringEdit?]) throws -> [[Double]] {
-        var items: [TeacherForcedItem] = [], specs: [SteeringSpec?] = []
+        var groups: [TeacherForcedRequest.Group] = []
         for s in steering {
             let spec = Self.edit(s, positions: .all)
-            for t in neutralTokens {
-                items.append(TeacherForcedItem(prompt: [t[0]], continuation: Array(t.dropFirst())))
-                specs.append(spec)
-            }
+            for t in neutralTokens { groups.append(.init(prompt: [t[0]], continuations: [Array(t.dropFirst())], steering: spec)) }
         }
-        let lp = try chunked(items, specs) { try model.teacherForcedLogProbs($0, steering: $1) }
+        let lp = try batched(groups, configurations: steering.count, tokens: neutralTokens.map(\.count)) {
+            try model.teacherForced(TeacherForcedRequest(groups: $0, reuse: .none, sharedLayers: $1))
+        }
         let n = neutralTokens.count
-        return steering.indices.map { c in (0..<n).map { i in -lp[c * n + i].reduce(0, +) / Double(lp[c * n + i].count) } }
+        return steering.indices.map { c in (0..<n).map { i in -lp[c * n + i][0].reduce(0, +) / Double(lp[c * n + i][0].count) } }
     }
 
-    func chunked<T, R>(_ items: [T], _ specs: [SteeringSpec?], _ f: ([T], [SteeringSpec?]) throws -> [R]) throws -> [R] {
-        var out: [R] = []
-        out.reserveCapacity(items.count)
-        for start in stride(from: 0, to: items.count, by: max(chunk, 1)) {
-            let end = min(start + chunk, items.count)
-            out += try f(Array(items[start..<end]), Array(specs[start..<end]))
+    /// Runs groups laid out configuration-major ([c · items + i]) in engine calls.
+    /// Without shared layers: `chunk` groups per call, in order. With them: per batch of items,
+    /// every configuration's groups in one call, so that each item's blocks before a
+    /// configuration's layer run once for all; items per batch are bounded so that the kept
+    /// rows (tokens × hidden × kept layers, fp32) stay under `sharedLayerBytes`.
+    func batched(_ groups: [TeacherForcedRequest.Group], configurations: Int, tokens: [Int],
+                 _ f: ([TeacherForcedRequest.Group], Bool) throws -> [[[Double]]]) throws -> [[[Double]]] {
+        let n = tokens.count
+        precondition(groups.count == configurations * n)
+        guard sharedLayers, configurations > 1, n > 0 else {
+            var out: [[[Double]]] = []
+            out.reserveCapacity(groups.count)
+            for start in stride(from: 0, to: groups.count, by: max(chunk, 1)) {
+                out += try f(Array(groups[start..<min(start + chunk, groups.count)]), false)
+            }
+            return out
+        }
+        var out = [[[Double]]](repeating: [], count: groups.count)
+        let kept = Set(groups.compactMap { TeacherForcedRequest.firstLayer($0.steering) ?? $0.continuationSteering?.compactMap { TeacherForcedRequest.firstLayer($0) }.min() }).count
+        var start = 0
+        while start < n {
+            var end = start, bytes = 0
+            while end < n && (end == start || bytes + Self.keptBytes(tokens[end], model.hiddenSize, kept) <= Self.sharedLayerBytes) {
+                bytes += Self.keptBytes(tokens[end], model.hiddenSize, kept)
+                end += 1
+            }
+            var batch: [TeacherForcedRequest.Group] = []
+            for c in 0..<configurations { batch += groups[c * n + start ..< c * n + end] }
+            let r = try f(batch, true)
+            for c in 0..<configurations { for i in start..<end { out[c * n + i] = r[c * (end - start) + i - start] } }
+            start = end
         }
         return out
     }
+
+    /// The bound on rows kept for a shared layer prefix: 256 MiB per engine call.
+    public static let sharedLayerBytes = 256 << 20
+    static func keptBytes(_ tokens: Int, _ hidden: Int, _ layers: Int) -> Int { tokens * hidden * max(layers, 1) * MemoryLayout<Float>.size }
 
     // MARK: Validation
 

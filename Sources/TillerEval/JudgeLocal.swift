@@ -133,7 +133,8 @@ public final class LocalJudge: Judge, @unchecked Sendable {
         let ids = try promptTokens(prompt)
         do {
             let h = try head(headTokens(prompt, headCharacters: headCharacters, ids: ids))
-            return try languageModel.continuationLogProbs(prompt: ids, continuations: candidates, head: h)
+            return try languageModel.teacherForced(TeacherForcedRequest(
+                groups: [.init(prompt: ids, continuations: candidates)], reuse: .prefixTrie(head: h), reduction: .sum))[0].map { $0[0] }
         } catch let e as JudgeError {
             throw e
         } catch {

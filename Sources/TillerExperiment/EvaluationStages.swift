@@ -141,6 +141,7 @@ extension ExperimentRunner {
         let total = todo.reduce(0) { $0 + $1.configs.count }
         options.log("metrics \(label): \(kinds.map(\.rawValue).joined(separator: ", ")) for \(total) configurations (\(todo.count) units)")
         let bar = ProgressBar("metrics \(label)", total: total, unit: "configs", enabled: options.showProgress)
+        let started = Date()
         for u in todo {
             let edits: [SteeringEdit?] = try u.configs.map { c in
                 c.isBaseline ? nil : .add(layer: c.layer, vector: try vector(ctx, c), coef: Float(c.absoluteCoefficient))
@@ -160,6 +161,8 @@ extension ExperimentRunner {
             bar.advance(by: u.configs.count)
         }
         bar.finish()
+        try store.finishStage("metrics \(label)", seconds: Date().timeIntervalSince(started),
+                              detail: "\(total) configurations, shared layers \(tf.sharedLayers ? "on" : "off")")
     }
 
     /// Configurations per metrics unit.

@@ -363,6 +363,7 @@ public final class ExperimentRunner {
             options.log("generate \(label): \(total) answers in \(todo.count) batches (\(units.count - todo.count) batches stored)")
             let bar = ProgressBar("generate \(label)", total: total, unit: "answers", enabled: options.showProgress)
             let positions = spec.steerPositions
+            let started = Date()
             for u in todo {
                 let t = Date()
                 var rows: [GenerationRow] = []
@@ -390,8 +391,13 @@ public final class ExperimentRunner {
                 bar.advance(by: rows.count)
             }
             bar.finish()
+            try store.finishStage("generate \(label)", seconds: Date().timeIntervalSince(started), detail: "\(total) answers")
         }
-        if let scorer = ctx.scorer { try judgeStage(configIds: Set(configs.map(\.id)), ctx: ctx, scorer: scorer, label: label) }
+        if let scorer = ctx.scorer {
+            let started = Date()
+            try judgeStage(configIds: Set(configs.map(\.id)), ctx: ctx, scorer: scorer, label: label)
+            try store.finishStage("judge \(label)", seconds: Date().timeIntervalSince(started))
+        }
     }
 
     func vector(_ ctx: SweepContext, _ c: Configuration) throws -> [Float] {

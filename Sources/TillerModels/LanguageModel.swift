@@ -14,9 +14,9 @@ import TillerTokenizers
 //   hands rows to a callback instead of storing them (scans).
 // - `generate(prompts, options:, steering:, capture:)`: batched prefill then one [B, hidden] step
 //   per token for the live sequences; greedy or temperature/top-p with a per-sequence seeded RNG.
-// - `continuationLogProbs(prompt:, continuations:)`: the prompt's cache is computed once and read
-//   in place by every candidate; candidates sharing a prefix run it once (a trie of one-token
-//   nodes, one ragged batch per depth).
+// - `teacherForced(TeacherForcedRequest)`: teacher-forced scoring with explicit reuse (shared
+//   prompt, prefix trie, shared layer prefix) and reduction; the determinism rule is stated there
+//   (TeacherForcing.swift).
 //
 // Hook convention: `resid_post.L` is block L's output (after steering at L), equal to
 // transformers' `hidden_states[L+1]` except for the last block, where transformers' entry has
@@ -27,28 +27,6 @@ import TillerTokenizers
 // Numerics: fp32 activations; on the CPU, weights stay in the file's precision for few-row
 // products (batch-1 decode) and, for models whose fp32 size fits `CPUBackend.fp32CopyLimitBytes`,
 // an fp32 copy serves many-row products (prefill, batched decode); `CPUKernelChoice` decides.
-
-/// One teacher-forced item: a prompt and the continuation whose tokens are scored.
-public struct TeacherForcedItem: Sendable, Equatable {
-    public var prompt: [Int]
-    public var continuation: [Int]
-    public init(prompt: [Int], continuation: [Int]) {
-        self.prompt = prompt
-        self.continuation = continuation
-    }
-}
-
-/// Continuations that share a prompt and one steering spec (teacher-forced scoring).
-public struct TeacherForcedGroup: Sendable, Equatable {
-    public var prompt: [Int]
-    public var steering: SteeringSpec?
-    public var continuations: [[Int]]
-    public init(prompt: [Int], steering: SteeringSpec?, continuations: [[Int]]) {
-        self.prompt = prompt
-        self.steering = steering
-        self.continuations = continuations
-    }
-}
 
 /// Which logits a forward pass returns.
 public enum LogitsMode: Sendable, Equatable {
@@ -168,6 +146,9 @@ public final class LanguageModel: @unchecked Sendable {
         let tokens: [Int]
         let promptLength: Int
         let sequence: Int
+        /// For a pass that starts after layer L (`run(…, startLayer: L)`): the unsteered
+        /// `resid_post.L` rows of `tokens`, row-major [tokens.count, hidden].
+        var startRows: [Float]? = nil
     }
 
     /// Feeds every sequence's tokens through its cache in steps of at most `maxStepTokens`
@@ -189,9 +170,11 @@ public final class LanguageModel: @unchecked Sendable {
 
     /// The loop behind every forward: `wants(input, position)` picks the rows whose logits are
     /// computed, and `onLogits(input, position, row)` sees each one (valid during the call only).
+    /// With `startLayer`, every input starts from its `startRows` at that layer (blocks after it only).
     func run(_ seqs: [SequenceInput], plan: HookPlan?, wants: (Int, Int) -> Bool, ws: Workspace, stopAfter: Int? = nil,
-             onLogits: (Int, Int, UnsafePointer<Float>) -> Void) {
-        let V = vocabSize
+             startLayer: Int? = nil, onLogits: (Int, Int, UnsafePointer<Float>) -> Void) {
+        let V = vocabSize, H = hiddenSize
+        var startRows: [Float] = []
         var progress = [Int](repeating: 0, count: seqs.count)
         var s = 0
         while s < seqs.count {
@@ -205,215 +188,38 @@ public final class LanguageModel: @unchecked Sendable {
                 items.append(Transformer.Item(cache: seq.cache, tokens: seq.tokens[progress[s] ..< progress[s] + take],
                                               promptLength: seq.promptLength, sequence: seq.sequence))
                 for j in 0..<take where wants(s, progress[s] + j) { wanted.append((row + j, s, progress[s] + j)) }
+                if startLayer != nil { startRows += seq.startRows![progress[s] * H ..< (progress[s] + take) * H] }
                 row += take
                 budget -= take
                 progress[s] += take
                 if progress[s] == seq.tokens.count { s += 1 }
             }
-            transformer.step(items, plan: plan, logitRows: wanted.map(\.row), ws: ws, stopAfter: stopAfter)
+            if let startLayer {
+                startRows.withUnsafeBufferPointer {
+                    transformer.step(items, plan: plan, logitRows: wanted.map(\.row), ws: ws, stopAfter: stopAfter,
+                                     start: (startLayer, $0.baseAddress!))
+                }
+                startRows.removeAll(keepingCapacity: true)
+            } else {
+                transformer.step(items, plan: plan, logitRows: wanted.map(\.row), ws: ws, stopAfter: stopAfter)
+            }
             for (i, w) in wanted.enumerated() { onLogits(w.input, w.position, ws.logits + i * V) }
         }
     }
 
-    // MARK: Scoring
-
-    /// Teacher-forced continuations of one shared prompt, each with its own steering (one spec
-    /// or nil per continuation): per continuation, the log-probability of each of its tokens.
-    /// The prompt runs once, unsteered, and every continuation reads its keys/values in place, so
-    /// the steering must leave the prompt alone: only `.response` edits are accepted (they act at
-    /// positions ≥ the prompt's length, as in generation). Equal to `teacherForcedLogProbs` on
-    /// prompt + continuation up to fp32 rounding.
-    public func teacherForcedLogProbs(prompt: [Int], continuations: [[Int]], steering: [SteeringSpec?] = []) throws -> [[Double]] {
-        for s in steering { for e in s?.edits ?? [] where e.positions != .response {
-            throw ModelError("teacherForcedLogProbs(prompt:continuations:): steering at every position would change the shared prompt; use .response edits or groups")
-        } }
-        let specs = continuations.indices.map { $0 < steering.count ? steering[$0] : nil }
-        return try sharedPromptLogProbs([(prompt, nil, continuations, specs)])[0]
-    }
-
-    /// Teacher-forced continuations in groups that share a prompt and a steering spec (applied to
-    /// the prompt and its continuations alike, `.all` or `.response`): each prompt runs once, its
-    /// continuations read its keys/values in place; all prompts run as one ragged batch, then all
-    /// continuations. Per group, per continuation, per token: the log-probability.
-    public func teacherForcedLogProbs(groups: [TeacherForcedGroup]) throws -> [[[Double]]] {
-        try sharedPromptLogProbs(groups.map { g in (g.prompt, g.steering, g.continuations, g.continuations.map { _ in g.steering }) })
-    }
-
-    func sharedPromptLogProbs(_ groups: [(prompt: [Int], steering: SteeringSpec?, continuations: [[Int]], specs: [SteeringSpec?])]) throws -> [[[Double]]] {
-        for (g, grp) in groups.enumerated() {
-            try validate(grp.prompt, what: "group \(g) prompt")
-            for (i, c) in grp.continuations.enumerated() {
-                guard !c.isEmpty else { throw ModelError("group \(g) continuation \(i) is empty") }
-                try validate(c, what: "group \(g) continuation \(i)")
-            }
-        }
-        let ws = Workspace(transformer)
-        let V = vocabSize
-        var caches: [KVCache] = []
-        var seqs: [SequenceInput] = []
-        for (g, grp) in groups.enumerated() {
-            let cache = transformer.makeCache(capacity: grp.prompt.count)
-            caches.append(cache)
-            seqs.append(SequenceInput(cache: cache, tokens: grp.prompt, promptLength: grp.prompt.count, sequence: g))
-        }
-        var out = groups.map { grp in grp.continuations.map { [Double](repeating: 0, count: $0.count) } }
-        let promptPlan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: groups.count, steering: groups.map(\.steering),
-                                      capture: .none, callback: nil, backend: transformer.backend)
-        run(seqs, plan: promptPlan, wants: { s, p in p == groups[s].prompt.count - 1 }, ws: ws) { s, _, row in
-            let lse = logSumExp(UnsafeBufferPointer(start: row, count: V))
-            for (i, c) in groups[s].continuations.enumerated() { out[s][i][0] = Double(row[c[0]]) - lse }
-        }
-        // Continuation tokens 0..<n-1 (each predicts the next) in children of the prompt caches.
-        var children: [SequenceInput] = [], owner: [(group: Int, index: Int)] = [], specs: [SteeringSpec?] = []
-        for (g, grp) in groups.enumerated() {
-            for (i, c) in grp.continuations.enumerated() where c.count > 1 {
-                children.append(SequenceInput(cache: caches[g].child(extra: c.count - 1), tokens: Array(c.dropLast()),
-                                              promptLength: grp.prompt.count, sequence: children.count))
-                owner.append((g, i))
-                specs.append(grp.specs[i])
-            }
-        }
-        guard !children.isEmpty else { return out }
-        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: children.count, steering: specs, capture: .none, callback: nil, backend: transformer.backend)
-        run(children, plan: plan, wants: { _, _ in true }, ws: ws) { s, p, row in
-            let (g, i) = owner[s]
-            let c = groups[g].continuations[i]
-            out[g][i][p + 1] = Double(row[c[p + 1]]) - logSumExp(UnsafeBufferPointer(start: row, count: V))
-        }
-        return out
-    }
-
-    /// Log-probabilities of candidate next tokens after each prompt (A/B letters), with each
-    /// prompt's steering applied. One ragged batch; logits only at each prompt's last position.
-    public func nextTokenLogProbs(_ prompts: [[Int]], candidates: [Int], steering: [SteeringSpec?] = []) throws -> [[Double]] {
-        var seqs: [SequenceInput] = []
-        for (i, p) in prompts.enumerated() {
-            try validate(p, what: "prompt \(i)")
-            seqs.append(SequenceInput(cache: transformer.makeCache(capacity: p.count), tokens: p, promptLength: p.count, sequence: i))
-        }
-        try validate(candidates, what: "candidates")
-        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: prompts.count, steering: steering,
-                                capture: .none, callback: nil, backend: transformer.backend)
-        var out = [[Double]](repeating: [], count: prompts.count)
-        let V = vocabSize
-        run(seqs, plan: plan, wants: { s, p in p == prompts[s].count - 1 }, ws: Workspace(transformer)) { s, _, row in
-            let lse = logSumExp(UnsafeBufferPointer(start: row, count: V))
-            out[s] = candidates.map { Double(row[$0]) - lse }
-        }
-        return out
-    }
-
-    /// Teacher-forced log-probabilities: per item, `log p(continuation[t] | prompt, continuation[..<t])`
-    /// for every continuation token (natural log, fp64 softmax), with each item's steering applied
-    /// (one spec or nil per item; `.response` edits act on the continuation's positions, exactly
-    /// as they act on generated tokens). Items run as one ragged batch; logits are computed only
-    /// for the rows that predict a continuation token. Judge-free evaluators (log-odds of
-    /// reference answers, A/B letters, perplexity) are built on this.
-    public func teacherForcedLogProbs(_ items: [TeacherForcedItem], steering: [SteeringSpec?] = []) throws -> [[Double]] {
-        var seqs: [SequenceInput] = []
-        for (i, it) in items.enumerated() {
-            try validate(it.prompt, what: "item \(i) prompt")
-            if !it.continuation.isEmpty { try validate(it.continuation, what: "item \(i) continuation") }
-            let tokens = it.prompt + it.continuation
-            seqs.append(SequenceInput(cache: transformer.makeCache(capacity: tokens.count), tokens: tokens,
-                                      promptLength: it.prompt.count, sequence: i))
-        }
-        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: items.count, steering: steering,
-                                capture: .none, callback: nil, backend: transformer.backend)
-        var out = items.map { [Double](repeating: 0, count: $0.continuation.count) }
-        let V = vocabSize
-        run(seqs, plan: plan, wants: { s, p in p >= items[s].prompt.count - 1 && p < seqs[s].tokens.count - 1 }, ws: Workspace(transformer)) { s, p, row in
-            let t = p - (items[s].prompt.count - 1)
-            let next = seqs[s].tokens[p + 1]
-            out[s][t] = Double(row[next]) - logSumExp(UnsafeBufferPointer(start: row, count: V))
-        }
-        return out
-    }
-
-    /// The logits row that predicts each token of `tokens` after the first, in order:
-    /// `body(t, row)` sees the row at position t − 1 (the distribution over token t), valid during
-    /// the call only. The whole sequence counts as prompt for steering (`.response` edits do not
-    /// act). A served text completion's `echo` with `logprobs` scores its prompt with this.
-    public func predictionRows(_ tokens: [Int], steering: SteeringSpec? = nil,
-                               _ body: (_ position: Int, _ row: UnsafeBufferPointer<Float>) -> Void) throws {
-        try validate(tokens, what: "sequence")
-        guard tokens.count > 1 else { return }
-        let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: 1, steering: [steering],
-                                capture: .none, callback: nil, backend: transformer.backend)
-        let seq = SequenceInput(cache: transformer.makeCache(capacity: tokens.count), tokens: tokens,
-                                promptLength: tokens.count, sequence: 0)
-        let V = vocabSize
-        run([seq], plan: plan, wants: { _, p in p < tokens.count - 1 }, ws: Workspace(transformer)) { _, p, row in
-            body(p + 1, UnsafeBufferPointer(start: row, count: V))
-        }
-    }
+    // MARK: Scoring (TeacherForcing.swift)
 
     /// The keys/values of a prompt head shared by many prompts (a judge template with its trait
-    /// definition), computed alone, unsteered: `continuationLogProbs(…, head:)` starts every
-    /// prompt that begins with these tokens from a copy of them. Computed alone, the head is the
-    /// same bits whichever prompt comes first, so a score depends on its prompt only.
+    /// definition), computed alone, unsteered: a teacher-forced request with reuse
+    /// `.prefixTrie(head:)` starts every prompt that begins with these tokens from a copy of
+    /// them. Computed alone, the head is the same bits whichever prompt comes first, so a score
+    /// depends on its prompt only.
     public func promptHead(_ tokens: [Int]) throws -> PromptHead {
         try validate(tokens, what: "prompt head")
         let ws = Workspace(transformer)
         let cache = transformer.makeCache(capacity: tokens.count)
         _ = run([SequenceInput(cache: cache, tokens: tokens, promptLength: tokens.count, sequence: 0)], plan: nil, logits: .none, ws: ws)
         return PromptHead(model: self, tokens: tokens, cache: cache)
-    }
-
-    /// Total log-probability of each continuation after `prompt` (natural log, fp64 softmax).
-    /// The prompt's keys/values are computed once and read in place by every candidate (no
-    /// copies); the candidates' shared prefixes run once (a trie, one ragged batch per depth).
-    /// The prompt is always computed whole, in
-    /// one pass: reusing a shared prefix from an earlier prompt would make the last digits of a
-    /// score depend on what was scored before it (fp32 GEMMs round by row count), and sharded
-    /// sweeps must give the scores of the whole sweep.
-    public func continuationLogProbs(prompt: [Int], continuations: [[Int]], head: PromptHead? = nil) throws -> [Double] {
-        try validate(prompt, what: "prompt")
-        for (i, c) in continuations.enumerated() where !c.isEmpty { try validate(c, what: "continuation \(i)") }
-        let ws = Workspace(transformer)
-        // With a head the prompt continues a copy of the head's keys/values: only its own tokens run.
-        let reused = head.map { $0.tokens.count < prompt.count && prompt.starts(with: $0.tokens) && $0.model === self } ?? false
-        let cache = reused ? head!.cache.fork(extra: prompt.count - head!.tokens.count) : transformer.makeCache(capacity: prompt.count)
-        let own = reused ? Array(prompt[head!.tokens.count...]) : prompt
-        let first = run([SequenceInput(cache: cache, tokens: own, promptLength: prompt.count, sequence: 0)],
-                        plan: nil, logits: .last, ws: ws)[0]
-        let firstLSE = logSumExp(first[...])
-        var scores = continuations.map { c -> Double in
-            c.isEmpty ? 0 : Double(first[c[0]]) - firstLSE
-        }
-        // The continuations form a trie: a node is a token prefix whose next-token distribution some
-        // continuation needs ("5" for "57⏎" and "5⏎"). Each node runs one token, depth by depth, in
-        // a child of the prompt cache that holds copies of its ancestors' few rows; the nodes of
-        // one depth run as one ragged batch. Shared prefixes ("5" of "50"…"59") run once.
-        var depthCaches: [[Int]: KVCache] = [:]
-        let longest = continuations.map(\.count).max() ?? 0
-        for depth in 1..<max(longest, 1) {
-            var nodes: [[Int]] = []
-            var seen = Set<[Int]>()
-            for c in continuations where c.count > depth {
-                let node = Array(c[..<depth])
-                if seen.insert(node).inserted { nodes.append(node) }
-            }
-            guard !nodes.isEmpty else { break }
-            var seqs: [SequenceInput] = []
-            for node in nodes {
-                let nodeCache = depth == 1 ? cache.child(extra: 1)
-                    : depthCaches[Array(node.dropLast())]!.sibling(keeping: depth - 1, extra: 1)
-                depthCaches[node] = nodeCache
-                seqs.append(SequenceInput(cache: nodeCache, tokens: [node[depth - 1]], promptLength: prompt.count, sequence: seqs.count))
-            }
-            let logits = run(seqs, plan: nil, logits: .last, ws: ws)
-            var rowOf: [[Int]: Int] = [:]
-            for (k, node) in nodes.enumerated() { rowOf[node] = k }
-            let lse = logits.map { logSumExp($0[...]) }
-            for (i, c) in continuations.enumerated() where c.count > depth {
-                let k = rowOf[Array(c[..<depth])]!
-                scores[i] += Double(logits[k][c[depth]]) - lse[k]
-            }
-            // Ancestors of the next depth only.
-            for key in depthCaches.keys where key.count < depth { depthCaches[key] = nil }
-        }
-        return scores
     }
 }
 

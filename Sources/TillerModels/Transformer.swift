@@ -186,7 +186,14 @@ final class Transformer: @unchecked Sendable {
     /// indices (into the stacked tokens) whose logits are wanted, read back into `ws.logits` in
     /// that order. With `stopAfter`, the pass ends after that layer's hooks (no logits, caches
     /// left incomplete: only for one-shot capture).
-    func step(_ items: [Item], plan: HookPlan?, logitRows: [Int], ws: Workspace, stopAfter: Int? = nil) {
+    ///
+    /// With `start`, the pass begins from given `resid_post.layer` rows (one per stacked token,
+    /// as an unsteered pass computed them) instead of the embeddings: they are written to the
+    /// backend, the hooks at that layer run first (the configuration's steering there), then
+    /// blocks layer+1…N−1. The caches' layers ≤ start.layer are not written (a shared layer
+    /// prefix, see TeacherForcing.swift).
+    func step(_ items: [Item], plan: HookPlan?, logitRows: [Int], ws: Workspace, stopAfter: Int? = nil,
+              start: (layer: Int, rows: UnsafePointer<Float>)? = nil) {
         let N = items.reduce(0) { $0 + $1.tokens.count }
         guard N > 0 else { return }
         ws.reserve(tokens: N, logitRows: logitRows.count)
@@ -204,16 +211,30 @@ final class Transformer: @unchecked Sendable {
         }
         plan?.beginStep(rows: N)
 
-        // Embeddings.
-        var tokens: [Int] = []
-        tokens.reserveCapacity(N)
-        for it in items {
-            for t in it.tokens {
-                precondition(t >= 0 && t < vocab, "token id \(t) is outside the vocabulary (0..<\(vocab))")
-                tokens.append(t)
+        // resid_post.l: steering edits, then capture.
+        func hooks(_ l: Int) {
+            guard let plan else { return }
+            for (s, it) in items.enumerated() {
+                plan.record(layer: l, x: x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
+                            firstPosition: it.cache.length, promptLength: it.promptLength, on: rec)
             }
         }
-        rec.embed(embed, tokens: tokens, scale: embedScale, into: x)
+
+        if let start {
+            rec.write(UnsafeBufferPointer(start: start.rows, count: N * H), into: x)
+            hooks(start.layer)
+        } else {
+            // Embeddings.
+            var tokens: [Int] = []
+            tokens.reserveCapacity(N)
+            for it in items {
+                for t in it.tokens {
+                    precondition(t >= 0 && t < vocab, "token id \(t) is outside the vocabulary (0..<\(vocab))")
+                    tokens.append(t)
+                }
+            }
+            rec.embed(embed, tokens: tokens, scale: embedScale, into: x)
+        }
 
         // cos/sin per RoPE kind, fp32 like transformers: freqs = float(pos) · inv_freq.
         var positions: [Int] = []
@@ -225,7 +246,8 @@ final class Transformer: @unchecked Sendable {
 
         let eps = Float(config.rmsNormEps)
 
-        for (l, L) in layers.enumerated() {
+        for l in (start.map { $0.layer + 1 } ?? 0) ..< layers.count {
+            let L = layers[l]
             // Attention (post-norm blocks read the residual stream itself).
             var attnIn = x
             if let n = L.inputNorm {
@@ -282,13 +304,7 @@ final class Transformer: @unchecked Sendable {
             if let pn = L.postFFNorm { rec.rmsNorm(h, rows: N, width: H, weight: pn.at(), eps: eps, into: h) }
             rec.add(h, into: x, count: N * H)
 
-            // resid_post.l: steering edits, then capture.
-            if let plan {
-                for (s, it) in items.enumerated() {
-                    plan.record(layer: l, x: x + offsets[s] * H, seq: it.sequence, rows: it.tokens.count,
-                                firstPosition: it.cache.length, promptLength: it.promptLength, on: rec)
-                }
-            }
+            hooks(l)
             if let stop = stopAfter, l >= stop {
                 // Layers ≤ stop hold these keys now, enough for a later chunk that also stops here.
                 for it in items { it.cache.length += it.tokens.count }

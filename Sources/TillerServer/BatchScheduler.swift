@@ -251,8 +251,13 @@ final class BatchScheduler: @unchecked Sendable {
         if let k = t.job.topLogprobs {
             let prompt = t.job.prompt
             var lps = [TokenLogprob(token: prompt[0], logprob: nil, top: [])]
-            try model.predictionRows(prompt, steering: t.job.steering) { p, row in
-                lps.append(Self.logprob(row, chosen: prompt[p], top: k))
+            if prompt.count > 1 {
+                // The prompt's own tokens, scored as prompt (`.response` steering does not act).
+                let request = TeacherForcedRequest(groups: [.init(prompt: [prompt[0]], continuations: [Array(prompt.dropFirst())],
+                                                                  steering: t.job.steering, responseStart: prompt.count)], reuse: .none)
+                try model.teacherForced(request) { _, _, token, row in
+                    lps.append(Self.logprob(row, chosen: prompt[token + 1], top: k))
+                }
             }
             t.promptLogprobs = lps
         }

@@ -131,7 +131,12 @@ struct Bench: ParsableCommand {
                     let fresh = try LocalJudge(model: lm)
                     for p in items { _ = try fresh.answerLogProbs(p.text, headCharacters: p.head) }
                 }
-                let noHead = try best { for p in ids { _ = try lm.continuationLogProbs(prompt: p, continuations: judge.candidates) } }
+                let noHead = try best {
+                    for p in ids {
+                        _ = try lm.teacherForced(TeacherForcedRequest(groups: [.init(prompt: p, continuations: judge.candidates)],
+                                                                      reuse: .prefixTrie(head: nil), reduction: .sum))
+                    }
+                }
                 let promptOnly = try best { for p in ids { _ = try lm.forward([p], logits: .last) } }
                 results["judge_seconds_per_score"] = total / Double(ids.count)
                 results["judge_seconds_per_score_without_head"] = noHead / Double(ids.count)

@@ -157,9 +157,10 @@ final class EvaluatorTests: XCTestCase {
         for (c, e) in edits.enumerated() {
             for i in refs.indices {
                 let spec = e.map { SteeringSpec(edits: [SteeringEdit(layer: $0.layer, vector: $0.vector, coef: $0.coef, positions: .response)]) }
-                let lp = try model.teacherForcedLogProbs([TeacherForcedItem(prompt: tf.referencePrompts[i], continuation: tf.posTokens[i]),
-                                                          TeacherForcedItem(prompt: tf.referencePrompts[i], continuation: tf.negTokens[i])],
-                                                         steering: [spec, spec])
+                let lp = try model.teacherForced(TeacherForcedRequest(
+                    groups: [.init(prompt: tf.referencePrompts[i], continuations: [tf.posTokens[i]], steering: spec),
+                             .init(prompt: tf.referencePrompts[i], continuations: [tf.negTokens[i]], steering: spec)],
+                    reuse: .none)).map { $0[0] }
                 XCTAssertEqual(shared[c][i], lp[0].reduce(0, +) - lp[1].reduce(0, +), accuracy: 1e-3)
             }
         }
@@ -171,9 +172,10 @@ final class EvaluatorTests: XCTestCase {
         for (c, e) in edits.enumerated() {
             for i in refs.indices {
                 let spec = e.map { SteeringSpec(edits: [$0]) }
-                let lp = try model.teacherForcedLogProbs([TeacherForcedItem(prompt: tf.referencePrompts[i], continuation: tf.posTokens[i]),
-                                                          TeacherForcedItem(prompt: tf.referencePrompts[i], continuation: tf.negTokens[i])],
-                                                         steering: [spec, spec])
+                let lp = try model.teacherForced(TeacherForcedRequest(
+                    groups: [.init(prompt: tf.referencePrompts[i], continuations: [tf.posTokens[i]], steering: spec),
+                             .init(prompt: tf.referencePrompts[i], continuations: [tf.negTokens[i]], steering: spec)],
+                    reuse: .none)).map { $0[0] }
                 XCTAssertEqual(grouped[c][i], lp[0].reduce(0, +) - lp[1].reduce(0, +), accuracy: 1e-3)
             }
         }

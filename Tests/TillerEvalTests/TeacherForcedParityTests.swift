@@ -44,8 +44,7 @@ final class TeacherForcedParityTests: XCTestCase {
         let vector = ref.vector.map { Float($0) }
 
         // Every (item, coef, positions) × (pos, neg) as one ragged batch.
-        var items: [TeacherForcedItem] = []
-        var steering: [SteeringSpec?] = []
+        var items: [TeacherForcedRequest.Group] = []
         var cases: [(item: Reference.Item, result: Reference.Result)] = []
         for item in ref.items {
             XCTAssertEqual(item.results.count, ref.coefs.count * ref.positions.count, item.question)
@@ -53,14 +52,12 @@ final class TeacherForcedParityTests: XCTestCase {
                 let positions = try XCTUnwrap(SteeringPositions(rawValue: r.positions), r.positions)
                 let spec: SteeringSpec? = r.coef == 0 ? nil
                     : SteeringSpec(.add(layer: ref.layer, vector: vector, coef: Float(r.coef), positions: positions))
-                items.append(TeacherForcedItem(prompt: item.prompt_ids, continuation: item.pos_ids))
-                items.append(TeacherForcedItem(prompt: item.prompt_ids, continuation: item.neg_ids))
-                steering.append(spec)
-                steering.append(spec)
+                items.append(.init(prompt: item.prompt_ids, continuations: [item.pos_ids], steering: spec))
+                items.append(.init(prompt: item.prompt_ids, continuations: [item.neg_ids], steering: spec))
                 cases.append((item, r))
             }
         }
-        let out = try model.teacherForcedLogProbs(items, steering: steering)
+        let out = try model.teacherForced(TeacherForcedRequest(groups: items, reuse: .none)).map { $0[0] }
         XCTAssertEqual(out.count, items.count)
         guard out.count == items.count else { return }
 

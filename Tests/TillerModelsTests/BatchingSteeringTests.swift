@@ -125,7 +125,7 @@ final class BatchingSteeringTests: XCTestCase {
         let model = try loadTiny("tiny-qwen2")
         let p = try fixturePrompts("tiny-qwen2")[0]
         let conts = [[7], [9, 10, 11], [], [200, 3]]
-        let got = try model.continuationLogProbs(prompt: p, continuations: conts)
+        let got = try model.teacherForced(TeacherForcedRequest(groups: [.init(prompt: p, continuations: conts)], reuse: .prefixTrie(head: nil), reduction: .sum))[0].map { $0[0] }
         for (c, lp) in zip(conts, got) {
             var want = 0.0
             if !c.isEmpty {

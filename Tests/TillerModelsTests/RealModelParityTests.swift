@@ -182,7 +182,7 @@ final class RealModelSteeringTests: XCTestCase {
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("smollm2.logprobs.json")))) as! [String: Any]
         let prompt = json["prompt_ids"] as! [Int]
         let conts = json["continuations"] as! [[String: Any]]
-        let got = try model.continuationLogProbs(prompt: prompt, continuations: conts.map { $0["ids"] as! [Int] })
+        let got = try model.teacherForced(TeacherForcedRequest(groups: [.init(prompt: prompt, continuations: conts.map { $0["ids"] as! [Int] })], reuse: .prefixTrie(head: nil), reduction: .sum))[0].map { $0[0] }
         for (c, lp) in zip(conts, got) {
             let want = (c["logprob_total"] as! NSNumber).doubleValue
             XCTAssertEqual(lp, want, accuracy: 1e-3 * max(1, abs(want)), "continuation \(c["text"]!)")

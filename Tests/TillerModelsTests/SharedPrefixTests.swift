@@ -34,12 +34,12 @@ final class SharedPrefixTests: XCTestCase {
             XCTAssertGreaterThan(base.count, 8, name)
             // Shared prefixes ([9, 10] of [9, 10, 11] and [9, 10, 12]; [5, 6, 7] of two more) run once.
             let conts = [[7], [9, 10, 11], [], [200, 3], [5, 6, 7, 8, 9, 10], [9, 10], [9, 10, 12], [9, 4], [5, 6, 7, 2], [9]]
-            let a = try model.continuationLogProbs(prompt: base, continuations: conts)
+            let a = try model.teacherForced(TeacherForcedRequest(groups: [.init(prompt: base, continuations: conts)], reuse: .prefixTrie(head: nil), reduction: .sum))[0].map { $0[0] }
             for (x, y) in zip(a, try reference(model, base, conts)) { close(x, y, name) }
             // A score depends on its prompt and candidates only, never on what was scored before.
             let other = Array(base.dropLast(2)) + [17, 23]
-            _ = try model.continuationLogProbs(prompt: other, continuations: conts)
-            XCTAssertEqual(try model.continuationLogProbs(prompt: base, continuations: conts), a, "\(name): bitwise reproducible")
+            _ = try model.teacherForced(TeacherForcedRequest(groups: [.init(prompt: other, continuations: conts)], reuse: .prefixTrie(head: nil), reduction: .sum))[0].map { $0[0] }
+            XCTAssertEqual(try model.teacherForced(TeacherForcedRequest(groups: [.init(prompt: base, continuations: conts)], reuse: .prefixTrie(head: nil), reduction: .sum))[0].map { $0[0] }, a, "\(name): bitwise reproducible")
         }
     }
 

@@ -180,7 +180,7 @@ final class CompletionsTests: ServerTestCase {
         XCTAssertEqual(values.count, ids.count)
         XCTAssertTrue(values[0] is NSNull)
         XCTAssertTrue((l1["top_logprobs"] as? [Any])?.first is NSNull)
-        let reference = try server.model.teacherForcedLogProbs([TeacherForcedItem(prompt: [ids[0]], continuation: Array(ids.dropFirst()))])[0]
+        let reference = try server.model.teacherForced(TeacherForcedRequest(groups: [.init(prompt: [ids[0]], continuations: [Array(ids.dropFirst())])], reuse: .none))[0][0]
         for (v, r) in zip(values.dropFirst(), reference) { XCTAssertEqual(try XCTUnwrap(v as? Double), r, accuracy: 1e-4) }
         let offsets = try XCTUnwrap(l1["text_offset"] as? [Int])
         XCTAssertEqual(offsets.first, 0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference for teacher-forced log-probabilities under steering (LanguageModel.teacherForcedLogProbs),
+"""Reference for teacher-forced log-probabilities under steering (LanguageModel.teacherForced),
 computed with HF transformers in fp32 on SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to F32).
 
 Writes Tests/TillerEvalTests/Fixtures/logodds_smollm2.json. For each item (a chat-templated user
