@@ -13,52 +13,14 @@ extension ExperimentRunner {
     ///   fluent vs degenerate answers;
     /// - logodds / ab: priming AUC; perplexity: damage AUC; degeneration: repetition AUC.
     func validationStage(_ model: LanguageModel, trait: Trait, scorer: JudgeScorer?) throws {
-        let have = Set(try store.validations().filter { $0.model == model.name && $0.trait == trait.name }
-            .map { "\($0.validation.instrument)/\($0.validation.check)" })
-        let minAUC = spec.judgeValidation.minAUC
-        var wanted: [String] = []
-        if spec.judge != nil { wanted += ["judge/trait_auc", "judge/coherence_auc"] }
-        for e in spec.evaluators {
-            switch e {
-            case .judge: break
-            case .logodds: wanted.append("logodds/primed_auc")
-            case .ab: wanted.append("ab/primed_auc")
-            case .perplexity: wanted.append("perplexity/damage_auc")
-            case .degeneration: wanted.append("degeneration/repetition_auc")
-            }
-        }
-        guard !Set(wanted).isSubset(of: have) else { return }
+        let have = Set(try store.validations().filter { $0.model == model.name && $0.trait == trait.name }.map { InstrumentCheck($0.validation) })
+        let missing = Set(instruments.flatMap(\.checks)).subtracting(have)
+        guard !missing.isEmpty else { return }
         try stage("validate \(model.name)/\(trait.name)") {
+            let ctx = EvaluationContext(runner: self, model: model, trait: trait, scorer: scorer,
+                                        teacherForced: try teacherForcedEvaluator(model, trait: trait))
             var results: [InstrumentValidation] = []
-            if let scorer, !have.contains("judge/trait_auc") || !have.contains("judge/coherence_auc") {
-                let n = min(spec.judgeValidation.items, trait.referenceAnswers.count)
-                let total = n * 7
-                options.log("validate judge \(spec.judge ?? "") on \(trait.name): \(total) scores of known cases")
-                let bar = ProgressBar("validate judge", total: total, unit: "scores", enabled: options.showProgress)
-                let t = trait, relevance = spec.judgeRelevance, plan = spec.judgeValidation, seed = spec.seed
-                let r: Result<[InstrumentValidation], Error> = blocking {
-                    do {
-                        return .success(try await JudgeValidation.run(scorer: scorer, trait: t.name, definition: t.definition,
-                                                                      references: t.referenceAnswers, items: plan.items, minAUC: plan.minAUC,
-                                                                      relevance: relevance, seed: seed, progress: { _ in bar.advance(by: 1) }))
-                    } catch { return .failure(error) }
-                }
-                bar.finish()
-                results += try r.get()
-            }
-            if let tf = try teacherForcedEvaluator(model, trait: trait) {
-                if spec.evaluators.contains(.logodds) && !have.contains("logodds/primed_auc") { results.append(try tf.validateLogOdds(minAUC: minAUC)) }
-                if spec.evaluators.contains(.ab) && !have.contains("ab/primed_auc") { results.append(try tf.validateAB(minAUC: minAUC)) }
-                if spec.evaluators.contains(.perplexity) && !have.contains("perplexity/damage_auc") {
-                    let l = layers[layers.count / 2]
-                    let norm = try store.layerNorms(model: model.name)[l]?.excludingMassive ?? 1
-                    results.append(try tf.validatePerplexity(layer: l, norm: norm, minAUC: minAUC, seed: spec.seed))
-                }
-            }
-            if spec.evaluators.contains(.degeneration) && !have.contains("degeneration/repetition_auc") {
-                let fluent = trait.referenceAnswers.flatMap { [$0.pos, $0.neg] }
-                results.append(Degeneration.validate(fluent: fluent, minAUC: minAUC, seed: spec.seed))
-            }
+            for e in instruments { results += try e.validate(missing: missing, ctx) }
             for v in results {
                 try store.record(validation: v, model: model.name, trait: trait.name)
                 options.log("validate \(v.instrument) \(v.check) on \(model.name)/\(trait.name): \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(v.n), pass ≥ \(v.threshold)) \(v.passed ? "passed" : "FAILED")")
@@ -97,8 +59,7 @@ extension ExperimentRunner {
 
     /// The judge-free evaluators of (model, trait), or nil when none is configured.
     func teacherForcedEvaluator(_ model: LanguageModel, trait: Trait) throws -> TeacherForcedEvaluator? {
-        let wants = spec.evaluators.contains(.logodds) || spec.evaluators.contains(.ab) || spec.evaluators.contains(.perplexity)
-        guard wants else { return nil }
+        guard evaluators.contains(where: \.isTeacherForced) else { return nil }
         let key = "\(model.name)\u{1}\(trait.name)"
         if let e = teacherForcedCache[key] { return e }
         let inputs = try teacherForcedInputs(trait)
@@ -111,14 +72,14 @@ extension ExperimentRunner {
     /// What the judge-free evaluators of a trait score: its first `reference_items` reference
     /// pairs, the A/B items (the file's, or built from those pairs), the first `perplexity_texts`
     /// neutral texts; empty for evaluators that are not configured.
-    func teacherForcedInputs(_ trait: Trait) throws -> (references: [ReferenceAnswer], ab: [ABItem], neutral: [String]) {
+    func teacherForcedInputs(_ trait: Trait) throws -> TeacherForcedInputs {
         let refs = Array(trait.referenceAnswers.prefix(spec.referenceItems ?? .max))
         var ab: [ABItem] = []
         if spec.evaluators.contains(.ab) {
             ab = try spec.abItems.map { try ABItem.load(path: Self.resolve($0, in: baseDirectory)) } ?? ABItem.fromReferences(refs, seed: spec.seed)
         }
         let neutral = spec.evaluators.contains(.perplexity) ? Array(try PromptFile.shippedNeutral().prefix(spec.perplexityTexts)) : []
-        return (refs, ab, neutral)
+        return TeacherForcedInputs(references: refs, ab: ab, neutral: neutral)
     }
 
     /// The judge-free metrics of every configuration that lacks them, in fixed units of
@@ -127,19 +88,19 @@ extension ExperimentRunner {
     /// as an uninterrupted one and stores bit-identical values.
     func metricsStage(_ configs: [Configuration], ctx: SweepContext, label: String, unitFilter: (Int) -> Bool) throws {
         guard let tf = ctx.teacherForced else { return }
-        let kinds = [EvaluatorKind.logodds, .ab, .perplexity].filter { spec.evaluators.contains($0) }
+        let kinds = evaluators.filter(\.isTeacherForced)
         var have: [EvaluatorKind: Set<String>] = [:]
-        for k in kinds { have[k] = Set(try store.metrics(evaluator: k.rawValue).keys) }
+        for e in kinds { have[e.kind] = Set(try store.metrics(evaluator: e.kind.rawValue).keys) }
         var units: [(index: Int, configs: [Configuration])] = []
         for (u, start) in stride(from: 0, to: configs.count, by: Self.metricsUnit).enumerated() {
             units.append((u, Array(configs[start..<min(start + Self.metricsUnit, configs.count)])))
         }
         let todo = units.filter { u in
-            unitFilter(u.index) && u.configs.contains { c in kinds.contains { !(have[$0]?.contains(c.id) ?? false) } }
+            unitFilter(u.index) && u.configs.contains { c in kinds.contains { !(have[$0.kind]?.contains(c.id) ?? false) } }
         }
         guard !todo.isEmpty else { return }
         let total = todo.reduce(0) { $0 + $1.configs.count }
-        options.log("metrics \(label): \(kinds.map(\.rawValue).joined(separator: ", ")) for \(total) configurations (\(todo.count) units)")
+        options.log("metrics \(label): \(kinds.map(\.kind.rawValue).joined(separator: ", ")) for \(total) configurations (\(todo.count) units)")
         let bar = ProgressBar("metrics \(label)", total: total, unit: "configs", enabled: options.showProgress)
         let started = Date()
         for u in todo {
@@ -147,15 +108,9 @@ extension ExperimentRunner {
                 c.isBaseline ? nil : .add(layer: c.layer, vector: try vector(ctx, c), coef: Float(c.absoluteCoefficient))
             }
             var rows: [ResultsStore.MetricRow] = []
-            for k in kinds {
-                let values: [[Double]]
-                switch k {
-                case .logodds: values = try tf.logOdds(edits)
-                case .ab: values = try tf.ab(edits)
-                case .perplexity: values = try tf.meanNLL(edits)
-                default: continue
-                }
-                for (c, v) in zip(u.configs, values) { rows.append(.init(evaluator: k.rawValue, configId: c.id, values: v.map { stable($0)! })) }
+            for e in kinds {
+                let values = try e.score(edits, tf)
+                for (c, v) in zip(u.configs, values) { rows.append(.init(evaluator: e.kind.rawValue, configId: c.id, values: v.map { stable($0)! })) }
             }
             try store.insert(metrics: rows)
             bar.advance(by: u.configs.count)

@@ -45,6 +45,10 @@ public final class ExperimentRunner {
     let layers: [Int]
     var judgeModels: [String: LanguageModel] = [:]
     var teacherForcedCache: [String: TeacherForcedEvaluator] = [:]
+    /// The file's evaluators, built once; `instruments` adds a configured judge that is not
+    /// listed (it vets samples, so it is validated all the same).
+    let evaluators: [ExperimentEvaluator]
+    let instruments: [ExperimentEvaluator]
 
     public static let databaseName = "results.sqlite"
 
@@ -57,6 +61,7 @@ public final class ExperimentRunner {
         self.outputDirectory = out
         self.options = options
         variants = try spec.variantSpecs()
+        (evaluators, instruments) = ExperimentEvaluators.build(spec)
         layers = spec.layers.layers
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let dbName = options.shard.isAll ? Self.databaseName : "results.shard\(options.shard.index)of\(options.shard.count).sqlite"
@@ -197,6 +202,7 @@ public final class ExperimentRunner {
         s.positions = try PositionSet(spec.positions)
         s.maxNewTokens = spec.extraction.maxNewTokens
         s.temperature = spec.extraction.temperature
+        s.topP = spec.extraction.topP
         s.seed = spec.seed
         s.batchSize = spec.extraction.batchSize
         s.maxPairs = spec.extraction.maxPairs

@@ -112,6 +112,8 @@ public struct ExtractionPlan: Codable, Sendable, Equatable {
     public var maxQuestions: Int?
     public var maxNewTokens: Int = Self.defaults.maxNewTokens
     public var temperature: Double = Self.defaults.temperature
+    /// Nucleus sampling of the generated samples (1: off), as `tiller extract --top-p`.
+    public var topP: Double = Self.defaults.topP
     public var batchSize: Int = Self.defaults.batchSize
     /// Defaults shared with `tiller extract`.
     static let defaults = ExtractionSettings()
@@ -129,7 +131,7 @@ public struct ExtractionPlan: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case temperature, form, vetting
         case maxPairs = "max_pairs", maxQuestions = "max_questions", maxNewTokens = "max_new_tokens", batchSize = "batch_size"
-        case minVetted = "min_vetted"
+        case minVetted = "min_vetted", topP = "top_p"
     }
     public init() {}
     public init(from d: Decoder) throws {
@@ -138,6 +140,8 @@ public struct ExtractionPlan: Codable, Sendable, Equatable {
         maxQuestions = try c.decodeIfPresent(Int.self, forKey: .maxQuestions)
         maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? Self.defaults.maxNewTokens
         temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? Self.defaults.temperature
+        topP = try c.decodeIfPresent(Double.self, forKey: .topP) ?? Self.defaults.topP
+        guard topP > 0, topP <= 1 else { throw ExperimentError("extraction.top_p \(topP) must be in (0, 1]") }
         batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? Self.defaults.batchSize
         if let f = try c.decodeIfPresent(String.self, forKey: .form) {
             guard let form = ExtractionForm(rawValue: f) else {

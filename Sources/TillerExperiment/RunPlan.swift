@@ -163,18 +163,18 @@ extension ExperimentRunner {
                 // Instrument checks before anything is scored.
                 if spec.judge != nil {
                     let n = min(spec.judgeValidation.items, trait.referenceAnswers.count)
-                    let calls = n * 2 + n * 5 * (spec.judgeRelevance ? 2 : 1)
+                    let calls = JudgeEvaluator.validationCalls(items: n, relevance: spec.judgeRelevance)
                     let js = judgeSeconds(calls, c)
                     if js == nil { unestimated.append("\(calls) judge validation calls") }
                     prepare += js ?? 0
                     lines.append(PlanLine(stage: "judge validation", work: "\(calls) judge calls on \(n) reference items", seconds: js))
                 }
-                let kinds = [EvaluatorKind.logodds, .ab, .perplexity].filter { spec.evaluators.contains($0) }
+                let kinds = evaluators.filter(\.isTeacherForced)
                 if !kinds.isEmpty {
                     // Priming checks score the references twice; the perplexity check a few steered configurations.
                     let s = c.flatMap { c in c.metricsSecondsPerUnit.map { 3 * $0 + 4 * c.metricsSecondsPerConfig! } }
                     prepare += s ?? 0
-                    lines.append(PlanLine(stage: "metric validation", work: kinds.map { $0.rawValue }.joined(separator: ", ") + " checks on known cases", seconds: s))
+                    lines.append(PlanLine(stage: "metric validation", work: kinds.map(\.kind.rawValue).joined(separator: ", ") + " checks on known cases", seconds: s))
                 }
 
                 // The sweep.
@@ -215,14 +215,16 @@ extension ExperimentRunner {
                     let units = (configs + Self.metricsUnit - 1) / Self.metricsUnit
                     if !spec.generatesAnswers { sweepUnits += units; counts["sweep_units"] = units }
                     counts["metric_configurations"] = configs
-                    let refs = min(trait.referenceAnswers.count, spec.referenceItems ?? .max)
-                    var what: [String] = []
-                    if kinds.contains(.logodds) { what.append("logodds on \(refs) reference pairs") }
-                    if kinds.contains(.ab) { what.append("ab on \(spec.abItems == nil ? "\(refs) built" : "the file's") items") }
-                    if kinds.contains(.perplexity) { what.append("perplexity on \(spec.perplexityTexts) neutral texts") }
+                    let inputs = try teacherForcedInputs(trait)
+                    let what = kinds.compactMap { $0.planWork(trait, spec: spec, inputs: inputs)?.description }
                     let s = c.flatMap { c in c.metricsSecondsPerUnit.map { Double(units) * $0 + Double(configs) * c.metricsSecondsPerConfig! } }
                     sweep += s ?? 0
-                    lines.append(PlanLine(stage: "  metrics", work: what.joined(separator: ", ") + " for \(configs) configurations in \(units) units", seconds: s))
+                    // With the shared layer prefix a configuration at layer L runs blocks L+1… only;
+                    // blocks 0…L run once per unit (the calibration times it that way).
+                    let shared = TeacherForcedEvaluator.sharedLayersDefault
+                        ? String(format: "; shared layer prefix: blocks 0…L (%.0f%% of a configuration's blocks) run once per unit and item batch", 100 * Double(layers.map { $0 + 1 }.reduce(0, +)) / Double(layers.count * model.layerCount))
+                        : "; shared layer prefix off"
+                    lines.append(PlanLine(stage: "  metrics", work: what.joined(separator: ", ") + " for \(configs) configurations in \(units) units" + shared, seconds: s))
                 }
                 sections.append(RunPlanSection(model: model.name, trait: trait.name, calibration: nil, lines: lines, counts: counts))
             }
@@ -260,23 +262,23 @@ extension ExperimentRunner {
         // configurations, so the difference gives the cost per configuration, the rest the cost
         // per unit; both scale up to the full item counts (the baseline's cost: steering is one add).
         var perUnit: Double?, perConfig: Double?
-        let kinds = [EvaluatorKind.logodds, .ab, .perplexity].filter { spec.evaluators.contains($0) }
+        let kinds = evaluators.filter(\.isTeacherForced)
         if !kinds.isEmpty {
             let full = try teacherForcedInputs(trait)
-            let refs = Array(full.references.prefix(4)), ab = Array(full.ab.prefix(4)), neutral = Array(full.neutral.prefix(2))
-            let tf = try TeacherForcedEvaluator(model: model, references: refs, abItems: ab, neutralTexts: neutral, positions: spec.steerPositions)
+            let work = kinds.map { $0.planWork(trait, spec: spec, inputs: full)! }
+            let slice = TeacherForcedInputs(references: Array(full.references.prefix(4)), ab: Array(full.ab.prefix(4)), neutral: Array(full.neutral.prefix(2)))
+            let tf = try TeacherForcedEvaluator(model: model, references: slice.references, abItems: slice.ab, neutralTexts: slice.neutral,
+                                                positions: spec.steerPositions)
             func ratio(_ a: Int, _ b: Int) -> Double { b == 0 ? 0 : Double(a) / Double(b) }
+            // The unit's configurations steer at the sweep's layers in turn (a tiny vector), so
+            // that a shared layer prefix is timed as the sweep will use it.
+            var v = [Float](repeating: 0, count: model.hiddenSize)
+            v[0] = 1
             func time(_ n: Int) throws -> Double {
-                let edits = [SteeringEdit?](repeating: nil, count: n)
+                let edits: [SteeringEdit?] = (0..<n).map { $0 == 0 ? nil : .add(layer: layers[$0 % layers.count], vector: v, coef: 1e-3) }
                 var total = 0.0
-                if kinds.contains(.logodds) {
-                    let t = Date(); _ = try tf.logOdds(edits); total += Date().timeIntervalSince(t) * ratio(full.references.count, refs.count)
-                }
-                if kinds.contains(.ab) {
-                    let t = Date(); _ = try tf.ab(edits); total += Date().timeIntervalSince(t) * ratio(full.ab.count, ab.count)
-                }
-                if kinds.contains(.perplexity) {
-                    let t = Date(); _ = try tf.meanNLL(edits); total += Date().timeIntervalSince(t) * ratio(full.neutral.count, neutral.count)
+                for (e, w) in zip(kinds, work) {
+                    let t = Date(); _ = try e.score(edits, tf); total += Date().timeIntervalSince(t) * ratio(w.items, w.calibrationItems)
                 }
                 return total
             }

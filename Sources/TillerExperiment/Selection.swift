@@ -138,7 +138,7 @@ public struct Selection: Sendable {
             byConfig[s.configId] = e
         }
         var metrics: [EvaluatorKind: [String: [Double]]] = [:]
-        for k in [EvaluatorKind.logodds, .ab, .perplexity] where spec.evaluators.contains(k) { metrics[k] = try store.metrics(evaluator: k.rawValue) }
+        for e in ExperimentEvaluators.build(spec).listed where e.isTeacherForced { metrics[e.kind] = try store.metrics(evaluator: e.kind.rawValue) }
         var repetitionSum: [String: (Double, Int)] = [:]
         if spec.evaluators.contains(.degeneration) {
             for g in try store.generations() {

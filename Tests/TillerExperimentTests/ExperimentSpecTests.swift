@@ -1,5 +1,6 @@
 import XCTest
 @testable import TillerExperiment
+import TillerEval
 
 final class ExperimentSpecTests: XCTestCase {
     let minimal = """
@@ -68,12 +69,31 @@ final class ExperimentSpecTests: XCTestCase {
         assertError(minimal + "\nevaluators: [perplexity]", contains: "measures the trait")
         assertError(minimal + "\nmax_perplexity_ratio: 0.9", contains: "must be a ratio above 1")
         assertError(minimal + "\nextraction: {vetting: maybe}", contains: "extraction.vetting")
+        assertError(minimal + "\nextraction: {top_p: 0}", contains: "extraction.top_p")
         assertError(minimal + "\nclaims: [{name: x, a: [probe], b: [probe_wash]}]", contains: "not a variant name")
         assertError(minimal + "\nsamples_per_question: 3", contains: "temperature is 0")
         assertError(minimal.replacingOccurrences(of: "layers: \"6-18:3\"", with: "layers: [1, 1]"), contains: "duplicates")
         assertError(minimal + "\nsteer_positions: prompt", contains: "steer_positions \"prompt\" is unknown")
         assertError("name: [", contains: "not valid YAML")
         assertError(minimal.replacingOccurrences(of: "name: t", with: "name: a b"), contains: "name \"a b\"")
+    }
+
+    /// Every evaluator kind has one registered value; the file's evaluators are built in its
+    /// order, a configured but unlisted judge is validated as an instrument, and check names are
+    /// unique across evaluators.
+    func testEvaluatorsAreBuiltFromTheFile() throws {
+        XCTAssertEqual(Set(ExperimentEvaluators.registry.keys), Set(EvaluatorKind.allCases))
+        for (k, make) in ExperimentEvaluators.registry { XCTAssertEqual(make(try ExperimentSpec.parse(minimal, path: "x.yaml")).kind, k) }
+        let spec = try ExperimentSpec.parse(minimal + "\nevaluators: [perplexity, logodds, degeneration]", path: "x.yaml")
+        let built = ExperimentEvaluators.build(spec)
+        XCTAssertEqual(built.listed.map(\.kind), [.perplexity, .logodds, .degeneration])
+        XCTAssertEqual(built.instruments.map(\.kind), [.perplexity, .logodds, .degeneration, .judge])
+        XCTAssertEqual(built.listed.filter(\.isTeacherForced).map(\.kind), [.perplexity, .logodds])
+        let checks = built.instruments.flatMap(\.checks)
+        XCTAssertEqual(Set(checks).count, checks.count)
+        XCTAssertEqual(checks.map(\.description), ["perplexity/damage_auc", "logodds/primed_auc", "degeneration/repetition_auc",
+                                                   "judge/trait_auc", "judge/coherence_auc"])
+        XCTAssertEqual(try ExperimentSpec.parse(minimal + "\nextraction: {top_p: 0.9}", path: "x.yaml").extraction.topP, 0.9)
     }
 
     func testShardParsing() throws {
