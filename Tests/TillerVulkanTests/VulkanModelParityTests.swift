@@ -37,7 +37,9 @@ final class VulkanModelParityTests: XCTestCase {
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixtures + "/smollm2.logprobs.json"))) as! [String: Any]
         let prompt = json["prompt_ids"] as! [Int]
         let conts = json["continuations"] as! [[String: Any]]
-        let got = try gpu.continuationLogProbs(prompt: prompt, continuations: conts.map { $0["ids"] as! [Int] })
+        let request = TeacherForcedRequest(groups: [.init(prompt: prompt, continuations: conts.map { $0["ids"] as! [Int] })],
+                                           reuse: .prefixTrie(head: nil), reduction: .sum)
+        let got = try gpu.teacherForced(request)[0].map { $0[0] }
         for (c, lp) in zip(conts, got) {
             let want = (c["logprob_total"] as! NSNumber).doubleValue
             XCTAssertEqual(lp, want, accuracy: 1e-3 * max(1, abs(want)), "continuation \(c["text"]!)")
