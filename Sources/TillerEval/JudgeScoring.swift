@@ -63,8 +63,9 @@ public enum DigitTree {
     /// The default cut-off (`OpenAIJudgeOptions.digitTreeCutoff`): a branch whose probability is
     /// below this share of the first token's mass on integers is not asked about and its mass is
     /// dropped (the score is renormalised over what is kept). A judge sure of its answer keeps
-    /// three or four branches; a diffuse one (SmolLM2-135M) a dozen or two at 1%, and about a
-    /// hundred at 0.1%, which costs minutes a prompt on a small CPU server.
+    /// three or four branches. SmolLM2-135M, a diffuse judge, through `tiller serve` on 4 prompts:
+    /// 14 calls a prompt and at most 5.1 points from the exact local judge at 1%; 37 calls and
+    /// 3.3 points at 0.2% (the rest is what lies outside the top 20 and below the cut-off).
     public static let pruneBelow = 0.01
 
     /// Whether `s` can begin an integer in 0…100 (no leading zero except "0" itself).
