@@ -99,6 +99,13 @@ public protocol StepRecorder: AnyObject {
     func read(_ src: BufferSlice, count: Int, into host: UnsafeMutablePointer<Float>)
     /// Runs what was recorded; when it returns, every `read` destination is filled.
     func submit()
+    /// The host address at which `src` can be read, without a copy, once `submit()` returns: the
+    /// buffer itself where the backend's memory is host memory (the CPU), else nil (then `read`).
+    func hostAddress(_ src: BufferSlice) -> UnsafeMutablePointer<Float>?
+}
+
+extension StepRecorder {
+    public func hostAddress(_ src: BufferSlice) -> UnsafeMutablePointer<Float>? { nil }
 }
 
 /// The FFN's gate activation, as config.json's `hidden_act` / `hidden_activation` names it.

@@ -323,7 +323,8 @@ final class Transformer: @unchecked Sendable {
             rec.rmsNorm(li, rows: R, width: H, weight: finalNorm.at(), eps: eps, into: li)
             rec.matmul(lmHead, li, rows: R, into: lr)
             if let cap = finalSoftcap { rec.softcap(lr, cap: cap, count: R * vocab) }
-            rec.read(lr, count: R * vocab, into: ws.logits)
+            ws.logitsView = rec.hostAddress(lr)
+            if ws.logitsView == nil { rec.read(lr, count: R * vocab, into: ws.logitsCopy) }
         }
         rec.submit()
         plan?.finishStep()

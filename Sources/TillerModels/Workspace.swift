@@ -5,8 +5,8 @@ import TillerTensor
 // MARK: - Scratch
 
 /// Activation buffers for one call (prefill or a generation loop) on the model's backend, grown
-/// when a step needs more, and the recorder its steps are recorded on. `logits` is the host copy
-/// of the requested logits rows, read back once per step.
+/// when a step needs more, and the recorder its steps are recorded on. `logits` holds the
+/// requested logits rows on the host after each step (read back once, or read in place on the CPU).
 final class Workspace {
     let backend: Backend
     let recorder: StepRecorder
@@ -17,8 +17,12 @@ final class Workspace {
     var cos: [BackendBuffer] = []
     var sin: [BackendBuffer] = []
     var logitInput, logitRows: BackendBuffer
-    /// The requested logits rows on the host, [rows, vocab], valid after the step that read them.
-    private(set) var logits: UnsafeMutablePointer<Float>
+    /// The requested logits rows on the host, [rows, vocab], valid after the step that read them:
+    /// the backend's own rows where its memory is host memory, else `logitsCopy`.
+    var logits: UnsafeMutablePointer<Float> { logitsView ?? logitsCopy }
+    /// Set by each step that computes logits: the recorder's host address of its logits rows, if any.
+    var logitsView: UnsafeMutablePointer<Float>?
+    private(set) var logitsCopy: UnsafeMutablePointer<Float>
 
     init(_ t: Transformer) {
         backend = t.backend
@@ -30,11 +34,11 @@ final class Workspace {
         k = b.buffer(count: 1); v = b.buffer(count: 1); attn = b.buffer(count: 1)
         gate = b.buffer(count: 1); up = b.buffer(count: 1)
         logitInput = b.buffer(count: 1); logitRows = b.buffer(count: 1)
-        logits = .allocate(capacity: 1)
+        logitsCopy = .allocate(capacity: 1)
         for _ in 0..<ropeKinds { cos.append(b.buffer(count: 1)); sin.append(b.buffer(count: 1)) }
     }
 
-    deinit { logits.deallocate() }
+    deinit { logitsCopy.deallocate() }
 
     func reserve(tokens n: Int, logitRows r: Int) {
         if n > tokenCapacity {
@@ -48,8 +52,8 @@ final class Workspace {
         if r > logitCapacity {
             logitInput = backend.buffer(count: r * hidden)
             logitRows = backend.buffer(count: r * vocab)
-            logits.deallocate()
-            logits = .allocate(capacity: r * vocab)
+            logitsCopy.deallocate()
+            logitsCopy = .allocate(capacity: r * vocab)
             logitCapacity = r
         }
     }
