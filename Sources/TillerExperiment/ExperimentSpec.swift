@@ -224,6 +224,9 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
     public var judgeRelevance: Bool
     /// A folder with trait.txt / coherence.txt / relevance.txt overriding the judge prompts.
     public var judgePrompts: String?
+    /// Where models run: `auto`, `cpu` or `vulkan[:N]` (TillerVulkan's DeviceChoice parses it;
+    /// `tiller run --device` overrides it, and it overrides TILLER_DEVICE).
+    public var device: String?
     public var questionsPerTrait: Int
     public var samplesPerQuestion: Int
     public var maxNewTokens: Int
@@ -252,7 +255,7 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         case steerPositions = "steer_positions", batchSize = "batch_size", extraction, scan, winner, output
         case evaluators, judgeValidation = "judge_validation", maxPerplexityRatio = "max_perplexity_ratio"
         case perplexityTexts = "perplexity_texts", referenceItems = "reference_items", abItems = "ab_items", splitSeed = "split_seed"
-        case claims
+        case claims, device
     }
 
     static let knownKeys: Set<String> = Set(CodingKeys.allCases.map(\.rawValue))
@@ -298,6 +301,7 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         judgeMinMass = try c.decodeIfPresent(Double.self, forKey: .judgeMinMass) ?? 0.25
         judgeRelevance = try c.decodeIfPresent(Bool.self, forKey: .judgeRelevance) ?? true
         judgePrompts = try c.decodeIfPresent(String.self, forKey: .judgePrompts)
+        device = try c.decodeIfPresent(String.self, forKey: .device)
         questionsPerTrait = try c.decodeIfPresent(Int.self, forKey: .questionsPerTrait) ?? 10
         samplesPerQuestion = try c.decodeIfPresent(Int.self, forKey: .samplesPerQuestion) ?? 1
         maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? 64

@@ -12,7 +12,14 @@ struct DeviceOption: ParsableArguments {
     }
 
     /// The backend to load models on; prints the one line saying which device (standard error).
-    func backend(experimentFile: String? = nil) throws -> Backend {
-        try DeviceChoice.resolve(flag: device, file: experimentFile).backend(note: note)
+    /// `experimentFile` is the `device:` of the experiment file at `file` (named in its error).
+    func backend(experimentFile: String? = nil, file: String? = nil) throws -> Backend {
+        let choice: DeviceChoice
+        if device == nil, let value = experimentFile, let file {
+            do { choice = try DeviceChoice(parsing: value) } catch { throw VulkanError("\(file): \(error)") }
+        } else {
+            choice = try DeviceChoice.resolve(flag: device, file: experimentFile)
+        }
+        return try choice.backend(note: note)
     }
 }

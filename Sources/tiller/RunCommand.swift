@@ -44,7 +44,7 @@ struct Run: ParsableCommand {
             let dir = (experiment as NSString).deletingLastPathComponent
             var options = RunOptions()
             options.showProgress = false
-            options.backend = try deviceOption.backend()
+            options.backend = try deviceOption.backend(experimentFile: spec.device, file: experiment)
             let runner = try ExperimentRunner(spec: spec, baseDirectory: dir.isEmpty ? "." : dir, outputDirectory: scratch, options: options)
             if !noCalibrate { note("calibrating on this machine (a few seconds per model)…") }
             let p = try runner.plan(calibrate: !noCalibrate)
@@ -53,7 +53,7 @@ struct Run: ParsableCommand {
             return
         }
         var options = RunOptions()
-        options.backend = try deviceOption.backend()
+        options.backend = try deviceOption.backend(experimentFile: spec.device, file: experiment)
         if let shard { options.shard = try Shard(parsing: shard) }
         options.showProgress = !noProgress
         options.writeReport = !noReport

@@ -96,6 +96,12 @@ final class ExperimentSpecTests: XCTestCase {
         XCTAssertEqual(try ExperimentSpec.parse(minimal + "\nextraction: {top_p: 0.9}", path: "x.yaml").extraction.topP, 0.9)
     }
 
+    /// `device:` is read as written (the CLI parses it with DeviceChoice and names the file in its error).
+    func testDeviceIsReadFromTheFile() throws {
+        XCTAssertNil(try ExperimentSpec.parse(minimal, path: "x.yaml").device)
+        XCTAssertEqual(try ExperimentSpec.parse(minimal + "\ndevice: vulkan:1", path: "x.yaml").device, "vulkan:1")
+    }
+
     func testShardParsing() throws {
         XCTAssertEqual(try Shard(parsing: "2/4"), Shard(index: 2, count: 4))
         XCTAssertThrowsError(try Shard(parsing: "4/4"))
