@@ -34,7 +34,11 @@ public final class SharedModels: @unchecked Sendable {
     private var models: [String: LanguageModel] = [:]
     public func get(_ file: String, name: String) throws -> LanguageModel {
         try lock.withLock {
-            if let m = models[file] { return m }
+            if let m = models[file] {
+                // The served name is part of what server tests check: one name per file, whichever test loads it first.
+                guard m.name == name else { throw ModelError("SharedModels: \(file) is loaded as \"\(m.name)\", asked for as \"\(name)\"") }
+                return m
+            }
             let m = try loadRealModel(file, name: name)
             models[file] = m
             return m

@@ -30,7 +30,7 @@ final class VulkanModelParityTests: XCTestCase {
 
     func testSmolLM2() throws {
         let path = try realModelPath(smolFile)
-        let cpu = try SharedModels.shared.get(smolFile, name: "smollm2")
+        let cpu = try SharedModels.shared.get(smolFile, name: "smollm2-135m-instruct")
         let gpu = try LanguageModel.load(path, backend: try vulkanBackend())
         try compare(cpu, gpu, name: "smollm2", prompts: [[1, 504, 3458, 282, 4649, 314, 253], [1, 23, 678, 9021]], newTokens: 4)
         // Teacher-forced log-probs against transformers (tools/reference fixture).
@@ -48,7 +48,7 @@ final class VulkanModelParityTests: XCTestCase {
 
     func testGemma3() throws {
         let path = try realModelPath(gemmaFile)
-        let cpu = try SharedModels.shared.get(gemmaFile, name: "gemma3")
+        let cpu = try SharedModels.shared.get(gemmaFile, name: "gemma-3-270m")
         let gpu = try LanguageModel.load(path, backend: try vulkanBackend())
         try compare(cpu, gpu, name: "gemma3", prompts: [[2, 818, 5279, 529, 7001, 563], [2, 1509, 236764]], newTokens: 3)
     }
