@@ -66,7 +66,12 @@ with torch.no_grad():
         t = best(lambda: body(b, output_hidden_states=True))
         out["capture_seconds"] = t
         out["capture_tokens_per_second"] = a.prompts * a.tokens / t
+    # Eager, never torch.compile: some transformers versions compile generate on CUDA by
+    # themselves for static caches (Gemma-2's hybrid one), which costs minutes per shape and
+    # recompiles around the steering hook.
     no_eos = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
+    if hasattr(transformers.GenerationConfig(), "disable_compile"):  # older versions neither have nor need it
+        no_eos["disable_compile"] = True
 
     class FirstToken(transformers.StoppingCriteria):
         """Notes when the first new token exists (after the prefill), stopping nothing."""
