@@ -196,9 +196,10 @@ for s in shapes:
         f32 = load(f"{s}.tf-float32.{file}.json").get(key)
         b16 = load(f"{s}.tf-bfloat16.{file}.json").get(key)
         print(f"{s:13} {label:29} {fmt(t)} {fmt(f32)} {fmt(b16)} {ratio(t, f32)} {ratio(t, b16)}")
-info = load("gemma-2-2b.tf-float32.capture.json") or load("llama-3.2-1b.tf-float32.capture.json")
-if info:
-    print(f"transformers {info.get('transformers')} on torch {info.get('torch')}, {info.get('device')}, attention {info.get('attn_implementation')}")
+for s in shapes:
+    info = load(f"{s}.tf-float32.capture.json") or load(f"{s}.tf-bfloat16.capture.json")
+    if info:
+        print(f"{s}: transformers {info.get('transformers')} on torch {info.get('torch')}, {info.get('device')}, attention {info.get('attn_implementation')}")
 print(f"tiller on {device}; '–' = not run, failed or timed out (see the step lines above and bench/gpu/work/results/*.err)")
 print(f"whole script: {seconds} s")
 PY
