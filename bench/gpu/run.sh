@@ -33,6 +33,10 @@ plan_cap=$([ "$smoke" = 1 ] && echo 420 || echo 90)
 work=$root/bench/gpu/work
 res=$work/results
 archive=${1:-bench/gpu/dist/tiller-linux-x86_64.tar.xz}
+if [ -z "${TILLER:-}" ] && [ ! -f "$archive" ]; then
+    echo "error: $archive is missing: run bench/gpu/package.sh on the build machine and carry it (or set TILLER)"
+    exit 1
+fi
 mkdir -p "$work"
 rm -rf "$res"
 mkdir -p "$res"
@@ -78,7 +82,6 @@ if [ -n "${TILLER:-}" ]; then
     tiller_bin=$(readlink -f "$TILLER")
     libs=""
 else
-    [ -f "$archive" ] || { say "error: $archive is missing: run bench/gpu/package.sh on the build machine and carry it (or set TILLER)"; exit 1; }
     rm -rf "$work/tiller"
     tar -C "$work" -xJf "$archive" || { say "error: cannot unpack $archive"; exit 1; }
     tiller_bin=$work/tiller/bin/tiller
