@@ -83,7 +83,11 @@ if [ -n "${TILLER:-}" ]; then
     libs=""
 else
     rm -rf "$work/tiller"
-    tar -C "$work" -xJf "$archive" || { say "error: cannot unpack $archive"; exit 1; }
+    if command -v xz >/dev/null; then
+        tar -C "$work" -xJf "$archive"
+    else  # no xz binary: Python's lzma reads it
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$archive" "$work"
+    fi || { say "error: cannot unpack $archive"; exit 1; }
     tiller_bin=$work/tiller/bin/tiller
     libs=$work/tiller/lib
 fi
