@@ -161,3 +161,18 @@ public struct AttentionJob: Sendable {
         self.scale = scale; self.softcap = softcap; self.window = window
     }
 }
+
+/// RoPE tables for rows at `positions`: cos/sin [positions.count, half] of float(position) ·
+/// invFreq[i] in fp32, as transformers computes them. Every backend fills its tables with this
+/// (a GPU's own sin/cos lose precision at large positions).
+public func writeRopeTables(positions: [Int], invFreq: UnsafePointer<Float>, half: Int,
+                            cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>) {
+    for (row, p) in positions.enumerated() {
+        let pos = Float(p)
+        for i in 0..<half {
+            let f = pos * invFreq[i]
+            cos[row * half + i] = Foundation.cos(f)
+            sin[row * half + i] = Foundation.sin(f)
+        }
+    }
+}

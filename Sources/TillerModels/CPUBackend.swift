@@ -153,15 +153,7 @@ final class CPURecorder: StepRecorder {
     }
 
     func ropeTables(positions: [Int], invFreq: BufferSlice, half: Int, cos cs: BufferSlice, sin ss: BufferSlice) {
-        let invFreq = invFreq.host, cos = cs.host, sin = ss.host
-        for (row, p) in positions.enumerated() {
-            let pos = Float(p)
-            for i in 0..<half {
-                let f = pos * invFreq[i]
-                cos[row * half + i] = Foundation.cos(f)
-                sin[row * half + i] = Foundation.sin(f)
-            }
-        }
+        writeRopeTables(positions: positions, invFreq: invFreq.host, half: half, cos: cs.host, sin: ss.host)
     }
 
     func rope(_ xs: BufferSlice, rows: Int, heads: Int, headDim: Int, cos cs: BufferSlice, sin ss: BufferSlice) {

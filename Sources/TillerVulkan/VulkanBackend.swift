@@ -141,15 +141,7 @@ final class VulkanRecorder: StepRecorder {
 
     func copy(_ src: BufferSlice, into dst: BufferSlice, count: Int) { run("copy") { try $0.copy(src.vk, into: dst.vk, count: count) } }
 
-    func attention(_ jobs: [AttentionJob]) {
-        let vjobs = jobs.map { j in
-            VulkanAttentionJob(q: j.q.vk, qStride: j.qStride, keys: j.keys.vk, values: j.values.vk, prefixKeys: j.prefixKeys?.vk,
-                               prefixValues: j.prefixValues?.vk, prefixLength: j.prefixLength, out: j.out.vk, queries: j.queries,
-                               firstPosition: j.firstPosition, heads: j.heads, kvHeads: j.kvHeads, headDim: j.headDim,
-                               scale: j.scale, softcap: j.softcap, window: j.window)
-        }
-        run("attention") { try $0.attention(vjobs) }
-    }
+    func attention(_ jobs: [AttentionJob]) { run("attention") { try $0.attention(jobs) } }
 
     func read(_ src: BufferSlice, count: Int, into host: UnsafeMutablePointer<Float>) {
         run("read") { try $0.read(src.vk, count: count, into: host) }

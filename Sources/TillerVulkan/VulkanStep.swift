@@ -1,5 +1,6 @@
 import CVulkan
 import Foundation
+import TillerModels
 import TillerTensor
 
 /// A range of a device buffer: `offset` fp32 elements in.
@@ -14,38 +15,6 @@ public struct VulkanSlice {
 
 /// The gated activation's kind (ACT in act.comp).
 public enum VulkanActivation: UInt32, Sendable { case silu = 0, geluTanh = 1, gelu = 2 }
-
-/// One sequence's attention at one layer, over device buffers (the fields of TillerModels'
-/// AttentionJob): `queries` new rows whose positions start at `firstPosition`; keys/values for
-/// positions below `prefixLength` in the prefix buffers (a shared parent cache), the rest in
-/// `keys`/`values` from their row 0.
-public struct VulkanAttentionJob {
-    public var q: VulkanSlice
-    public var qStride: Int
-    public var keys: VulkanSlice
-    public var values: VulkanSlice
-    public var prefixKeys: VulkanSlice?
-    public var prefixValues: VulkanSlice?
-    public var prefixLength: Int
-    public var out: VulkanSlice
-    public var queries: Int
-    public var firstPosition: Int
-    public var heads: Int
-    public var kvHeads: Int
-    public var headDim: Int
-    public var scale: Float
-    public var softcap: Float?
-    public var window: Int?
-
-    public init(q: VulkanSlice, qStride: Int, keys: VulkanSlice, values: VulkanSlice, prefixKeys: VulkanSlice?,
-                prefixValues: VulkanSlice?, prefixLength: Int, out: VulkanSlice, queries: Int, firstPosition: Int,
-                heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float?, window: Int?) {
-        self.q = q; self.qStride = qStride; self.keys = keys; self.values = values
-        self.prefixKeys = prefixKeys; self.prefixValues = prefixValues; self.prefixLength = prefixLength
-        self.out = out; self.queries = queries; self.firstPosition = firstPosition; self.heads = heads
-        self.kvHeads = kvHeads; self.headDim = headDim; self.scale = scale; self.softcap = softcap; self.window = window
-    }
-}
 
 /// One forward step recorded into one command buffer and submitted once. Ops are recorded in
 /// order; a memory barrier goes in only where an op reads or writes a range that an op since the
@@ -285,12 +254,9 @@ public final class VulkanStep {
     /// computed on the host in fp32 exactly as the CPU backend does, then copied to the device.
     public func ropeTables(positions: [Int], invFreq: [Float], half: Int, cos: VulkanSlice, sin: VulkanSlice) throws {
         var c = [Float](repeating: 0, count: positions.count * half), s = c
-        for (row, p) in positions.enumerated() {
-            let pos = Float(p)
-            for i in 0..<half {
-                let f = pos * invFreq[i]
-                c[row * half + i] = Foundation.cos(f)
-                s[row * half + i] = Foundation.sin(f)
+        c.withUnsafeMutableBufferPointer { cp in
+            s.withUnsafeMutableBufferPointer { sp in
+                writeRopeTables(positions: positions, invFreq: invFreq, half: half, cos: cp.baseAddress!, sin: sp.baseAddress!)
             }
         }
         try c.withUnsafeBufferPointer { try write($0, into: cos) }
@@ -351,9 +317,14 @@ public final class VulkanStep {
         copy(from: src.buffer, byteOffset: src.offset * 4, to: dst.buffer, byteOffset: dst.offset * 4, bytes: count * 4)
     }
 
-    /// Causal attention of each job's new queries against its cached keys/values.
-    public func attention(_ jobs: [VulkanAttentionJob]) throws {
-        for j in jobs {
+    /// Causal attention of each job's new queries against its cached keys/values (the seam's
+    /// AttentionJob, its slices naming VulkanBuffers).
+    public func attention(_ jobs: [AttentionJob]) throws {
+        for job in jobs {
+            let j = (q: job.q.vk, keys: job.keys.vk, values: job.values.vk, prefixKeys: job.prefixKeys?.vk,
+                     prefixValues: job.prefixValues?.vk, out: job.out.vk, qStride: job.qStride, queries: job.queries,
+                     firstPosition: job.firstPosition, heads: job.heads, kvHeads: job.kvHeads, headDim: job.headDim,
+                     prefixLength: job.prefixLength, window: job.window, scale: job.scale, softcap: job.softcap)
             guard j.headDim <= 256, j.kvHeads > 0, j.heads % j.kvHeads == 0 else {
                 throw VulkanError("attention: headDim \(j.headDim) (at most 256), heads \(j.heads), kvHeads \(j.kvHeads) are not supported")
             }

@@ -316,9 +316,10 @@ final class VulkanOpsTests: XCTestCase {
             let vs = try guarded(d, count: v.count, values: v), os = try guarded(d, count: q.count)
             let pks = try guarded(d, count: pk.count, values: pk), pvs = try guarded(d, count: pv.count, values: pv)
             let step = try VulkanStep(device: d)
-            try step.attention([VulkanAttentionJob(
-                q: qs, qStride: qDim, keys: ks, values: vs, prefixKeys: c.prefix > 0 ? pks : nil, prefixValues: c.prefix > 0 ? pvs : nil,
-                prefixLength: c.prefix, out: os, queries: c.queries, firstPosition: c.first, heads: c.heads, kvHeads: c.kvHeads,
+            func seam(_ v: VulkanSlice) -> BufferSlice { BufferSlice(v.buffer, offset: v.offset) }
+            try step.attention([AttentionJob(
+                q: seam(qs), qStride: qDim, keys: seam(ks), values: seam(vs), prefixKeys: c.prefix > 0 ? seam(pks) : nil,
+                prefixValues: c.prefix > 0 ? seam(pvs) : nil, prefixLength: c.prefix, out: seam(os), queries: c.queries, firstPosition: c.first, heads: c.heads, kvHeads: c.kvHeads,
                 headDim: c.headDim, scale: scale, softcap: c.softcap, window: c.window)])
             try step.submit()
             // The score soft-cap goes through a different tanh than the CPU's (within a few ulp).
