@@ -20,7 +20,8 @@ public struct OpenAIJudgeOptions: Sendable, CustomStringConvertible {
     public var backoffBase: Double
     public var backoffMax: Double
     public var topLogprobs: Int
-    /// Digit tree: branches below this share of the first token's integer mass are dropped.
+    /// Digit tree: branches below this share of the first token's integer mass are not asked
+    /// about; their mass is estimated from the branches kept (`DigitTree.estimatePruned`).
     public var digitTreeCutoff: Double
 
     public init(baseURL: URL = URL(string: "https://api.openai.com/v1")!, apiKey: String? = nil, maxConcurrent: Int = 8,
@@ -172,15 +173,19 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
     }
 
     /// The digit tree of `prompt`'s reply (see `DigitTree`): level by level, every prefix kept is
-    /// continued, each level's calls at once.
+    /// continued, each level's calls at once; the branches below the cut-off get their mass from
+    /// the kept ones (`DigitTree.estimatePruned`).
     func digitTree(_ prompt: String, style: ContinuationStyle) async throws -> JudgeAnswer {
-        var level = DigitTree.step(prefix: "", probability: 1, next: try await cachedCall(prompt, prefix: "", style: style)).children
-        var dist: [Int: Double] = [:]
+        let asked = options.topLogprobs
+        var level = DigitTree.step(prefix: "", probability: 1, next: try await cachedCall(prompt, prefix: "", style: style), asked: asked).children
+        var dist: [Int: Double] = [:], kept: [String: Double] = [:], pruned: [String: Double] = [:]
         let cut = options.digitTreeCutoff * level.values.reduce(0, +)
         while !level.isEmpty {
-            let kept = level.filter { $0.value >= cut }.sorted { $0.key < $1.key }
+            let now = level.filter { $0.value >= cut }.sorted { $0.key < $1.key }
+            for (s, p) in level where p < cut { pruned[s] = p }
+            for (s, p) in now { kept[s] = p }
             let answers = try await withThrowingTaskGroup(of: (String, Double, TopLogprobs).self) { group in
-                for (s, p) in kept { group.addTask { (s, p, try await self.cachedCall(prompt, prefix: s, style: style)) } }
+                for (s, p) in now { group.addTask { (s, p, try await self.cachedCall(prompt, prefix: s, style: style)) } }
                 var out: [(String, Double, TopLogprobs)] = []
                 for try await r in group { out.append(r) }
                 return out
@@ -188,11 +193,12 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
             level = [:]
             // In prefix order, so the sums do not depend on which call came back first.
             for (s, p, next) in answers.sorted(by: { $0.0 < $1.0 }) {
-                let r = DigitTree.step(prefix: s, probability: p, next: next)
+                let r = DigitTree.step(prefix: s, probability: p, next: next, asked: asked)
                 for (k, v) in r.children { level[k, default: 0] += v }
                 for (k, v) in r.ended { dist[k, default: 0] += v }
             }
         }
+        DigitTree.estimatePruned(pruned, kept: kept, into: &dist)
         return JudgeAnswer(distribution: dist)
     }
 

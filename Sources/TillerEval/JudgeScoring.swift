@@ -57,16 +57,22 @@ public struct JudgeScoring: Sendable, Equatable, CustomStringConvertible {
 /// nothing else: "8" followed by "." or a word is not the answer 8, so the answers stay disjoint
 /// and their probabilities add up to the mass on integer replies.
 ///
-/// Every node kept needs one call (the first call is the root's), so the cost is proportional to
-/// the branches kept: a reply the judge is sure of ("85", then the end) costs three calls.
+/// A server shows only the top k tokens after each node: the digits a full list leaves out are
+/// estimated (`step`), and branches below the cut-off are not asked about but estimated from the
+/// branches kept (`estimatePruned`). Every node kept needs one call (the first call is the
+/// root's), so the cost is proportional to the branches kept: a reply the judge is sure of ("85",
+/// then the end) costs three calls.
 public enum DigitTree {
     /// The default cut-off (`OpenAIJudgeOptions.digitTreeCutoff`): a branch whose probability is
-    /// below this share of the first token's mass on integers is not asked about and its mass is
-    /// dropped (the score is renormalised over what is kept). A judge sure of its answer keeps
-    /// three or four branches. SmolLM2-135M, a diffuse judge, through `tiller serve` on 4 prompts:
-    /// 14 calls a prompt and at most 5.1 points from the exact local judge at 1%; 37 calls and
-    /// 3.3 points at 0.2% (the rest is what lies outside the top 20 and below the cut-off).
-    public static let pruneBelow = 0.01
+    /// below this share of the first token's mass on integers is not asked about; its mass is
+    /// estimated from the branches kept (`estimatePruned`). A judge sure of its answer keeps three
+    /// or four branches. SmolLM2-135M, a diffuse judge, through `tiller serve` on the 4 prompts of
+    /// `LocalJudgeTests`, against the exact local judge (calls a prompt, worst |Δ score|):
+    /// 0.3%: 29–36 calls, 0.41 points; 0.5%: 19–25, 1.9; 1%: 16–19, 1.9; no cut-off: 102, 0.45
+    /// (what is left there is the estimate of the first digits missing from the top 20).
+    /// Before the unlisted digits were estimated and pruned mass kept: 5.1 points at 1%, 3.3 at
+    /// 0.2%, 4.6 with no cut-off at all.
+    public static let pruneBelow = 0.003
 
     /// Whether `s` can begin an integer in 0…100 (no leading zero except "0" itself).
     static func valid(_ s: String) -> Bool {
@@ -84,7 +90,17 @@ public enum DigitTree {
     /// What the next tokens after `prefix` (reached with probability `p`) make: child prefixes,
     /// and mass ending on the integer `prefix`. At the root (`prefix` empty) leading whitespace is
     /// the reply's and is skipped, and an end token is an empty reply, no integer.
-    public static func step(prefix: String, probability p: Double, next: TopLogprobs)
+    ///
+    /// `asked`: how many alternatives the request asked for. A list that long is cut off by the
+    /// server, and a digit missing from it is not impossible, only less likely than the least
+    /// likely token listed: each such digit that would extend the prefix is given that token's
+    /// probability (at most an even share of the mass not listed) and its branch is asked about
+    /// like any other. At the root this is most of what a top-20 list hides from a diffuse judge:
+    /// SmolLM2-135M lists 6 to 8 of the 10 first digits, and the unlisted ones carry 6–9% of the
+    /// integer mass, mostly on the high scores (3x, 6x, 7x, 8x) — 1 to 4.6 points of the score.
+    /// Measured there, the missing digits hold 80–87% of this estimate (it is their upper bound).
+    /// A shorter list is the whole distribution and nothing is added.
+    public static func step(prefix: String, probability p: Double, next: TopLogprobs, asked: Int? = nil)
         -> (children: [String: Double], ended: [Int: Double]) {
         var children: [String: Double] = [:], ended: [Int: Double] = [:]
         for (token, lp) in next {
@@ -102,7 +118,56 @@ public enum DigitTree {
             let s = prefix + t
             if valid(s) { children[s, default: 0] += p * q }
         }
+        if let asked, asked > 0, next.count >= asked, let least = next.map(\.logprob).min() {
+            let unlisted = (0...9).map { prefix + String($0) }.filter { valid($0) && children[$0] == nil }
+            let rest = max(0, 1 - next.reduce(0.0) { $0 + Foundation.exp($1.logprob) })
+            if !unlisted.isEmpty {
+                let q = min(Foundation.exp(least), rest / Double(unlisted.count))
+                for s in unlisted where q > 0 { children[s] = p * q }
+            }
+        }
         return (children, ended)
+    }
+
+    /// The digits that can follow `s` in an integer 0…100 ("10": 0; "85": none; "7": all ten).
+    static func followers(_ s: String) -> [Int] { (0...9).filter { valid(s + String($0)) } }
+
+    /// Mass for the branches below the cut-off, which are not asked about. Their mass is not
+    /// dropped: a pruned prefix is taken to go on as the kept prefixes of its depth that can go on
+    /// the same ways (`followers`) do, on average weighted by their probabilities — their
+    /// distributions over the integers below them, moved onto its own digits ("85" ending becomes
+    /// "25" ending). So a pruned two-digit prefix keeps its own integer with the kept two-digit
+    /// prefixes' mean probability of ending there. "10", which goes on to "100" (or "10/10") and
+    /// almost never ends, is no peer of "25": with it among the peers the estimate is far too low
+    /// (SmolLM2-135M: P(end | "10") < 0.01, P(end | other two digits) mostly 0.2–0.5). Dropping
+    /// the mass instead (the renormalised score then gives it the mean of everything kept) pulled
+    /// the score toward the single digits, 2–6 points low at a 0.3–1% cut-off.
+    /// `kept`: every prefix asked about, with its probability; `dist`: the integers' mass from
+    /// those branches. Deepest levels first, so a kept branch's distribution already holds the
+    /// estimates below it. A pruned branch with no such peer is dropped.
+    public static func estimatePruned(_ pruned: [String: Double], kept: [String: Double], into dist: inout [Int: Double]) {
+        let depths = Set(pruned.keys.map(\.count)).sorted(by: >)
+        for depth in depths {
+            var add: [Int: Double] = [:]
+            // Pruned prefixes of this depth, grouped by the ways they can go on.
+            let groups = Dictionary(grouping: pruned.filter { $0.key.count == depth }, by: { followers($0.key) })
+            for (ways, members) in groups {
+                let peers = kept.filter { $0.key.count == depth && followers($0.key) == ways }
+                let total = peers.values.reduce(0, +)
+                guard total > 0 else { continue }
+                // The peers' integers, as the suffix after their prefix ("" = ends there).
+                var suffixes: [String: Double] = [:]
+                for (n, m) in dist {
+                    let digits = String(n)
+                    guard digits.count >= depth, peers[String(digits.prefix(depth))] != nil else { continue }
+                    suffixes[String(digits.dropFirst(depth)), default: 0] += m
+                }
+                for (s, p) in members {
+                    for (suffix, m) in suffixes where valid(s + suffix) { add[Int(s + suffix)!, default: 0] += p / total * m }
+                }
+            }
+            for (n, m) in add { dist[n, default: 0] += m }
+        }
     }
 
     /// The 0–9 scale's digits as a distribution over 0…100 with the same mass and expectation:

@@ -89,7 +89,9 @@ final class JudgeScoringTests: XCTestCase {
     /// them it opens a new turn, whose first digit is the first call's). Scripted so that every
     /// figure is known. An integer counts when the reply ends after it ("<|im_end|>", or "" where
     /// the server drops special tokens, or nothing at all where it leaves the end token out):
-    /// "8" then "." is not 8; "2" (below the cut-off share) is dropped unasked.
+    /// "8" then "." is not 8; "2" (below the cut-off share) is not asked about and is taken to go
+    /// on as the first digits kept (8, 7, 1) do. The lists are shorter than the 20 asked for, so
+    /// they are the whole distribution and no unlisted digit is estimated.
     func testDigitTreeIsExactOnAScriptedServer() async throws {
         let endpoint = try Endpoint { r in
             let continued = r.prefix != nil && r.continueFinal && r.addGenerationPrompt == false
@@ -118,8 +120,12 @@ final class JudgeScoringTests: XCTestCase {
         let calls = endpoint.requests[before...]
         XCTAssertEqual(Set(calls.map { $0.prefix ?? "" }), ["", "8", "7", "1", "85", "70", "10", "15", "100"], "the branches kept, each asked once")
         XCTAssertEqual(calls.count, 9)
-        // 8: .5·.2, 85: .5·.5·.9, 70: .3·.9·.8, 10: .1·.6·.5, 15: .1·.4 (ended at once), 100: .1·.6·.5·.7.
-        let expected: [Int: Double] = [8: 0.1, 85: 0.225, 70: 0.216, 10: 0.03, 15: 0.04, 100: 0.021]
+        // 8: .5·.2, 85: .5·.5·.9, 70: .3·.9·.8, 10: .1·.6·.5, 15: .1·.4 (ended at once), 100: .1·.6·.5·.7;
+        // "2" (1e-5) goes on as 8, 7 and 1 (probability .9 together) do: ending (.1), "5" (85 and
+        // 15: .265), "0" (70 and 10: .246); "00" (100) cannot follow 2.
+        let r = 1e-5 / 0.9
+        let expected: [Int: Double] = [8: 0.1, 85: 0.225, 70: 0.216, 10: 0.03, 15: 0.04, 100: 0.021,
+                                       2: r * 0.1, 25: r * 0.265, 20: r * 0.246]
         XCTAssertEqual(Set(answer.distribution.keys), Set(expected.keys))
         for (k, v) in expected { XCTAssertEqual(answer.distribution[k]!, v, accuracy: 1e-12, "\(k)") }
         let ev = expected.reduce(0.0) { $0 + Double($1.key) * $1.value } / expected.values.reduce(0, +)
@@ -182,8 +188,33 @@ final class JudgeScoringTests: XCTestCase {
         XCTAssertEqual(ten.children["100"]!, 0.25, accuracy: 1e-12)
         XCTAssertEqual(ten.ended.keys.sorted(), [10])
         XCTAssertEqual(ten.ended[10]!, 0.1, accuracy: 1e-12)
+        // A full list (as long as asked for) hides digits less likely than its last token: each
+        // unlisted first digit gets that token's probability, at most an even share of the rest.
+        let full: TopLogprobs = [("7", log(0.3)), ("The", log(0.2)), ("8", log(0.1)), ("I", log(0.04))]
+        let cut = DigitTree.step(prefix: "", probability: 1, next: full, asked: 4)
+        XCTAssertEqual(cut.children.keys.sorted(), (0...9).map(String.init))
+        XCTAssertEqual(cut.children["7"]!, 0.3, accuracy: 1e-12)
+        XCTAssertEqual(cut.children["3"]!, 0.04, accuracy: 1e-12)
+        XCTAssertEqual(DigitTree.step(prefix: "", probability: 1, next: full, asked: 5).children.keys.sorted(), ["7", "8"], "a shorter list is all there is")
+        let thin = DigitTree.step(prefix: "", probability: 1, next: [("7", log(0.9)), ("8", log(0.08))], asked: 2)
+        XCTAssertEqual(thin.children["0"]!, 0.02 / 8, accuracy: 1e-12, "the unlisted share the mass the list leaves")
+        // After "10" only "100" can follow: unlisted, it is estimated; after "85" nothing can.
+        XCTAssertEqual(DigitTree.step(prefix: "10", probability: 0.5, next: [(".", log(0.5)), ("<|im_end|>", log(0.1))], asked: 2).children["100"]!,
+                       0.5 * 0.1, accuracy: 1e-12)
+        XCTAssertTrue(DigitTree.step(prefix: "85", probability: 0.5, next: [(".", log(0.5)), ("<|im_end|>", log(0.1))], asked: 2).children.isEmpty)
         XCTAssertTrue(DigitTree.endsReply("") && DigitTree.endsReply("<|im_end|>") && DigitTree.endsReply("</s>"))
         XCTAssertFalse(DigitTree.endsReply("<") || DigitTree.endsReply(".") || DigitTree.endsReply("\n"))
+        // Pruned branches go on as the kept branches of their depth that can go on the same ways:
+        // "37" as "85" (not as "10", which can become 100), "2" as "8" and "1" (not as "0").
+        var dist: [Int: Double] = [8: 0.1, 85: 0.15, 10: 0.01, 100: 0.05, 0: 0.08]
+        DigitTree.estimatePruned(["37": 0.002, "2": 0.01], kept: ["8": 0.5, "1": 0.3, "0": 0.1, "85": 0.2, "10": 0.2], into: &dist)
+        let estimated: [Int: Double] = [37: 0.002 / 0.2 * 0.15, 2: 0.01 / 0.8 * 0.1, 25: 0.01 / 0.8 * 0.15, 20: 0.01 / 0.8 * 0.01]
+        XCTAssertEqual(Set(dist.keys), Set([8, 85, 10, 100, 0] + Array(estimated.keys)))
+        for (k, v) in estimated { XCTAssertEqual(dist[k]!, v, accuracy: 1e-15, "\(k)") }
+        XCTAssertEqual(dist[85]!, 0.15, "kept branches are left as they are")
+        var lonely: [Int: Double] = [5: 0.1]
+        DigitTree.estimatePruned(["42": 0.01], kept: ["5": 0.2, "10": 0.05], into: &lonely)
+        XCTAssertEqual(lonely, [5: 0.1], "no peer of its shape: the branch is dropped")
         // The 0–9 scale keeps mass and expectation exactly.
         let d = DigitTree.rescaleDigits([("5", log(0.6)), ("9", log(0.4))])
         XCTAssertEqual(d.values.reduce(0, +), 1, accuracy: 1e-12)

@@ -159,11 +159,15 @@ final class LocalJudgeTests: XCTestCase {
     }
 
     /// `tiller serve` on SmolLM2 is a digit-splitting OpenAI endpoint: the OpenAI judge detects
-    /// the digit tree there and scores trait and coherence near the exact local judge on the same
-    /// model (the remote judge sees the top 20 alternatives and drops branches under the cut-off;
-    /// SmolLM2-135M is a diffuse judge, the hardest case for both), whichever way the
-    /// continuation is asked for; the first-token reading of the same server (the old behaviour)
-    /// lands far off.
+    /// the digit tree there and scores trait and coherence within 1 point of the exact local judge
+    /// on the same model, whichever way the continuation is asked for; the first-token reading of
+    /// the same server (the old behaviour) lands far off. SmolLM2-135M is a diffuse judge, the
+    /// hardest case for the remote one, which sees the top 20 alternatives: its top 20 after the
+    /// prompt hide 2–4 of the 10 first digits (6–9% of the integer mass, on 3x, 6x, 7x, 8x), so
+    /// reading only what is listed was 1–4.6 points off even with every branch asked about, and
+    /// 2.5–5.1 with the 1% cut-off. Measured with the unlisted digits estimated and the pruned
+    /// branches' mass kept (`DigitTree`), at the default 0.3% cut-off: at most 0.41 points, 29–36
+    /// calls a prompt.
     func testOpenAIJudgeAgainstServeMatchesTheLocalJudge() async throws {
         let model = try SharedModels.shared.get(smolFile, name: "smollm2-135m-instruct")
         var o = ChatServer.Options()
@@ -204,7 +208,7 @@ final class LocalJudgeTests: XCTestCase {
             worstFirstToken = max(worstFirstToken, abs(f - e))
             print(String(format: "digit tree via serve: %.3f (mass %.4f) vs local %.3f (mass %.4f), first-token %.3f; %d requests so far, %.0f s",
                          r, remote.mass, e, exact.mass, f, judge.stats.attempts, Date().timeIntervalSince(start)))
-            XCTAssertEqual(r, e, accuracy: 6, String(p.suffix(120)))
+            XCTAssertEqual(r, e, accuracy: 1, String(p.suffix(120)))
         }
         print(String(format: "digit tree via serve vs local judge: %d prompts, max |Δ score| %.3f (first-token reading: %.3f), %.0f s, %d requests",
                      asked.count, worst, worstFirstToken, Date().timeIntervalSince(start), judge.stats.attempts))
