@@ -15,7 +15,7 @@ public struct JudgeValidationStage: PlannedStage, Sendable {
         /// Least trait and coherence AUC to pass (`judge_validation.min_auc`, `--min-auc`).
         public var minAUC = 0.75
         /// Coherence with the relevance cap (`judge_relevance`; `--no-relevance` turns it off).
-        public var relevance = true
+        public var relevance = JudgingStage.Settings().relevance
         /// Seed of the degenerate versions (the file's `seed`, `--seed`).
         public var seed: UInt64 = 0
         public init() {}

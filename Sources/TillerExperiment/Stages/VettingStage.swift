@@ -12,7 +12,7 @@ public struct VettingStage: PlannedStage, Sendable {
         /// Fewest surviving samples per polarity (`extraction.min_vetted`, `--min-vetted`).
         public var minVetted = 4
         /// Coherence with the relevance cap (`judge_relevance`; `--no-relevance` turns it off).
-        public var relevance = true
+        public var relevance = JudgingStage.Settings().relevance
         /// Positive samples need trait ≥ threshold, negative ones trait < threshold.
         public var threshold = 50.0
         /// Both need coherence ≥ this.
