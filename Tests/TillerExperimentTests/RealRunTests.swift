@@ -197,6 +197,65 @@ final class RealRunTests: XCTestCase {
         return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
     }
 
+    /// `tiller extract --vet` and an experiment with the same settings (stated as the file's keys
+    /// and as the command's flags, the rest left at their defaults) keep the same samples: the
+    /// same generated answers, the same judge validation and vetting (relevance on in both), the
+    /// same survivors and activations. The file's `top_p` reaches the extraction.
+    func testExtractCommandVetsAsTheExperimentDoes() throws {
+        _ = try wholeRun()
+        let dir = Self.root + "/vet"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let yaml = """
+        name: vet
+        models: [smollm2-135m-instruct]
+        traits: [refusal]
+        methods: [probe]
+        layers: [12]
+        coefficients: [1]
+        judge: local:smollm2-135m-instruct
+        judge_min_mass: 0.001
+        judge_validation: {items: 4}
+        evaluators: [judge]
+        extraction: {max_pairs: 1, max_questions: 2, max_new_tokens: 6, top_p: 0.9, vetting: judge, min_vetted: 1}
+        scan: {max_texts: 2}
+        """
+        try yaml.write(toFile: dir + "/vet.yaml", atomically: true, encoding: .utf8)
+        var o = RunOptions()
+        o.showProgress = false
+        o.prepareOnly = true
+        o.allowInvalidJudge = true
+        var experimentError: String?
+        do {
+            try ExperimentRunner(spec: try ExperimentSpec.load(path: dir + "/vet.yaml"), baseDirectory: dir, outputDirectory: dir + "/run", options: o).run()
+        } catch { experimentError = String(describing: error) }
+
+        let cliOut = dir + "/cli"
+        let (status, _, err) = try tiller(["extract", "-m", "smollm2-135m-instruct", "-t", "refusal", "--pairs", "1", "--questions", "2",
+                                           "--max-tokens", "6", "--top-p", "0.9", "--vet", "local:smollm2-135m-instruct",
+                                           "--judge-items", "4", "--judge-min-mass", "0.001", "--min-vetted", "1",
+                                           "--allow-invalid-judge", "--methods", "probe", "--out", cliOut])
+        if let experimentError {
+            // The tiny judge may keep no sample of a side: then both refuse, with the same counts.
+            let kept = try XCTUnwrap(experimentError.range(of: "vetting kept [^,]*, ", options: .regularExpression).map { String(experimentError[$0]) }, experimentError)
+            XCTAssertNotEqual(status, 0)
+            XCTAssertTrue(err.contains(kept), "experiment: \(experimentError)\ncli: \(err)")
+            return
+        }
+        XCTAssertEqual(status, 0, err)
+        let fromRun = try ExtractionRun.load(directory: dir + "/run/smollm2-135m-instruct/refusal")
+        let fromCLI = try ExtractionRun.load(directory: cliOut)
+        XCTAssertEqual(fromRun.settings["top_p"], "0.9", "the file's top_p reaches the extraction")
+        XCTAssertEqual(fromCLI.settings, fromRun.settings)
+        XCTAssertNotNil(fromRun.vetting)
+        XCTAssertEqual(fromCLI.vetting, fromRun.vetting)
+        XCTAssertEqual(fromCLI.positiveSamples, fromRun.positiveSamples)
+        XCTAssertEqual(fromCLI.negativeSamples, fromRun.negativeSamples)
+        for l in fromRun.activations.layers {
+            XCTAssertEqual(fromCLI.activations.positive[l]?.values, fromRun.activations.positive[l]?.values, "L\(l)")
+            XCTAssertEqual(fromCLI.activations.negative[l]?.values, fromRun.activations.negative[l]?.values, "L\(l)")
+        }
+    }
+
     /// Negative steering is everyday use: `--coef -8` is a value, not an unknown flag, and means
     /// what `--coef=-8` means.
     func testGenerateTakesANegativeCoefficient() throws {
