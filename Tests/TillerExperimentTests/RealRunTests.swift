@@ -234,6 +234,13 @@ final class RealRunTests: XCTestCase {
                                            "--max-tokens", "6", "--top-p", "0.9", "--vet", "local:smollm2-135m-instruct",
                                            "--judge-items", "4", "--judge-min-mass", "0.001", "--min-vetted", "1",
                                            "--allow-invalid-judge", "--methods", "probe", "--out", cliOut])
+        // The judge was validated with the same settings (4 items, relevance on, seed 0): the same checks.
+        let validations = try ResultsStore(path: dir + "/run/results.sqlite", create: false).validations().map(\.validation)
+        XCTAssertEqual(Set(validations.map(\.check)), ["trait_auc", "coherence_auc"])
+        for v in validations {
+            let line = "\(v.check): \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(v.n), pass ≥ \(v.threshold))"
+            XCTAssertTrue(err.contains(line), "\(line) not in\n\(err)")
+        }
         if let experimentError {
             // The tiny judge may keep no sample of a side: then both refuse, with the same counts.
             let kept = try XCTUnwrap(experimentError.range(of: "vetting kept [^,]*, ", options: .regularExpression).map { String(experimentError[$0]) }, experimentError)
