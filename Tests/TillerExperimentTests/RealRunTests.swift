@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import XCTest
 import TillerFormats
+import TillerModels
 import TillerSteering
 @testable import TillerExperiment
 
@@ -202,7 +203,11 @@ final class RealRunTests: XCTestCase {
     /// same generated answers, the same judge validation and vetting (relevance on in both), the
     /// same survivors and activations. The file's `top_p` reaches the extraction.
     func testExtractCommandVetsAsTheExperimentDoes() throws {
-        _ = try wholeRun()
+        let model = ModelCache.knownModel(named: "smollm2-135m-instruct")!
+        guard FileManager.default.fileExists(atPath: model.path) else {
+            XCTFail("\(model.path) is missing: run scripts/setup.sh (or `tiller models fetch`) first")
+            return
+        }
         let dir = Self.root + "/vet"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let yaml = """
@@ -246,6 +251,22 @@ final class RealRunTests: XCTestCase {
             let kept = try XCTUnwrap(experimentError.range(of: "vetting kept [^,]*, ", options: .regularExpression).map { String(experimentError[$0]) }, experimentError)
             XCTAssertNotEqual(status, 0)
             XCTAssertTrue(err.contains(kept), "experiment: \(experimentError)\ncli: \(err)")
+            // The command stored its samples before vetting them: the experiment's extraction
+            // stage, built from the file, collects the same ones (with the file's top_p).
+            let stage = try ExtractionStage(spec: try ExperimentSpec.load(path: dir + "/vet.yaml"))
+            XCTAssertEqual(stage.settings.topP, 0.9)
+            let fromStage = try stage.run(model: try LanguageModel.load("smollm2-135m-instruct"), trait: try Trait.resolve("refusal"),
+                                          log: StageLog(showProgress: false, log: { _ in }))
+            let fromCLI = try ExtractionRun.load(directory: cliOut)
+            XCTAssertNil(fromCLI.vetting)
+            XCTAssertEqual(fromStage.settings["top_p"], "0.9", "the file's top_p reaches the extraction")
+            XCTAssertEqual(fromCLI.settings, fromStage.settings)
+            XCTAssertEqual(fromCLI.positiveSamples, fromStage.positiveSamples)
+            XCTAssertEqual(fromCLI.negativeSamples, fromStage.negativeSamples)
+            for l in fromStage.activations.layers {
+                XCTAssertEqual(fromCLI.activations.positive[l]?.values, fromStage.activations.positive[l]?.values, "L\(l)")
+                XCTAssertEqual(fromCLI.activations.negative[l]?.values, fromStage.activations.negative[l]?.values, "L\(l)")
+            }
             return
         }
         XCTAssertEqual(status, 0, err)
