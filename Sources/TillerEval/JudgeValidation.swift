@@ -14,6 +14,15 @@ import TillerSteering
 /// side with no scores gives no AUC, which fails. The figures are stored with the run and head
 /// the report; below `minAUC` every judge-based table is labelled "judge failed validation".
 public enum JudgeValidation {
+    /// Judge scores per reference item: a trait score of its positive and of its negative
+    /// answer, then a coherence score of the fluent answer and of each degenerate version.
+    public static let scoresPerItem = 3 + Degeneration.versions(of: "a", seed: 0).count
+    /// Judge calls behind `items` items: each coherence score also asks for relevance when
+    /// `relevance` is on. The one place this count is written (plans, progress bars).
+    public static func calls(items: Int, relevance: Bool) -> Int {
+        items * (2 + (scoresPerItem - 2) * (relevance ? 2 : 1))
+    }
+
     public static func run(scorer: JudgeScorer, trait: String, definition: String, references: [ReferenceAnswer],
                            items: Int, minAUC: Double, relevance: Bool, seed: UInt64, concurrency: Int = 8,
                            progress: (@Sendable (Int) -> Void)? = nil) async throws -> [InstrumentValidation] {

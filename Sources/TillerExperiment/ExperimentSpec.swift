@@ -124,7 +124,7 @@ public struct ExtractionPlan: Codable, Sendable, Equatable {
     /// trait (positive: trait ≥ 50, negative: trait < 50, both coherence ≥ 50). `none`: keep all.
     public var vetting: VettingMode = .none
     /// Fewest surviving samples per polarity; fewer is an error naming the trait and counts.
-    public var minVetted: Int = 4
+    public var minVetted: Int = VettingStage.Settings().minVetted
 
     public enum VettingMode: String, Codable, Sendable, Equatable { case none, judge }
 
@@ -153,23 +153,25 @@ public struct ExtractionPlan: Codable, Sendable, Equatable {
             guard let mode = VettingMode(rawValue: v) else { throw ExperimentError("extraction.vetting \"\(v)\" is unknown: use none or judge") }
             vetting = mode
         }
-        minVetted = try c.decodeIfPresent(Int.self, forKey: .minVetted) ?? 4
+        minVetted = try c.decodeIfPresent(Int.self, forKey: .minVetted) ?? VettingStage.Settings().minVetted
     }
 }
 
 /// How the judge proves itself before its scores are used (see TillerEval's JudgeValidation).
 public struct JudgeValidationPlan: Codable, Sendable, Equatable {
     /// Least trait and coherence AUC for the judge to pass.
-    public var minAUC: Double = 0.75
+    public var minAUC: Double = Self.defaults.minAUC
     /// Reference answer pairs scored (each gives a positive, a negative, and four degenerate
     /// versions of the positive for the coherence AUC).
-    public var items: Int = 12
+    public var items: Int = Self.defaults.items
+    /// Defaults shared with `tiller judge --validate` and `tiller extract --vet`.
+    static let defaults = JudgeValidationStage.Settings()
     enum CodingKeys: String, CodingKey { case minAUC = "min_auc", items }
     public init() {}
     public init(from d: Decoder) throws {
         let c = try d.container(keyedBy: CodingKeys.self)
-        minAUC = try c.decodeIfPresent(Double.self, forKey: .minAUC) ?? 0.75
-        items = try c.decodeIfPresent(Int.self, forKey: .items) ?? 12
+        minAUC = try c.decodeIfPresent(Double.self, forKey: .minAUC) ?? Self.defaults.minAUC
+        items = try c.decodeIfPresent(Int.self, forKey: .items) ?? Self.defaults.items
     }
 }
 
@@ -298,8 +300,8 @@ public struct ExperimentSpec: Codable, Sendable, Equatable {
         } else {
             coherenceThresholds = try c.decodeIfPresent([Double].self, forKey: .coherenceThresholds) ?? [50]
         }
-        judgeMinMass = try c.decodeIfPresent(Double.self, forKey: .judgeMinMass) ?? 0.25
-        judgeRelevance = try c.decodeIfPresent(Bool.self, forKey: .judgeRelevance) ?? true
+        judgeMinMass = try c.decodeIfPresent(Double.self, forKey: .judgeMinMass) ?? Scoring.defaultMinMass
+        judgeRelevance = try c.decodeIfPresent(Bool.self, forKey: .judgeRelevance) ?? JudgingStage.Settings().relevance
         judgePrompts = try c.decodeIfPresent(String.self, forKey: .judgePrompts)
         device = try c.decodeIfPresent(String.self, forKey: .device)
         questionsPerTrait = try c.decodeIfPresent(Int.self, forKey: .questionsPerTrait) ?? 10

@@ -4,7 +4,7 @@ import TillerModels
 import TillerSteering
 
 // The run's judge: built from the experiment file (backend, prompts, the cache in the results
-// database), checked before any model work, and used to score the sweep's answers.
+// database), checked before any model work (the judging stage, Stages/JudgingStage.swift, scores with it).
 
 extension ExperimentRunner {
     func judgeFactory() throws -> JudgeFactory {
@@ -36,43 +36,6 @@ extension ExperimentRunner {
         try r.get()
         let scoring: JudgeScoring? = blocking { try? await judge.scoring() }
         options.log("judge \(text): answered its first request; scoring mode \(scoring.map(String.init(describing:)) ?? "unknown")")
-    }
-
-    /// Scores every unscored answer of `configIds` (trait, coherence, and relevance when
-    /// configured). Identical answers to the same question (common: weak steering leaves the
-    /// greedy answer unchanged) are judged once and every copy gets the scores; each answer's
-    /// scores are stored as soon as they arrive, so a kill loses at most the answers in flight.
-    /// Judge errors store nothing: the next run asks again.
-    func judgeStage(configIds: Set<String>, ctx: SweepContext, scorer: JudgeScorer, label: String) throws {
-        let todo = try store.unscoredGenerations().filter { configIds.contains($0.configId) }
-        guard !todo.isEmpty else { return }
-        let items = todo.map { JudgeItem(trait: ctx.trait.name, definition: ctx.trait.definition, question: $0.prompt, answer: $0.response) }
-        let relevance = spec.judgeRelevance
-        options.log("judge \(label): \(todo.count) answers, \(JudgeScorer.distinctGroups(items).count) distinct (trait, coherence\(relevance ? ", relevance" : ""))")
-        let bar = ProgressBar("judge \(label)", total: todo.count, unit: "answers", enabled: options.showProgress)
-        let store = self.store
-        let failures = FailureLog()
-        _ = blocking {
-            await scorer.scoreDistinct(items, coherence: true, relevance: relevance, concurrency: 32) { indices, r in
-                do {
-                    let t = try r.trait.get()
-                    guard let c = try r.coherence?.get() else { return }
-                    let rel = relevance ? c.relevance.score : nil
-                    let rows = indices.map { i in
-                        ScoreRow(configId: todo[i].configId, question: todo[i].question, sample: todo[i].sample, trait: stable(t.score),
-                                 coherence: stable(c.score), relevance: stable(rel), offTopic: c.offTopic, error: nil)
-                    }
-                    do { try store.insert(scores: rows) } catch { failures.add("storing scores: \(error)") }
-                } catch {
-                    failures.add(String(describing: error))
-                }
-                bar.advance(by: indices.count)
-            }
-        }
-        bar.finish()
-        if failures.count > 0 {
-            throw ExperimentError("judge: \(failures.count) answers could not be scored (first error: \(failures.first ?? "?")); run again to retry them")
-        }
     }
 }
 

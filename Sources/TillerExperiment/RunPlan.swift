@@ -109,7 +109,6 @@ extension ExperimentRunner {
         var sweepUnits = 0
         var unestimated: [String] = []
         let judgeSpec = try spec.judge.map { try JudgeSpec(parsing: $0) }
-        let judgeCallsPerAnswer = 2 + (spec.judgeRelevance ? 1 : 0)
         for modelArg in spec.models {
             let model = try LanguageModel.load(Self.resolveModel(modelArg, in: baseDirectory), backend: options.backend)
             try checkLayers(count: model.layerCount, model: modelArg)
@@ -134,106 +133,23 @@ extension ExperimentRunner {
             for trait in traits {
                 var lines: [PlanLine] = []
                 var counts: [String: Int] = [:]
-                // Extraction.
-                let form = try ContrastiveExtraction.form(for: trait, model: model, requested: spec.extraction.form)
-                let extraction = try extractionSettings()
-                if form == .scenarios {
-                    let n = trait.scenarios.count
-                    let tokens = trait.scenarios.reduce(0) { $0 + tokenizer.encode($1.pos, addSpecialTokens: true).count + tokenizer.encode($1.neg, addSpecialTokens: true).count }
-                    let s = prefill(tokens)
-                    prepare += s ?? 0
-                    lines.append(PlanLine(stage: "extraction", work: "scenarios: \(2 * n) teacher-forced samples, \(tokens.grouped) tokens", seconds: s))
-                } else {
-                    let pairs = min(trait.instructions.count, extraction.maxPairs ?? .max)
-                    let questions = min(trait.questions.count, extraction.maxQuestions ?? .max)
-                    let samples = 2 * pairs * questions
-                    let units = (samples + extraction.batchSize - 1) / max(extraction.batchSize, 1)
-                    let s = c.map { Double(units) * Double(extraction.maxNewTokens) * $0.stepSeconds * min(1, Double(extraction.batchSize) / Double($0.batch)) }
-                    prepare += s ?? 0
-                    lines.append(PlanLine(stage: "extraction", work: "instructions: \(samples) generated samples (\(pairs) pairs × \(questions) questions × 2), ≤ \((samples * extraction.maxNewTokens).grouped) new tokens", seconds: s))
-                    if spec.extraction.vetting == .judge {
-                        let calls = samples * 2
-                        let js = judgeSeconds(calls, c)
-                        if js == nil { unestimated.append("\(calls) vetting judge calls") }
-                        prepare += js ?? 0
-                        lines.append(PlanLine(stage: "vetting", work: "\(calls) judge calls (trait, coherence)", seconds: js))
-                    }
-                }
-
-                // Instrument checks before anything is scored.
-                if spec.judge != nil {
-                    let n = min(spec.judgeValidation.items, trait.referenceAnswers.count)
-                    let calls = JudgeEvaluator.validationCalls(items: n, relevance: spec.judgeRelevance)
-                    let js = judgeSeconds(calls, c)
-                    if js == nil { unestimated.append("\(calls) judge validation calls") }
-                    prepare += js ?? 0
-                    lines.append(PlanLine(stage: "judge validation", work: "\(calls) judge calls on \(n) reference items", seconds: js))
-                }
-                let kinds = evaluators.filter(\.isTeacherForced)
-                if !kinds.isEmpty {
-                    // Priming checks score the references twice; the perplexity check a few steered configurations.
-                    let s = c.flatMap { c in c.metricsSecondsPerUnit.map { 3 * $0 + 4 * c.metricsSecondsPerConfig! } }
-                    prepare += s ?? 0
-                    lines.append(PlanLine(stage: "metric validation", work: kinds.map(\.kind.rawValue).joined(separator: ", ") + " checks on known cases", seconds: s))
-                }
-
-                // The sweep.
-                let variantCount = variants.count, layerCount = layers.count
-                let configs: Int, configWork: String
-                if let search = spec.coefficients.search {
-                    configs = 1 + variantCount * layerCount * (search.maxSteps + search.refine)
-                    configWork = "≤ \(configs) configurations (1 baseline + \(variantCount) variants × \(layerCount) layers × ≤ \(search.maxSteps + search.refine) searched coefficients)"
-                } else {
-                    configs = 1 + variantCount * layerCount * spec.coefficients.values.count
-                    configWork = "\(configs) configurations (1 baseline + \(variantCount) variants × \(layerCount) layers × \(spec.coefficients.values.count) coefficients)"
-                }
-                lines.append(PlanLine(stage: "sweep", work: configWork, seconds: nil, heading: true))
-                counts["configurations"] = configs
-                if spec.generatesAnswers {
-                    let answers = configs * spec.questionsPerTrait * spec.samplesPerQuestion
-                    let units = (answers + spec.batchSize - 1) / spec.batchSize
-                    sweepUnits += units
-                    counts["answers"] = answers
-                    counts["max_new_tokens_total"] = answers * spec.maxNewTokens
-                    counts["sweep_units"] = units
-                    let promptTokens = try (0..<spec.questionsPerTrait).reduce(0) {
-                        $0 + (try PromptFormat.prompt(tokenizer, user: trait.steeringQuestions[$1]).count)
-                    } * configs * spec.samplesPerQuestion
-                    let s = c.map { Double(promptTokens) / $0.prefillTokensPerSecond + Double(units * spec.maxNewTokens) * $0.stepSeconds * Double(min(spec.batchSize, answers)) / Double($0.batch) }
-                    sweep += s ?? 0
-                    lines.append(PlanLine(stage: "  answers", work: "\(answers.grouped) (\(configs) × \(spec.questionsPerTrait) questions × \(spec.samplesPerQuestion) sample\(spec.samplesPerQuestion == 1 ? "" : "s")) in \(units) units of ≤ \(spec.batchSize); \(promptTokens.grouped) prompt + ≤ \((answers * spec.maxNewTokens).grouped) new tokens", seconds: s))
-                    if spec.evaluators.contains(.judge) {
-                        let calls = answers * judgeCallsPerAnswer
-                        counts["sweep_judge_calls"] = calls
-                        let js = judgeSeconds(calls, c)
-                        if js == nil { unestimated.append("\(calls.grouped) sweep judge calls to \(spec.judge ?? "")") }
-                        sweep += js ?? 0
-                        lines.append(PlanLine(stage: "  judge", work: "\(calls.grouped) calls (trait, coherence\(spec.judgeRelevance ? ", relevance" : ""))", seconds: js))
-                    }
-                }
-                if !kinds.isEmpty {
-                    let units = (configs + Self.metricsUnit - 1) / Self.metricsUnit
-                    if !spec.generatesAnswers { sweepUnits += units; counts["sweep_units"] = units }
-                    counts["metric_configurations"] = configs
-                    let inputs = try teacherForcedInputs(trait)
-                    let what = kinds.compactMap { $0.planWork(trait, spec: spec, inputs: inputs)?.description }
-                    let s = c.flatMap { c in c.metricsSecondsPerUnit.map { Double(units) * $0 + Double(configs) * c.metricsSecondsPerConfig! } }
-                    sweep += s ?? 0
-                    // With the shared layer prefix a configuration at layer L runs blocks L+1… only;
-                    // blocks 0…L run once per unit (the calibration times it that way).
-                    let shared = TeacherForcedEvaluator.sharedLayersDefault
-                        ? String(format: "; shared layer prefix: blocks 0…L (%.0f%% of a configuration's blocks) run once per unit and item batch", 100 * Double(layers.map { $0 + 1 }.reduce(0, +)) / Double(layers.count * model.layerCount))
-                        : "; shared layer prefix off"
-                    lines.append(PlanLine(stage: "  metrics", work: what.joined(separator: ", ") + " for \(configs) configurations in \(units) units" + shared, seconds: s))
+                // Each stage estimates its own work, in the order the run chains them.
+                let extraction = try ExtractionStage(spec: spec)
+                let ctx = StagePlanContext(model: model, tokenizer: tokenizer, trait: trait,
+                                           form: try extraction.form(for: trait, model: model), extraction: extraction.settings,
+                                           configurations: SweepStage(spec: spec, variants: variants).configurations, calibration: c)
+                for stage in try plannedStages() {
+                    guard let e = try stage.estimate(ctx) else { continue }
+                    lines += e.lines
+                    counts.merge(e.counts) { a, _ in a }
+                    if e.inSweep { sweep += e.seconds } else { prepare += e.seconds }
+                    sweepUnits += e.sweepUnits
+                    unestimated += e.unestimated
                 }
                 sections.append(RunPlanSection(model: model.name, trait: trait.name, calibration: nil, lines: lines, counts: counts))
             }
         }
         return RunPlan(sections: sections, sweepUnits: sweepUnits, prepareSeconds: prepare, sweepSeconds: sweep, unestimated: unestimated)
-    }
-
-    private func judgeSeconds(_ calls: Int, _ c: PlanCalibration?) -> Double? {
-        c?.judgeSecondsPerCall.map { Double(calls) * $0 }
     }
 
     /// Times, on `model`, the operations the run repeats.
@@ -282,8 +198,8 @@ extension ExperimentRunner {
                 }
                 return total
             }
-            let one = try time(1), unit = try time(Self.metricsUnit)
-            perConfig = max((unit - one) / Double(Self.metricsUnit - 1), 0)
+            let one = try time(1), unit = try time(MetricsStage.unit)
+            perConfig = max((unit - one) / Double(MetricsStage.unit - 1), 0)
             perUnit = max(one - perConfig!, 0)
         }
         // A local judge: two real calls (a trait score and a coherence score) on a reference answer.

@@ -3,6 +3,7 @@ import Foundation
 import TillerModels
 import TillerSteering
 import TillerEval
+import TillerExperiment
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,10 +48,22 @@ struct Extract: ParsableCommand {
     var methods = "probe,mean_diff"
     @Flag(help: "Generate again even when matching activations are stored.")
     var regenerate = false
-    @Option(help: "Vet samples with this judge (local:MODEL or openai:MODEL): it is validated on the trait's reference answers first, then positive samples need trait ≥ 50, negative ones < 50, both coherence ≥ 50.")
+    // Vetting: the same stages and defaults as an experiment file's `extraction: {vetting: judge}`
+    // with its `judge_*` keys (the judge is validated first, as `tiller run` does).
+    @Option(help: "Vet samples with this judge (local:MODEL or openai:MODEL): it is validated on the trait's reference answers first (as `tiller run` does), then positive samples need trait ≥ 50, negative ones < 50, both coherence ≥ 50.")
     var vet: String?
-    @Option(name: .customLong("min-vetted"), help: "With --vet: fewest surviving samples per polarity.")
-    var minVetted = 4
+    @Option(name: .customLong("min-vetted"), help: "With --vet: fewest surviving samples per polarity (the file's extraction.min_vetted).")
+    var minVetted = VettingStage.Settings().minVetted
+    @Flag(name: .customLong("no-relevance"), help: "With --vet: coherence without the relevance cap, in validation and vetting (the file's judge_relevance: false).")
+    var noRelevance = false
+    @Option(name: .customLong("judge-items"), help: "With --vet: reference answer pairs the judge is validated on (the file's judge_validation.items).")
+    var judgeItems = JudgeValidationStage.Settings().items
+    @Option(name: .customLong("judge-min-auc"), help: "With --vet: least trait and coherence AUC for the judge to pass (judge_validation.min_auc).")
+    var judgeMinAUC = JudgeValidationStage.Settings().minAUC
+    @Option(name: .customLong("judge-min-mass"), help: "With --vet: least probability on integer answers for a judge score to count (judge_min_mass).")
+    var judgeMinMass = Scoring.defaultMinMass
+    @Option(name: .customLong("judge-prompts"), help: "With --vet: folder overriding trait.txt / coherence.txt / relevance.txt (judge_prompts).")
+    var judgePrompts: String?
     @Flag(name: .customLong("allow-invalid-judge"), help: "With --vet: vet even with a judge that failed validation.")
     var allowInvalidJudge = false
     @Option(name: .shortAndLong, help: "Output directory.")
@@ -63,6 +76,10 @@ struct Extract: ParsableCommand {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         if let p = pairs, p < 1 { throw ValidationError("--pairs must be at least 1") }
         if let q = questions, q < 1 { throw ValidationError("--questions must be at least 1") }
+        guard minVetted >= 1 else { throw ValidationError("--min-vetted must be at least 1") }
+        guard judgeItems >= 4 else { throw ValidationError("--judge-items must be at least 4") }
+        guard judgeMinAUC > 0.5, judgeMinAUC <= 1 else { throw ValidationError("--judge-min-auc must be in (0.5, 1]") }
+        guard judgeMinMass > 0, judgeMinMass <= 1 else { throw ValidationError("--judge-min-mass must be in (0, 1]") }
         if let f = form, ExtractionForm(rawValue: f) == nil { throw ValidationError("--form must be instructions or scenarios") }
         do { _ = try PositionSet(positions) } catch { throw ValidationError("\(error)") }
         _ = try parsedMethods()
@@ -77,8 +94,8 @@ struct Extract: ParsableCommand {
         }
     }
 
-    func run() throws {
-        let trait = try Trait.resolve(self.trait)
+    /// The extraction stage's settings from the flags (defaults: an experiment file's).
+    func extractionStage() throws -> ExtractionStage {
         var settings = ExtractionSettings()
         settings.form = form.flatMap(ExtractionForm.init(rawValue:))
         settings.positions = try PositionSet(positions)
@@ -89,13 +106,37 @@ struct Extract: ParsableCommand {
         settings.batchSize = batchSize
         settings.maxPairs = pairs
         settings.maxQuestions = questions
+        return ExtractionStage(settings: settings)
+    }
+
+    /// Judge validation and vetting settings from the flags, as an experiment file with the same
+    /// keys gives them (its `seed` seeds both the samples and the validation).
+    func vettingStages() -> (validation: JudgeValidationStage, vetting: VettingStage) {
+        var v = JudgeValidationStage.Settings()
+        v.items = judgeItems
+        v.minAUC = judgeMinAUC
+        v.relevance = !noRelevance
+        v.seed = seed
+        var s = VettingStage.Settings()
+        s.minVetted = minVetted
+        s.relevance = !noRelevance
+        return (JudgeValidationStage(settings: v), VettingStage(settings: s))
+    }
+
+    func run() throws {
+        let trait = try Trait.resolve(self.trait)
+        let stage = try extractionStage()
         let lm = try LanguageModel.load(model, backend: try deviceOption.backend())
-        let form = try ContrastiveExtraction.form(for: trait, model: lm, requested: settings.form)
+        let form = try stage.form(for: trait, model: lm)
+        // Vetting applies to generated answers only (as in `tiller run`).
+        let vetting = vet != nil && VettingStage.applies(form: form, positions: stage.settings.positions)
+        if vet != nil && !vetting { note("--vet: scenarios read at prompt:last are teacher-forced text, not generated answers: nothing to vet") }
 
         var stored: ExtractionRun?
         if !regenerate, FileManager.default.fileExists(atPath: (out as NSString).appendingPathComponent(ExtractionRun.fileName)) {
-            let r = try ExtractionRun.load(directory: out)
-            if r.matches(model: lm.name, trait: trait, form: form, settings: settings) {
+            // A vetted run answers --vet; an unvetted one is reused as is, or vetted now.
+            if let r = try stage.cached(directory: out, model: lm, trait: trait, vetted: vetting)
+                ?? (vetting ? try stage.cached(directory: out, model: lm, trait: trait, vetted: false) : nil) {
                 stored = r
                 note("reusing stored activations in \(out) (\(r.positiveSamples.count) positive, \(r.negativeSamples.count) negative samples); --regenerate to generate again")
             } else {
@@ -104,20 +145,22 @@ struct Extract: ParsableCommand {
         }
         let started = Date()
         var run: ExtractionRun
+        let log = StageLog(showProgress: true, log: { note($0) })
         if let stored { run = stored } else {
-            run = try ContrastiveExtraction.collect(model: lm, trait: trait, settings: settings)
+            run = try stage.run(model: lm, trait: trait, log: log)
             try run.save(directory: out)
             note(String(format: "generated %d answers in %.1fs (%d dropped: nothing captured)", run.positiveSamples.count + run.negativeSamples.count + run.dropped,
                         Date().timeIntervalSince(started), run.dropped))
         }
-        if let vet, run.vetting == nil { run = try vetSamples(run, trait: trait, judge: vet, model: lm) }
+        if let vet, vetting, run.vetting == nil {
+            run = try vetSamples(run, trait: trait, judge: vet, model: lm, log: log)
+            try run.save(directory: out)
+        }
         let specs = try parsedMethods().map { VariantSpec($0) }
         let vectors = try VariantExtractor().run(run.activations, specs: specs) { _, _ in [] }
         for ev in vectors {
             let path = (out as NSString).appendingPathComponent(ev.spec.name + ".safetensors")
-            try SteeringVectorFile(ev, model: run.model, trait: run.trait, positions: run.positions,
-                                   positiveSamples: run.positiveSamples.count, negativeSamples: run.negativeSamples.count,
-                                   tillerVersion: Tiller.version).write(to: path)
+            try VariantsStage.file(ev, from: run, tillerVersion: Tiller.version).write(to: path)
         }
         let report = extractReport(run: run, vectors: vectors)
         try report.write(toFile: (out as NSString).appendingPathComponent("extract.md"), atomically: true, encoding: .utf8)
@@ -125,37 +168,20 @@ struct Extract: ParsableCommand {
         note("wrote \(vectors.map { $0.spec.name + ".safetensors" }.joined(separator: ", ")), extract.md, samples.jsonl to \(out)")
     }
 
-    /// Validates the judge on the trait's known cases, then keeps the samples it scores as
-    /// showing what their polarity claims; the vetted run replaces the stored one.
-    func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, model: LanguageModel) throws -> ExtractionRun {
-        let scorer = try JudgeFactory(spec: try JudgeSpec(parsing: judge)).makeScorer { name in
-            name == model.name ? model : try LanguageModel.load(name)
+    /// The judge validation and vetting stages of `tiller run`, with the flags' settings.
+    func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, model: LanguageModel, log: StageLog) throws -> ExtractionRun {
+        let factory = try JudgeFactory(spec: try JudgeSpec(parsing: judge), prompts: try judgePrompts.map { try JudgePrompts.load(directory: $0) },
+                                       minMass: judgeMinMass)
+        let scorer = try factory.makeScorer { name in name == model.name ? model : try LanguageModel.load(name) }
+        let preflight: Result<Void, Error> = blocking {
+            do { try await scorer.judge.preflight(); return .success(()) } catch { return .failure(error) }
         }
-        let r: Result<ExtractionRun, Error> = blocking {
-            do {
-                try await scorer.judge.preflight()
-                let checks = try await JudgeValidation.run(scorer: scorer, trait: trait.name, definition: trait.definition,
-                                                           references: trait.referenceAnswers, items: 12, minAUC: 0.75, relevance: false, seed: 0)
-                for c in checks { note("judge \(judge) \(c.check): \(c.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(c.n)) \(c.passed ? "passed" : "FAILED")") }
-                if !checks.allSatisfy(\.passed) && !allowInvalidJudge {
-                    throw CLIError("--vet: the judge \(judge) failed validation on \(trait.name); it cannot vet samples (use a better judge, or --allow-invalid-judge)")
-                }
-                return .success(try await run.vetted(scorer: { q, a in
-                    (try await scorer.traitScore(trait: trait.name, definition: trait.definition, question: q, answer: a).score,
-                     try await scorer.coherenceOnly(question: q, answer: a).score)
-                }))
-            } catch { return .failure(error) }
-        }
-        let vetted = try r.get()
-        let v = vetted.vetting!
-        note(v.summary)
-        guard v.positiveKept >= minVetted, v.negativeKept >= minVetted else {
-            throw CLIError("trait \(trait.name): vetting kept \(v.positiveKept)/\(v.positiveTotal) positive and \(v.negativeKept)/\(v.negativeTotal) negative samples, fewer than --min-vetted \(minVetted)")
-        }
-        try vetted.save(directory: out)
-        return vetted
+        try preflight.get()
+        let (validation, vetting) = vettingStages()
+        let checks = try validation.run(scorer: scorer, trait: trait, judgeName: judge, log: log)
+        for c in checks { note("judge \(judge) \(c.check): \(c.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(c.n), pass ≥ \(c.threshold)) \(c.passed ? "passed" : "FAILED")") }
+        return try vetting.run(run, trait: trait, scorer: scorer, judgeName: judge, judgeChecks: checks, allowInvalidJudge: allowInvalidJudge, log: log)
     }
-
 }
 
 /// extract.md: the run, probe accuracy and projection separation per layer, a few answers.

@@ -3,6 +3,7 @@ import Foundation
 import TillerModels
 import TillerEval
 import TillerSteering
+import TillerExperiment
 
 struct JudgeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -54,12 +55,26 @@ struct JudgeCommand: ParsableCommand {
     var retries = 5
     @Flag(name: .customLong("validate"), help: "Validate the judge on the trait's known cases (needs --trait: a shipped trait or a trait file).")
     var validateJudge = false
-    @Option(name: .customLong("items"), help: "With --validate: reference answer pairs to score.")
-    var validationItems = 12
-    @Option(name: .customLong("min-auc"), help: "With --validate: least trait and coherence AUC to pass.")
-    var minAUC = 0.75
-    @Flag(name: .customLong("no-relevance"), help: "With --validate: coherence without the relevance cap (one judge call fewer).")
+    // With --validate: the validation stage of `tiller run`, with the defaults of an experiment
+    // file's `judge_validation`, `judge_relevance` and `seed`.
+    @Option(name: .customLong("items"), help: "With --validate: reference answer pairs to score (the file's judge_validation.items).")
+    var validationItems = JudgeValidationStage.Settings().items
+    @Option(name: .customLong("min-auc"), help: "With --validate: least trait and coherence AUC to pass (judge_validation.min_auc).")
+    var minAUC = JudgeValidationStage.Settings().minAUC
+    @Flag(name: .customLong("no-relevance"), help: "With --validate: coherence without the relevance cap, one judge call fewer (judge_relevance: false).")
     var noRelevance = false
+    @Option(help: "With --validate: seed of the degenerate versions (the file's seed).")
+    var seed: UInt64 = JudgeValidationStage.Settings().seed
+
+    /// The validation stage's settings from the flags.
+    func validationStage() -> JudgeValidationStage {
+        var s = JudgeValidationStage.Settings()
+        s.items = validationItems
+        s.minAUC = minAUC
+        s.relevance = !noRelevance
+        s.seed = seed
+        return JudgeValidationStage(settings: s)
+    }
 
     func validate() throws {
         if validateJudge {
@@ -73,13 +88,19 @@ struct JudgeCommand: ParsableCommand {
 
     func run() throws {
         // The root command is synchronous; the judges are async.
+        let opened: Result<(JudgeScorer, JudgeScoring?), Error> = blocking {
+            do { return .success(try await self.openScorer()) } catch { return .failure(error) }
+        }
+        let (scorer, scoring) = try opened.get()
+        if validateJudge { return try validateOn(scorer, scoring: scoring) }
         let r: Result<Void, Error> = blocking {
-            do { try await self.score(); return .success(()) } catch { return .failure(error) }
+            do { try await self.score(scorer, scoring: scoring); return .success(()) } catch { return .failure(error) }
         }
         try r.get()
     }
 
-    func score() async throws {
+    /// The judge, answered its first request, and its scoring mode.
+    func openScorer() async throws -> (JudgeScorer, JudgeScoring?) {
         var openAI: OpenAIJudgeOptions?
         let spec = try JudgeSpec(parsing: judge)
         if spec.backend == .openai {
@@ -97,21 +118,24 @@ struct JudgeCommand: ParsableCommand {
         // The mode is detected once per judge and kept in the cache, so a re-run scores the same way.
         let scoring = try await scorer.judge.scoring()
         if let scoring { note("judge \(judge): scoring mode \(scoring)\(scoring.mode == .digitScale ? " (the server cannot continue an assistant message: 0–9 answers rescaled to 0–100)" : "")") }
-        if validateJudge {
-            let t = try Trait.resolve(trait!)
-            let checks = try await JudgeValidation.run(scorer: scorer, trait: t.name, definition: t.definition, references: t.referenceAnswers,
-                                                       items: validationItems, minAUC: minAUC, relevance: !noRelevance, seed: 0,
-                                                       concurrency: concurrency)
-            for v in checks {
-                print("\(v.check): \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(v.n), pass ≥ \(minAUC)) \(v.passed ? "passed" : "FAILED"): \(v.detail)")
-            }
-            if let scoring { print("scoring mode: \(scoring)") }
-            let passed = checks.allSatisfy(\.passed)
-            print(passed ? "judge \(judge) passed validation on \(t.name)" : "judge \(judge) FAILED validation on \(t.name): its scores cannot tell known cases apart")
-            if !passed { throw ExitCode(3) }
-            return
-        }
+        return (scorer, scoring)
+    }
 
+    /// --validate: the validation stage of `tiller run` on the trait's known cases.
+    func validateOn(_ scorer: JudgeScorer, scoring: JudgeScoring?) throws {
+        let t = try Trait.resolve(trait!)
+        let checks = try validationStage().run(scorer: scorer, trait: t, judgeName: judge, concurrency: concurrency,
+                                               log: StageLog(showProgress: false, log: { note($0) }))
+        for v in checks {
+            print("\(v.check): \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(v.n), pass ≥ \(minAUC)) \(v.passed ? "passed" : "FAILED"): \(v.detail)")
+        }
+        if let scoring { print("scoring mode: \(scoring)") }
+        let passed = checks.allSatisfy(\.passed)
+        print(passed ? "judge \(judge) passed validation on \(t.name)" : "judge \(judge) FAILED validation on \(t.name): its scores cannot tell known cases apart")
+        if !passed { throw ExitCode(3) }
+    }
+
+    func score(_ scorer: JudgeScorer, scoring: JudgeScoring?) async throws {
         var items: [JudgeItem] = []
         if let input {
             let text = try String(contentsOfFile: input, encoding: .utf8)

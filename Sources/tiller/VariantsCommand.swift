@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TillerSteering
+import TillerExperiment
 
 struct Variants: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -57,17 +58,15 @@ struct Variants: ParsableCommand {
             if u == "0" { grid.removeAll { if case .uniform = $0.cleaning?.dims { return true }; return false } }
             specs = grid
         }
+        // The variants stage of `tiller run`, at every captured layer.
+        let stage = VariantsStage(settings: .init(variants: specs))
         let layers = run.activations.layers
         let progress = ProgressBar("variants", total: layers.count, unit: "layers")
-        let vectors = try VariantExtractor().run(run.activations, specs: specs,
-                                                 dims: { scanResult.dims(for: $0, layer: $1) },
-                                                 onLayer: { _ in progress.advance() })
+        let vectors = try stage.run(run, scan: scanResult, onLayer: { _ in progress.advance() })
         progress.finish()
         if gguf { try FileManager.default.createDirectory(atPath: directory + "/gguf", withIntermediateDirectories: true) }
         for ev in vectors {
-            let file = SteeringVectorFile(ev, model: run.model, trait: run.trait, positions: run.positions,
-                                          positiveSamples: run.positiveSamples.count, negativeSamples: run.negativeSamples.count,
-                                          tillerVersion: Tiller.version)
+            let file = VariantsStage.file(ev, from: run, tillerVersion: Tiller.version)
             try file.write(to: (directory as NSString).appendingPathComponent(ev.spec.name + ".safetensors"))
             if gguf {
                 try ControlVectorGGUF.export(file, to: directory + "/gguf/\(ev.spec.name).gguf",

@@ -1,6 +1,7 @@
 import XCTest
 @testable import TillerExperiment
 import TillerEval
+import TillerSteering
 
 final class ExperimentSpecTests: XCTestCase {
     let minimal = """
@@ -94,6 +95,63 @@ final class ExperimentSpecTests: XCTestCase {
         XCTAssertEqual(checks.map(\.description), ["perplexity/damage_auc", "logodds/primed_auc", "degeneration/repetition_auc",
                                                    "judge/trait_auc", "judge/coherence_auc"])
         XCTAssertEqual(try ExperimentSpec.parse(minimal + "\nextraction: {top_p: 0.9}", path: "x.yaml").extraction.topP, 0.9)
+    }
+
+    /// Each stage's settings come from the file's keys; a file that states none gives the
+    /// settings' own defaults, which are the defaults of the commands' flags (`tiller extract
+    /// --vet`, `tiller judge --validate`). `tiller extract --vet` used to validate without
+    /// relevance and vet by coherence only while `tiller run` defaulted to relevance on.
+    func testStageSettingsComeFromTheFileAndDefaultToTheCommands() throws {
+        let plain = try ExperimentSpec.parse(minimal + "\nextraction: {vetting: judge}", path: "x.yaml")
+        XCTAssertEqual(try ExtractionStage(spec: plain).settings, ExtractionSettings())
+        XCTAssertEqual(VettingStage(spec: plain)?.settings, VettingStage.Settings())
+        XCTAssertEqual(JudgeValidationStage(spec: plain)?.settings, JudgeValidationStage.Settings())
+        XCTAssertEqual(JudgingStage(spec: plain).settings, JudgingStage.Settings())
+        XCTAssertEqual(JudgeValidationStage.Settings().relevance, true)
+        XCTAssertEqual(VettingStage.Settings().relevance, true)
+        XCTAssertNil(VettingStage(spec: try ExperimentSpec.parse(minimal, path: "x.yaml")), "vetting: none has no vetting stage")
+
+        let set = try ExperimentSpec.parse(minimal + """
+
+        seed: 7
+        positions: response
+        judge_relevance: false
+        judge_validation: {items: 6, min_auc: 0.8}
+        extraction: {vetting: judge, min_vetted: 2, top_p: 0.9, temperature: 1, max_new_tokens: 9, batch_size: 3, max_pairs: 2, max_questions: 3, form: instructions}
+        """, path: "x.yaml")
+        var e = ExtractionSettings()
+        e.form = .instructions
+        e.positions = .responseMean
+        e.maxNewTokens = 9
+        e.temperature = 1
+        e.topP = 0.9
+        e.seed = 7
+        e.batchSize = 3
+        e.maxPairs = 2
+        e.maxQuestions = 3
+        XCTAssertEqual(try ExtractionStage(spec: set).settings, e)
+        XCTAssertEqual(try ExtractionStage(spec: set).settings.key["top_p"], "0.9")
+        var v = JudgeValidationStage.Settings()
+        v.items = 6
+        v.minAUC = 0.8
+        v.relevance = false
+        v.seed = 7
+        XCTAssertEqual(JudgeValidationStage(spec: set)?.settings, v)
+        var vet = VettingStage.Settings()
+        vet.minVetted = 2
+        vet.relevance = false
+        XCTAssertEqual(VettingStage(spec: set)?.settings, vet)
+        XCTAssertEqual(JudgingStage(spec: set).settings.relevance, false)
+    }
+
+    /// The judge-validation call count, written once: 2 trait scores and 5 coherence scores per
+    /// item (a fluent answer and its degenerate versions), each coherence score a second call
+    /// for relevance.
+    func testJudgeValidationCallCount() {
+        XCTAssertEqual(JudgeValidation.scoresPerItem, 3 + Degeneration.versions(of: "one two three four", seed: 1).count)
+        XCTAssertEqual(JudgeValidation.scoresPerItem, 7)
+        XCTAssertEqual(JudgeValidation.calls(items: 12, relevance: false), 12 * 7)
+        XCTAssertEqual(JudgeValidation.calls(items: 12, relevance: true), 12 * 2 + 12 * 5 * 2)
     }
 
     /// `device:` is read as written (the CLI parses it with DeviceChoice and names the file in its error).

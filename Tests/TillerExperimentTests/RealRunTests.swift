@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import XCTest
 import TillerFormats
+import TillerModels
 import TillerSteering
 @testable import TillerExperiment
 
@@ -195,6 +196,92 @@ final class RealRunTests: XCTestCase {
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// `tiller extract --vet` and an experiment with the same settings (stated as the file's keys
+    /// and as the command's flags, the rest left at their defaults) keep the same samples: the
+    /// same generated answers, the same judge validation and vetting (relevance on in both), the
+    /// same survivors and activations. The file's `top_p` reaches the extraction.
+    func testExtractCommandVetsAsTheExperimentDoes() throws {
+        let model = ModelCache.knownModel(named: "smollm2-135m-instruct")!
+        guard FileManager.default.fileExists(atPath: model.path) else {
+            XCTFail("\(model.path) is missing: run scripts/setup.sh (or `tiller models fetch`) first")
+            return
+        }
+        let dir = Self.root + "/vet"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let yaml = """
+        name: vet
+        models: [smollm2-135m-instruct]
+        traits: [refusal]
+        methods: [probe]
+        layers: [12]
+        coefficients: [1]
+        judge: local:smollm2-135m-instruct
+        judge_min_mass: 0.001
+        judge_validation: {items: 4}
+        evaluators: [judge]
+        extraction: {max_pairs: 1, max_questions: 2, max_new_tokens: 6, top_p: 0.9, vetting: judge, min_vetted: 1}
+        scan: {max_texts: 2}
+        """
+        try yaml.write(toFile: dir + "/vet.yaml", atomically: true, encoding: .utf8)
+        var o = RunOptions()
+        o.showProgress = false
+        o.prepareOnly = true
+        o.allowInvalidJudge = true
+        var experimentError: String?
+        do {
+            try ExperimentRunner(spec: try ExperimentSpec.load(path: dir + "/vet.yaml"), baseDirectory: dir, outputDirectory: dir + "/run", options: o).run()
+        } catch { experimentError = String(describing: error) }
+
+        let cliOut = dir + "/cli"
+        let (status, _, err) = try tiller(["extract", "-m", "smollm2-135m-instruct", "-t", "refusal", "--pairs", "1", "--questions", "2",
+                                           "--max-tokens", "6", "--top-p", "0.9", "--vet", "local:smollm2-135m-instruct",
+                                           "--judge-items", "4", "--judge-min-mass", "0.001", "--min-vetted", "1",
+                                           "--allow-invalid-judge", "--methods", "probe", "--out", cliOut])
+        // The judge was validated with the same settings (4 items, relevance on, seed 0): the same checks.
+        let validations = try ResultsStore(path: dir + "/run/results.sqlite", create: false).validations().map(\.validation)
+        XCTAssertEqual(Set(validations.map(\.check)), ["trait_auc", "coherence_auc"])
+        for v in validations {
+            let line = "\(v.check): \(v.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(v.n), pass ≥ \(v.threshold))"
+            XCTAssertTrue(err.contains(line), "\(line) not in\n\(err)")
+        }
+        if let experimentError {
+            // The tiny judge may keep no sample of a side: then both refuse, with the same counts.
+            let kept = try XCTUnwrap(experimentError.range(of: "vetting kept [^,]*, ", options: .regularExpression).map { String(experimentError[$0]) }, experimentError)
+            XCTAssertNotEqual(status, 0)
+            XCTAssertTrue(err.contains(kept), "experiment: \(experimentError)\ncli: \(err)")
+            // The command stored its samples before vetting them: the experiment's extraction
+            // stage, built from the file, collects the same ones (with the file's top_p).
+            let stage = try ExtractionStage(spec: try ExperimentSpec.load(path: dir + "/vet.yaml"))
+            XCTAssertEqual(stage.settings.topP, 0.9)
+            let fromStage = try stage.run(model: try LanguageModel.load("smollm2-135m-instruct"), trait: try Trait.resolve("refusal"),
+                                          log: StageLog(showProgress: false, log: { _ in }))
+            let fromCLI = try ExtractionRun.load(directory: cliOut)
+            XCTAssertNil(fromCLI.vetting)
+            XCTAssertEqual(fromStage.settings["top_p"], "0.9", "the file's top_p reaches the extraction")
+            XCTAssertEqual(fromCLI.settings, fromStage.settings)
+            XCTAssertEqual(fromCLI.positiveSamples, fromStage.positiveSamples)
+            XCTAssertEqual(fromCLI.negativeSamples, fromStage.negativeSamples)
+            for l in fromStage.activations.layers {
+                XCTAssertEqual(fromCLI.activations.positive[l]?.values, fromStage.activations.positive[l]?.values, "L\(l)")
+                XCTAssertEqual(fromCLI.activations.negative[l]?.values, fromStage.activations.negative[l]?.values, "L\(l)")
+            }
+            return
+        }
+        XCTAssertEqual(status, 0, err)
+        let fromRun = try ExtractionRun.load(directory: dir + "/run/smollm2-135m-instruct/refusal")
+        let fromCLI = try ExtractionRun.load(directory: cliOut)
+        XCTAssertEqual(fromRun.settings["top_p"], "0.9", "the file's top_p reaches the extraction")
+        XCTAssertEqual(fromCLI.settings, fromRun.settings)
+        XCTAssertNotNil(fromRun.vetting)
+        XCTAssertEqual(fromCLI.vetting, fromRun.vetting)
+        XCTAssertEqual(fromCLI.positiveSamples, fromRun.positiveSamples)
+        XCTAssertEqual(fromCLI.negativeSamples, fromRun.negativeSamples)
+        for l in fromRun.activations.layers {
+            XCTAssertEqual(fromCLI.activations.positive[l]?.values, fromRun.activations.positive[l]?.values, "L\(l)")
+            XCTAssertEqual(fromCLI.activations.negative[l]?.values, fromRun.activations.negative[l]?.values, "L\(l)")
+        }
     }
 
     /// Negative steering is everyday use: `--coef -8` is a value, not an unknown flag, and means
