@@ -138,7 +138,8 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
     /// Sequences per engine call (without shared layers).
     public var chunk = 96
     /// Whether configurations share the blocks before their steered layer (on unless the
-    /// environment sets TILLER_SHARED_PREFIX=0). The numbers agree within fp32 rounding either way.
+    /// environment sets TILLER_SHARED_PREFIX=0). The numbers are the same bits either way on a CPU
+    /// with the packed kernel (the determinism rule in TeacherForcing.swift).
     public var sharedLayers = TeacherForcedEvaluator.sharedLayersDefault
     public static var sharedLayersDefault: Bool { ProcessInfo.processInfo.environment["TILLER_SHARED_PREFIX"] != "0" }
 

@@ -92,13 +92,14 @@ final class CPUMatrix: MatrixOperator, @unchecked Sendable {
     var outFeatures: Int { native.outFeatures }
     var inFeatures: Int { native.inFeatures }
 
-    func kernel(rows: Int, copies c: CPUCopies? = nil) -> CPUKernel {
-        CPUKernelChoice.kernel(type: native.type, inFeatures: native.inFeatures, rows: rows, copies: c ?? copies, features: .current)
+    func kernel(rows: Int, copies c: CPUCopies? = nil, rowInvariant: Bool = false) -> CPUKernel {
+        CPUKernelChoice.kernel(type: native.type, inFeatures: native.inFeatures, rows: rows, copies: c ?? copies, features: .current,
+                               rowInvariant: rowInvariant)
     }
 
-    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, rowInvariant: Bool = false) {
         guard rows > 0 else { return }
-        var k = kernel(rows: rows)
+        var k = kernel(rows: rows, rowInvariant: rowInvariant)
         switch k {
         case .packedCopy:
             if packed!.apply(x, rows: rows, into: y) { return }
@@ -116,6 +117,9 @@ final class CPUMatrix: MatrixOperator, @unchecked Sendable {
 
 /// Runs every op as it is recorded, on host memory; `submit` has nothing left to do.
 final class CPURecorder: StepRecorder {
+    /// Products whose rows' outputs do not depend on the row count (`CPUKernelChoice.kernel`'s
+    /// `rowInvariant`), for a `Workspace(rowInvariant: true)`.
+    var rowInvariant = false
     /// Attention score rows, grown when a step needs more.
     private var scores: UnsafeMutablePointer<Float> = .allocate(capacity: 1)
     private var scoreCapacity = 0
@@ -138,7 +142,7 @@ final class CPURecorder: StepRecorder {
     }
 
     func matmul(_ w: MatrixOperator, _ x: BufferSlice, rows: Int, into y: BufferSlice) {
-        unsafeDowncast(w, to: CPUMatrix.self).apply(x.host, rows: rows, into: y.host)
+        unsafeDowncast(w, to: CPUMatrix.self).apply(x.host, rows: rows, into: y.host, rowInvariant: rowInvariant)
     }
 
     func rmsNorm(_ xs: BufferSlice, rows: Int, width: Int, weight: BufferSlice, eps: Float, into ys: BufferSlice) {

@@ -19,7 +19,13 @@ import TillerTensor
 //   prompt asked for it first;
 // - the reuse a request states (below) is part of its numbers: the same items with a different
 //   reuse agree to fp32 rounding (about 1e-6 relative), not to the bit. A caller keeps one reuse
-//   and one batching per measurement, so its numbers stay bit-identical from run to run.
+//   and one batching per measurement, so its numbers stay bit-identical from run to run;
+// - the shared layer prefix is not part of them: `.none` and `.sharedPrompt` run their products
+//   row-invariant (`Workspace(rowInvariant:)`: on the CPU, the packed kernel at every row count,
+//   the LM head's few prompt-end rows of a step included), and every other op of a step is per
+//   row, so a row's bits do not depend on which rows share its step. With `sharedLayers` on or
+//   off a request gives the same bits (where the CPU has packed copies; checked by
+//   TeacherForcingTests and SharedLayersTests).
 //
 // ## Reuse
 //
@@ -183,7 +189,7 @@ extension LanguageModel {
             }
         }
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: seqs.count, steering: specs, capture: .none, callback: nil, backend: transformer.backend)
-        run(seqs, plan: plan, wants: { s, p in self.predicts(groups, owner[s], p) != nil }, ws: Workspace(transformer)) { s, p, row in
+        run(seqs, plan: plan, wants: { s, p in self.predicts(groups, owner[s], p) != nil }, ws: Workspace(transformer, rowInvariant: true)) { s, p, row in
             visit([Target(group: owner[s].g, continuation: owner[s].i, token: predicts(groups, owner[s], p)!)], row)
         }
     }
@@ -220,7 +226,7 @@ extension LanguageModel {
                 }
             }
         }
-        let ws = Workspace(transformer)
+        let ws = Workspace(transformer, rowInvariant: true)
         // The unsteered pass: logits for the keys with unsteered members, resid_post where needed.
         let seqs = keys.enumerated().map { k, key in
             SequenceInput(cache: transformer.makeCache(capacity: key.tokens.count), tokens: key.tokens, promptLength: key.promptLength, sequence: k)
@@ -255,7 +261,7 @@ extension LanguageModel {
     // MARK: Shared prompt
 
     private func sharedPrompt(_ groups: [TeacherForcedRequest.Group], _ visit: ([Target], UnsafePointer<Float>) -> Void) throws {
-        let ws = Workspace(transformer)
+        let ws = Workspace(transformer, rowInvariant: true)
         var caches: [KVCache] = []
         var seqs: [SequenceInput] = []
         for (g, grp) in groups.enumerated() {
@@ -322,7 +328,7 @@ extension LanguageModel {
     /// the unsteered prompt, each steered one from its layer in a child of its group's prompt.
     private func sharedPromptLayers(_ groups: [TeacherForcedRequest.Group], _ layers: SharedPromptLayers,
                                     _ visit: ([Target], UnsafePointer<Float>) -> Void) throws {
-        let ws = Workspace(transformer)
+        let ws = Workspace(transformer, rowInvariant: true)
         struct PromptKey: Hashable { let tokens: [Int]; let promptLength: Int }
         var prompts: [PromptKey] = [], promptIndex: [PromptKey: Int] = [:], promptOf: [Int] = []
         for grp in groups {

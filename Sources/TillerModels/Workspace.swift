@@ -24,9 +24,13 @@ final class Workspace {
     var logitsView: UnsafeMutablePointer<Float>?
     private(set) var logitsCopy: UnsafeMutablePointer<Float>
 
-    init(_ t: Transformer) {
+    /// `rowInvariant`: each row's products come out the same bits whatever the number of rows
+    /// stacked beside it in a step (on the CPU with packed copies: the packed kernel at every row
+    /// count; see `CPUKernelChoice.kernel`). The Vulkan recorder has no such choice to make here.
+    init(_ t: Transformer, rowInvariant: Bool = false) {
         backend = t.backend
         recorder = t.backend.makeRecorder()
+        (recorder as? CPURecorder)?.rowInvariant = rowInvariant
         hidden = t.hidden; qDim = t.qDim; kvDim = t.kvDim; intermediate = t.intermediate; vocab = t.vocab
         halfHead = t.headDim / 2; ropeKinds = t.ropeInvFreq.count
         let b = t.backend

@@ -94,9 +94,14 @@ public enum CPUKernelChoice {
         return CPUCopies(fp32: fitsFP32Limit && type != .f32, vnni: vnni)
     }
 
-    /// The kernel for one product of `rows` input rows.
-    public static func kernel(type: GGMLType, inFeatures: Int, rows: Int, copies: CPUCopies, features: CPUFeatures) -> CPUKernel {
-        if copies.packed && features.packed && rows >= gemmMinRows { return .packedCopy }
+    /// The kernel for one product of `rows` input rows. `rowInvariant`: every row's outputs must
+    /// not depend on how many rows the product has, so the packed kernel (one fp32 accumulator per
+    /// output, summed over the inputs in order, whatever the tile) runs at every row count where
+    /// there is a packed copy; the few-row kernels sum in other orders. Teacher-forced scoring asks
+    /// for it (TeacherForcing.swift), whose steps batch the same rows differently by reuse.
+    public static func kernel(type: GGMLType, inFeatures: Int, rows: Int, copies: CPUCopies, features: CPUFeatures,
+                              rowInvariant: Bool = false) -> CPUKernel {
+        if copies.packed && features.packed && (rows >= gemmMinRows || rowInvariant) { return .packedCopy }
         // The VNNI slabs: one-row sizes always; without an fp32 copy up to vnniMaxRows rows,
         // instead of dequantizing every panel on every decode step.
         if copies.vnni && features.vnni

@@ -70,6 +70,39 @@ final class CPUKernelChoiceTests: XCTestCase {
         }
     }
 
+    /// Row-invariant products (teacher forcing) take the packed copy at every row count where there
+    /// is one, and the usual kernel where there is not.
+    func testRowInvariantKernel() {
+        let packedVNNI = CPUCopies(packed: true, vnni: true)
+        for rows in [1, 3, 4, 7, 8, 512] {
+            XCTAssertEqual(CPUKernelChoice.kernel(type: .q4_1, inFeatures: 576, rows: rows, copies: packedVNNI, features: avx512VNNI,
+                                                  rowInvariant: true), .packedCopy, "\(rows) rows")
+        }
+        XCTAssertEqual(CPUKernelChoice.kernel(type: .q4_K, inFeatures: 512, rows: 1, copies: CPUCopies(fp32: true), features: portable,
+                                              rowInvariant: true), .fusedOneRow)
+        XCTAssertEqual(CPUKernelChoice.kernel(type: .q8_0, inFeatures: 576, rows: 1, copies: packedVNNI, features: avx512,
+                                              rowInvariant: true), .packedCopy)
+    }
+
+    /// What the row-invariant choice rests on: the packed kernel gives each row the same bits
+    /// whatever the row count of the product (tiles of 1…12 rows, inputs packed from 24 rows on).
+    func testPackedKernelRowsDoNotDependOnRowCount() throws {
+        guard PackedMatrix.available else { return }
+        let inF = 576, out = 40
+        let packed = PackedMatrix(try WeightMatrix(randomTensor(.q4_1, rows: out, cols: inF, seed: 3)))
+        let all = 37
+        let x = randomFloats(all * inF, seed: 11)
+        func product(_ first: Int, _ rows: Int) -> [Float] {
+            var y = [Float](repeating: .nan, count: rows * out)
+            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { _ = packed.apply(xp.baseAddress! + first * inF, rows: rows, into: $0.baseAddress!) } }
+            return y
+        }
+        let whole = product(0, all)
+        for (first, rows) in [(0, 1), (5, 3), (9, 7), (2, 8), (13, 24), (0, 30)] {
+            XCTAssertEqual(product(first, rows), Array(whole[first * out ..< (first + rows) * out]), "rows \(first)..<\(first + rows)")
+        }
+    }
+
     /// WeightMatrix.apply runs the decision's kernel for a matrix without copies: each native
     /// kernel gives the dequantized product whatever the row count.
     func testEveryNativeKernelMatchesTheReference() throws {
