@@ -129,7 +129,8 @@ struct Extract: ParsableCommand {
     /// showing what their polarity claims; the vetted run replaces the stored one.
     func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, model: LanguageModel) throws -> ExtractionRun {
         let scorer = try JudgeFactory(spec: try JudgeSpec(parsing: judge)).makeScorer { name in
-            name == model.name ? model : try LanguageModel.load(name)
+            // A local judge runs where the model runs (--device).
+            name == model.name ? model : try LanguageModel.load(name, backend: model.backend)
         }
         let r: Result<ExtractionRun, Error> = blocking {
             do {
