@@ -93,7 +93,8 @@ let package = Package(
         .testTarget(name: "TillerExperimentTests", dependencies: [
             "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: cpuFlags),
-        .testTarget(name: "TillerVulkanTests", dependencies: ["TillerVulkan", "TillerModels", "TillerTensor", "TillerFormats", "TillerTestSupport"],
+        .testTarget(name: "TillerVulkanTests", dependencies: ["TillerVulkan", "TillerModels", "TillerTensor", "TillerFormats", "TillerTestSupport",
+                                                        "TillerExperiment", "TillerSteering"],
                     swiftSettings: cpuFlags),
         .testTarget(name: "TillerServerTests", dependencies: [
             "TillerAsync", "TillerServer", "TillerModels", "TillerSteering", "TillerTokenizers", "TillerTestSupport"], swiftSettings: cpuFlags),

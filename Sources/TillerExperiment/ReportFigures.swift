@@ -184,7 +184,9 @@ extension ExperimentReport {
             let hi = max((seen.max() ?? 2) * 1.05, (spec.maxPerplexityRatio.max() ?? 1.5) * 1.1, 1.1)
             grid = (0...60).map { Foundation.pow(hi, Double($0) / 60) } + seen.filter { $0 >= 1 && $0 <= hi } + spec.maxPerplexityRatio
         }
-        return Array(Set(grid.map { ($0 * 1e9).rounded() / 1e9 })).sorted()
+        // Rounded up, so that a grid point at a configuration's own gate value still admits it
+        // (rounded to nearest, about half of them fell just below their value and excluded it).
+        return Array(Set(grid.map { ($0 * 1e9).rounded(.up) / 1e9 })).sorted()
     }
 
     /// Selection rerun at each threshold of the grid (selection half chooses, held-out half

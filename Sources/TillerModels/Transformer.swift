@@ -344,6 +344,8 @@ func bf16Round(_ x: Float) -> UInt32 {
 }
 
 extension LanguageModel {
+    /// The backend the model runs on (a judge or a second model loaded for this one goes there too).
+    public var backend: Backend { transformer.backend }
     /// The name of the backend the model runs on.
     public var backendName: String { transformer.backend.name }
 

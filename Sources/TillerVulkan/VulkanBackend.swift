@@ -56,7 +56,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         do {
             return try device.buffer(count: count)
         } catch {
-            fatalError("Vulkan: cannot allocate a buffer of \(count) floats: \(error)")
+            VulkanRecorder.stop("allocating a buffer of \(count) floats", error)
         }
     }
 
@@ -69,20 +69,29 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
 }
 
 /// A reusable recorder: one VulkanStep per step, made at the first op after a submit. The seam's
-/// ops do not throw; a device failure mid-step (out of memory for staging, a lost device) stops
-/// the process with the driver's message.
+/// ops do not throw; a device failure mid-step (out of memory for staging, a lost device at
+/// submit or fence wait) stops the process with an error naming the device, the op, the failing
+/// call and its result (exit status 1, not a crash). A run's stored rows survive: `tiller run`
+/// resumes from them.
 final class VulkanRecorder: StepRecorder {
     let device: VulkanDevice
     private var step: VulkanStep?
 
     init(device: VulkanDevice) { self.device = device }
 
+    /// Nothing recorded after a failed op or step can be trusted, and the seam cannot throw:
+    /// the error goes to standard error and the process exits (stdio flushed, status 1).
+    static func stop(_ what: String, _ error: Error) -> Never {
+        FileHandle.standardError.write(Data("error: Vulkan \(what) failed: \(error)\n".utf8))
+        exit(1)
+    }
+
     private func run(_ what: String, _ body: (VulkanStep) throws -> Void) {
         do {
             if step == nil { step = try VulkanStep(device: device) }
             try body(step!)
         } catch {
-            fatalError("Vulkan \(what) failed: \(error)")
+            Self.stop(what, error)
         }
     }
 
@@ -150,6 +159,6 @@ final class VulkanRecorder: StepRecorder {
     func submit() {
         guard let s = step else { return }
         step = nil
-        do { try s.submit() } catch { fatalError("Vulkan step failed: \(error)") }
+        do { try s.submit() } catch { Self.stop("step", error) }
     }
 }

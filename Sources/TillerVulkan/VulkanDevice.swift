@@ -11,7 +11,36 @@ public struct VulkanError: Error, CustomStringConvertible, Sendable {
 }
 
 @inline(__always) func check(_ result: VkResult, _ what: @autoclosure () -> String) throws {
-    if result != VK_SUCCESS { throw VulkanError("Vulkan: \(what()) failed (VkResult \(result.rawValue))") }
+    if result != VK_SUCCESS { throw VulkanError("Vulkan: \(what()) failed: \(vkResultName(result))") }
+}
+
+/// "VK_ERROR_DEVICE_LOST (-4)": the result codes a compute workload can meet, by name.
+func vkResultName(_ r: VkResult) -> String {
+    let names: [Int32: String] = [
+        1: "VK_NOT_READY", 2: "VK_TIMEOUT", -1: "VK_ERROR_OUT_OF_HOST_MEMORY", -2: "VK_ERROR_OUT_OF_DEVICE_MEMORY",
+        -3: "VK_ERROR_INITIALIZATION_FAILED", -4: "VK_ERROR_DEVICE_LOST", -5: "VK_ERROR_MEMORY_MAP_FAILED",
+        -6: "VK_ERROR_LAYER_NOT_PRESENT", -7: "VK_ERROR_EXTENSION_NOT_PRESENT", -8: "VK_ERROR_FEATURE_NOT_PRESENT",
+        -9: "VK_ERROR_INCOMPATIBLE_DRIVER", -10: "VK_ERROR_TOO_MANY_OBJECTS", -13: "VK_ERROR_UNKNOWN",
+        -1_000_069_000: "VK_ERROR_OUT_OF_POOL_MEMORY",
+    ]
+    return "\(names[Int32(r.rawValue)] ?? "VkResult") (\(r.rawValue))"
+}
+
+extension VulkanError {
+    /// A device that failed running submitted work: which device, which call, the result by
+    /// name and what it means for the run.
+    static func deviceFailure(_ info: VulkanDeviceInfo, call: String, result: VkResult) -> VulkanError {
+        let meaning: String
+        switch result.rawValue {
+        case -4: meaning = "the device was lost (a driver reset, work that ran past the driver's timeout, or a hardware fault); "
+            + "nothing the lost work computed is used"
+        case -2: meaning = "the device ran out of memory; a smaller batch_size (or a smaller model) needs less"
+        case -1: meaning = "the host ran out of memory for the driver"
+        default: meaning = "the driver refused the work"
+        }
+        return VulkanError("Vulkan device vulkan:\(info.index) (\(info.name), \(info.driver)): \(call) failed: "
+                           + "\(vkResultName(result)): \(meaning)")
+    }
 }
 
 /// The device features Tiller's kernels use, after the environment's off switches.
@@ -343,9 +372,10 @@ final class CommandContext {
             defer { device.queueLock.unlock() }
             return tiller_vk.vkQueueSubmit(device.queue, 1, &submit, fence)
         }
-        try check(result, "vkQueueSubmit")
+        if result != VK_SUCCESS { throw VulkanError.deviceFailure(device.info, call: "vkQueueSubmit", result: result) }
         var f = fence
-        try check(tiller_vk.vkWaitForFences(device.device, 1, &f, 1, UInt64.max), "vkWaitForFences")
+        let waited = tiller_vk.vkWaitForFences(device.device, 1, &f, 1, UInt64.max)
+        if waited != VK_SUCCESS { throw VulkanError.deviceFailure(device.info, call: "vkWaitForFences", result: waited) }
     }
 
     func destroy() {

@@ -4,9 +4,11 @@ import TillerTensor
 /// Which kernel computes y = x·Wᵀ on the Vulkan backend: a pure decision, tested against a table.
 public struct VulkanKernelChoice: Equatable, Sendable, CustomStringConvertible {
     public enum Kernel: String, Sendable {
-        /// One workgroup per output feature and up to 4 rows (decode).
+        /// One subgroup per output feature, 64 / subgroup size of them per workgroup, and up to
+        /// 4 rows (decode).
         case matvecSubgroup = "matvec_sg"
-        /// The same with shared-memory reductions (no subgroup arithmetic, or switched off).
+        /// One workgroup per output feature with shared-memory reductions (no subgroup
+        /// arithmetic, or switched off).
         case matvecShared = "matvec_sh"
         /// 64 × 64 tiles staged through shared memory (prefill, batched rows).
         case tiled = "matmul"

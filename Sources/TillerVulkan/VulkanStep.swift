@@ -220,7 +220,14 @@ public final class VulkanStep {
             let groups: (UInt32, UInt32, UInt32)
             var spec: [UInt32] = []
             switch choice.kernel {
-            case .matvecSubgroup, .matvecShared:
+            case .matvecSubgroup:
+                // One output feature per subgroup of the 64 invocations (the shader covers all
+                // OUTS whatever subgroup size the compiler picks).
+                let outs = max(1, 64 / max(device.info.features.subgroupSize, 1))
+                let g = Self.grid((part.rows + outs - 1) / outs)
+                groups = (g.0, g.1, UInt32((rows + 3) / 4))
+                spec = [64, UInt32(outs)]
+            case .matvecShared:
                 let g = Self.grid(part.rows)
                 groups = (g.0, g.1, UInt32((rows + 3) / 4))
                 spec = [64]

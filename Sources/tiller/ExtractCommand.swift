@@ -172,7 +172,8 @@ struct Extract: ParsableCommand {
     func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, model: LanguageModel, log: StageLog) throws -> ExtractionRun {
         let factory = try JudgeFactory(spec: try JudgeSpec(parsing: judge), prompts: try judgePrompts.map { try JudgePrompts.load(directory: $0) },
                                        minMass: judgeMinMass)
-        let scorer = try factory.makeScorer { name in name == model.name ? model : try LanguageModel.load(name) }
+        // A local judge runs where the model runs (--device).
+        let scorer = try factory.makeScorer { name in name == model.name ? model : try LanguageModel.load(name, backend: model.backend) }
         let preflight: Result<Void, Error> = blocking {
             do { try await scorer.judge.preflight(); return .success(()) } catch { return .failure(error) }
         }

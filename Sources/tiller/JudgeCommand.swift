@@ -15,7 +15,7 @@ struct JudgeCommand: ParsableCommand {
         "coherence", "relevance" (null when the judge gave no number) or "error". \
         --judge openai:MODEL uses an OpenAI-compatible endpoint (--base-url or TILLER_JUDGE_BASE_URL / OPENAI_BASE_URL; \
         key from --api-key or TILLER_JUDGE_API_KEY / OPENAI_API_KEY; the key is never printed or stored). \
-        --judge local:MODEL runs the judge model with Tiller's engine. \
+        --judge local:MODEL runs the judge model with Tiller's engine, on --device. \
         The scoring mode (first-token 0–100, digit tree, 0–9 scale; teacher-forced 0–100 for a local judge) \
         is detected once per judge, printed, stored in the cache and given as "scoring" on each line. \
         --validate --trait T scores the trait's reference answers (trait AUC: trait-showing vs trait-free answers) \
@@ -25,6 +25,7 @@ struct JudgeCommand: ParsableCommand {
 
     @Option(help: "openai:MODEL or local:MODEL.")
     var judge: String
+    @OptionGroup var deviceOption: DeviceOption
     @Option(help: "Trait name (e.g. refusal).")
     var trait: String?
     @Option(help: "Trait definition used in the judge prompt.")
@@ -112,7 +113,8 @@ struct JudgeCommand: ParsableCommand {
         }
         let factory = try JudgeFactory(spec: spec, openAI: openAI, cache: try cachePath.map { try JudgeCache(path: $0) },
                                        prompts: try promptsDirectory.map { try JudgePrompts.load(directory: $0) }, minMass: minMass)
-        let scorer = try factory.makeScorer()
+        // A local judge model loads on --device (TILLER_DEVICE, else auto).
+        let scorer = try factory.makeScorer { try LanguageModel.load($0, backend: try deviceOption.backend()) }
         // A missing key or a wrong URL fails here, in seconds, before any item is read.
         try await scorer.judge.preflight()
         // The mode is detected once per judge and kept in the cache, so a re-run scores the same way.

@@ -1,3 +1,4 @@
+import CVulkan
 import XCTest
 @testable import TillerVulkan
 
@@ -42,5 +43,16 @@ final class DeviceChoiceTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("no Vulkan loader"))
         }
         XCTAssertNil(index(try DeviceChoice.cpu.pick(devices: mixed)))
+    }
+
+    /// A device that fails at submit or fence wait gives an error naming the device, the call,
+    /// the result by name and what it means (the recorder prints it and exits with status 1).
+    func testDeviceFailureNamesTheDeviceAndTheCall() {
+        let lost = VulkanError.deviceFailure(info(1, .discrete), call: "vkWaitForFences", result: VK_ERROR_DEVICE_LOST).message
+        XCTAssertTrue(lost.hasPrefix("Vulkan device vulkan:1 (dev1, d): vkWaitForFences failed: VK_ERROR_DEVICE_LOST (-4): the device was lost"), lost)
+        let oom = VulkanError.deviceFailure(info(0, .cpu), call: "vkQueueSubmit", result: VK_ERROR_OUT_OF_DEVICE_MEMORY).message
+        XCTAssertTrue(oom.hasPrefix("Vulkan device vulkan:0 (dev0, d): vkQueueSubmit failed: VK_ERROR_OUT_OF_DEVICE_MEMORY (-2): the device ran out of memory"), oom)
+        XCTAssertEqual(vkResultName(VK_ERROR_OUT_OF_POOL_MEMORY), "VK_ERROR_OUT_OF_POOL_MEMORY (-1000069000)")
+        XCTAssertEqual(vkResultName(VkResult(rawValue: -12345)), "VkResult (-12345)")
     }
 }

@@ -1,7 +1,10 @@
 #version 450
-// y[r, o] = Σ_k x[r, k] · W[o, k] for a few rows (decode): one workgroup per output feature and
-// up to COLS rows; each invocation strides over k (adjacent invocations read adjacent weights),
-// partial sums reduced through subgroupAdd (USE_SUBGROUP) or a shared-memory tree.
+// y[r, o] = Σ_k x[r, k] · W[o, k] for a few rows (decode), up to COLS rows per workgroup.
+// USE_SUBGROUP: each subgroup computes whole output features (OUTS per workgroup, taken by the
+// subgroups in turn, so any subgroup size covers them), its lanes striding over k (adjacent lanes
+// read adjacent weights) and reducing with subgroupAdd: no shared memory, no barrier, and a few
+// thousand workgroups per layer instead of one per output feature. Otherwise one workgroup per
+// output feature, its invocations striding over k and reducing through a shared-memory tree.
 #include "common.glsl"
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
@@ -10,6 +13,8 @@
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
+// Output features per workgroup (USE_SUBGROUP; the host picks WG / subgroup size).
+layout(constant_id = 1) const uint OUTS = 1;
 const uint COLS = 4u;
 
 layout(std430, binding = 0) readonly buffer WBuf { uint W[]; };
@@ -22,6 +27,30 @@ layout(push_constant) uniform Push {
 
 #include "dequant.glsl"
 
+#ifdef USE_SUBGROUP
+void main() {
+    uint c0 = gl_WorkGroupID.z * COLS;
+    uint ncols = min(COLS, p.rows - c0);
+    uint lane = gl_SubgroupInvocationID;
+    uint first = group_index() * OUTS;
+    for (uint j = gl_SubgroupID; j < OUTS; j += gl_NumSubgroups) {
+        uint o = first + j;
+        if (o >= p.outF) break;
+        float acc[COLS];
+        [[unroll]] for (uint c = 0u; c < COLS; c++) acc[c] = 0.0;
+        uint rowByte = o * p.rowBytes;
+        for (uint k = lane; k < p.inF; k += gl_SubgroupSize) {
+            float w = wload(rowByte, k);
+            [[unroll]] for (uint c = 0u; c < COLS; c++)
+                if (c < ncols) acc[c] += w * X[p.xOff + (c0 + c) * p.inF + k];
+        }
+        [[unroll]] for (uint c = 0u; c < COLS; c++) {
+            float s = subgroupAdd(acc[c]);
+            if (lane == 0u && c < ncols) Y[p.yOff + (c0 + c) * p.yStride + o] = s;
+        }
+    }
+}
+#else
 shared float red[COLS][WG];
 
 void main() {
@@ -38,18 +67,6 @@ void main() {
         [[unroll]] for (uint c = 0u; c < COLS; c++)
             if (c < ncols) acc[c] += w * X[p.xOff + (c0 + c) * p.inF + k];
     }
-#ifdef USE_SUBGROUP
-    [[unroll]] for (uint c = 0u; c < COLS; c++) {
-        float s = subgroupAdd(acc[c]);
-        if (gl_SubgroupInvocationID == 0u) red[c][gl_SubgroupID] = s;
-    }
-    barrier();
-    if (tid < ncols) {
-        float s = 0.0;
-        for (uint g = 0u; g < gl_NumSubgroups; g++) s += red[tid][g];
-        Y[p.yOff + (c0 + tid) * p.yStride + o] = s;
-    }
-#else
     [[unroll]] for (uint c = 0u; c < COLS; c++) red[c][tid] = acc[c];
     barrier();
     for (uint s = WG / 2u; s > 0u; s >>= 1) {
@@ -59,5 +76,5 @@ void main() {
         barrier();
     }
     if (tid < ncols) Y[p.yOff + (c0 + tid) * p.yStride + o] = red[tid][0];
-#endif
 }
+#endif
