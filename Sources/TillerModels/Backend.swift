@@ -57,7 +57,9 @@ public protocol Backend: AnyObject, Sendable {
     func buffer(count: Int) -> BackendBuffer
     /// A recorder. It records one step at a time: ops run in the order recorded, `submit()` runs
     /// them, and afterwards the recorder is empty and records the next step (a Workspace keeps one).
-    func makeRecorder() -> StepRecorder
+    /// `rowInvariant`: where the backend can, each row's products come out the same bits whatever
+    /// the number of rows stacked beside it in a step (teacher-forced scoring asks for it).
+    func makeRecorder(rowInvariant: Bool) -> StepRecorder
     /// Which kernel `matmul` runs for `rows` input rows of `matrix` (the backend's one kernel
     /// decision, as `tiller bench` prints it).
     func kernel(for matrix: MatrixOperator, rows: Int) -> String
@@ -175,4 +177,9 @@ public func writeRopeTables(positions: [Int], invFreq: UnsafePointer<Float>, hal
             sin[row * half + i] = Foundation.sin(f)
         }
     }
+}
+
+extension Backend {
+    /// A recorder with the backend's fastest kernel per product.
+    public func makeRecorder() -> StepRecorder { makeRecorder(rowInvariant: false) }
 }

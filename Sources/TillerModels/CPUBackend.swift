@@ -60,7 +60,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
 
     public func buffer(count: Int) -> BackendBuffer { CPUBuffer(count: count) }
 
-    public func makeRecorder() -> StepRecorder { CPURecorder() }
+    public func makeRecorder(rowInvariant: Bool) -> StepRecorder { CPURecorder(rowInvariant: rowInvariant) }
 
     public func kernel(for matrix: MatrixOperator, rows: Int) -> String {
         let m = unsafeDowncast(matrix, to: CPUMatrix.self)
@@ -119,7 +119,8 @@ final class CPUMatrix: MatrixOperator, @unchecked Sendable {
 final class CPURecorder: StepRecorder {
     /// Products whose rows' outputs do not depend on the row count (`CPUKernelChoice.kernel`'s
     /// `rowInvariant`), for a `Workspace(rowInvariant: true)`.
-    var rowInvariant = false
+    let rowInvariant: Bool
+    init(rowInvariant: Bool) { self.rowInvariant = rowInvariant }
     /// Attention score rows, grown when a step needs more.
     private var scores: UnsafeMutablePointer<Float> = .allocate(capacity: 1)
     private var scoreCapacity = 0

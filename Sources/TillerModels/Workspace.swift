@@ -26,11 +26,10 @@ final class Workspace {
 
     /// `rowInvariant`: each row's products come out the same bits whatever the number of rows
     /// stacked beside it in a step (on the CPU with packed copies: the packed kernel at every row
-    /// count; see `CPUKernelChoice.kernel`). The Vulkan recorder has no such choice to make here.
+    /// count; see `CPUKernelChoice.kernel`); `Backend.makeRecorder(rowInvariant:)`.
     init(_ t: Transformer, rowInvariant: Bool = false) {
         backend = t.backend
-        recorder = t.backend.makeRecorder()
-        (recorder as? CPURecorder)?.rowInvariant = rowInvariant
+        recorder = t.backend.makeRecorder(rowInvariant: rowInvariant)
         hidden = t.hidden; qDim = t.qDim; kvDim = t.kvDim; intermediate = t.intermediate; vocab = t.vocab
         halfHead = t.headDim / 2; ropeKinds = t.ropeInvFreq.count
         let b = t.backend

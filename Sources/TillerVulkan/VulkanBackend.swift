@@ -60,7 +60,9 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
         }
     }
 
-    public func makeRecorder() -> StepRecorder { VulkanRecorder(device: device) }
+    /// The kernel choice here depends on the row count (mat-vec or tiled) and has no row-invariant
+    /// form yet: on Vulkan a row's bits may depend on the rows beside it (within fp32 rounding).
+    public func makeRecorder(rowInvariant: Bool) -> StepRecorder { VulkanRecorder(device: device) }
 
     public func kernel(for matrix: MatrixOperator, rows: Int) -> String {
         let m = unsafeDowncast(matrix, to: VulkanMatrix.self)

@@ -26,7 +26,7 @@ final class RecordingBackend: Backend, @unchecked Sendable {
     }
     func upload(_ values: [Float]) throws -> BackendBuffer { record("upload"); return try cpu.upload(values) }
     func buffer(count: Int) -> BackendBuffer { cpu.buffer(count: count) }
-    func makeRecorder() -> StepRecorder { Recorder(backend: self, inner: cpu.makeRecorder()) }
+    func makeRecorder(rowInvariant: Bool) -> StepRecorder { Recorder(backend: self, inner: cpu.makeRecorder(rowInvariant: rowInvariant)) }
     func kernel(for matrix: MatrixOperator, rows: Int) -> String {
         cpu.kernel(for: (matrix as! RecordingMatrix).inner, rows: rows)
     }
