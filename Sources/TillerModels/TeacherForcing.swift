@@ -262,16 +262,26 @@ extension LanguageModel {
 
     private func sharedPrompt(_ groups: [TeacherForcedRequest.Group], _ visit: ([Target], UnsafePointer<Float>) -> Void) throws {
         let ws = Workspace(transformer, rowInvariant: true)
+        // The prompts' common head once per distinct steering of its rows; each prompt continues a copy.
+        let heads = PromptHeads(groups)
+        var headCaches: [KVCache] = []
+        if let heads {
+            headCaches = heads.specs.map { _ in transformer.makeCache(capacity: heads.tokens.count) }
+            let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: heads.specs.count, steering: heads.specs,
+                                    capture: .none, callback: nil, backend: transformer.backend)
+            run(heads.inputs(headCaches), plan: plan, wants: { _, _ in false }, ws: ws) { _, _, _ in }
+        }
         var caches: [KVCache] = []
         var seqs: [SequenceInput] = []
         for (g, grp) in groups.enumerated() {
-            let cache = transformer.makeCache(capacity: grp.prompt.count)
+            let own = Array(grp.prompt[(heads?.tokens.count ?? 0)...])
+            let cache = heads.map { headCaches[$0.of[g]].fork(extra: own.count) } ?? transformer.makeCache(capacity: grp.prompt.count)
             caches.append(cache)
-            seqs.append(SequenceInput(cache: cache, tokens: grp.prompt, promptLength: grp.promptLength, sequence: g))
+            seqs.append(SequenceInput(cache: cache, tokens: own, promptLength: grp.promptLength, sequence: g))
         }
         let promptPlan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: groups.count, steering: groups.map(\.steering),
                                       capture: .none, callback: nil, backend: transformer.backend)
-        run(seqs, plan: promptPlan, wants: { s, p in p == groups[s].prompt.count - 1 }, ws: ws) { s, _, row in
+        run(seqs, plan: promptPlan, wants: { s, p in p == seqs[s].tokens.count - 1 }, ws: ws) { s, _, row in
             visit(groups[s].continuations.indices.map { Target(group: s, continuation: $0, token: 0) }, row)
         }
         // Continuation tokens 0..<n-1 (each predicts the next) in children of the prompt caches.
@@ -288,6 +298,55 @@ extension LanguageModel {
         let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: children.count, steering: specs, capture: .none, callback: nil, backend: transformer.backend)
         run(children, plan: plan, wants: { _, _ in true }, ws: ws) { s, p, row in
             visit([Target(group: owner[s].g, continuation: owner[s].i, token: p + 1)], row)
+        }
+    }
+
+    /// The tokens every prompt of a shared-prompt request begins with, when there are enough of
+    /// them to be worth running once (a chat template's system turn and user header: 24 of the
+    /// ~39 tokens of each SmolLM2 prompt in the demo's log-odds). Prompts with the same steering
+    /// of those rows compute them identically, so each distinct steering runs the head once and
+    /// every prompt continues a copy of its head's keys/values with its own tokens only. A row's
+    /// bits are the same either way (per-row ops, row-invariant products, the same keys read).
+    struct PromptHeads {
+        static let minLength = 4
+        let tokens: [Int]
+        /// The distinct steering of the head rows: a prompt's steering without its `.response`
+        /// edits, which act only after the prompt (nil: unsteered).
+        let specs: [SteeringSpec?]
+        /// Per group, the index of its head.
+        let of: [Int]
+
+        init?(_ groups: [TeacherForcedRequest.Group]) {
+            // Every prompt keeps at least its last token (its row predicts the continuations),
+            // and the head is all prompt rows.
+            guard groups.count > 1, var n = groups.map({ min($0.prompt.count - 1, $0.promptLength) }).min() else { return nil }
+            let first = groups[0].prompt
+            for g in groups.dropFirst() where n > 0 {
+                var k = 0
+                while k < n && g.prompt[k] == first[k] { k += 1 }
+                n = k
+            }
+            guard n >= Self.minLength else { return nil }
+            var specs: [SteeringSpec?] = [], of: [Int] = []
+            for g in groups {
+                let s = Self.headSteering(g.steering)
+                if let i = specs.firstIndex(where: { $0 == s }) { of.append(i) } else { of.append(specs.count); specs.append(s) }
+            }
+            guard specs.count < groups.count else { return nil }
+            tokens = Array(first[..<n])
+            self.specs = specs
+            self.of = of
+        }
+
+        static func headSteering(_ s: SteeringSpec?) -> SteeringSpec? {
+            guard var s else { return nil }
+            s.edits.removeAll { $0.positions == .response }
+            return s.edits.isEmpty ? nil : s
+        }
+
+        /// One input per head (`sequence` = its index), all of its rows prompt rows.
+        func inputs(_ caches: [KVCache], startRows: [Float]? = nil) -> [SequenceInput] {
+            caches.indices.map { SequenceInput(cache: caches[$0], tokens: tokens, promptLength: tokens.count, sequence: $0, startRows: startRows) }
         }
     }
 
@@ -337,37 +396,66 @@ extension LanguageModel {
             promptOf.append(promptIndex[key]!)
         }
         let promptLayers = Set(layers.promptLayer.compactMap { $0 })
+        // The prompts' common head once unsteered (complete, keeping resid_post where steered
+        // prompts start); every distinct prompt continues a copy of it.
+        let heads = PromptHeads(groups)
+        let skip = heads?.tokens.count ?? 0
+        var unsteeredHead: KVCache? = nil
+        var keptHead = CapturedActivations(hidden: hiddenSize)
+        if let heads {
+            let cache = transformer.makeCache(capacity: skip)
+            let hplan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: 1, steering: [],
+                                     capture: CaptureSpec(layers: promptLayers.sorted(), positions: .all), callback: nil, backend: transformer.backend)
+            run(heads.inputs([cache]), plan: hplan, wants: { _, _ in false }, ws: ws) { _, _, _ in }
+            unsteeredHead = cache
+            keptHead = hplan.finish()[0]
+        }
         // Unsteered prompts: logits for the first token of unsteered groups' continuations.
         var baseFirst = [[Target]](repeating: [], count: prompts.count)
         for (g, grp) in groups.enumerated() where layers.promptLayer[g] == nil {
             baseFirst[promptOf[g]] += grp.continuations.indices.map { Target(group: g, continuation: $0, token: 0) }
         }
-        let sharedCaches = prompts.map { transformer.makeCache(capacity: $0.tokens.count) }
+        let own = prompts.map { Array($0.tokens[skip...]) }
+        let sharedCaches = prompts.indices.map { unsteeredHead?.fork(extra: own[$0].count) ?? transformer.makeCache(capacity: prompts[$0].tokens.count) }
         let pplan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: prompts.count, steering: [],
                                  capture: CaptureSpec(layers: promptLayers.sorted(), positions: .all), callback: nil, backend: transformer.backend)
-        run(prompts.enumerated().map { SequenceInput(cache: sharedCaches[$0], tokens: $1.tokens, promptLength: $1.promptLength, sequence: $0) },
-            plan: pplan, wants: { k, p in !baseFirst[k].isEmpty && p == prompts[k].tokens.count - 1 }, ws: ws) { k, _, row in
+        run(prompts.indices.map { SequenceInput(cache: sharedCaches[$0], tokens: own[$0], promptLength: prompts[$0].promptLength, sequence: $0) },
+            plan: pplan, wants: { k, p in !baseFirst[k].isEmpty && p == own[k].count - 1 }, ws: ws) { k, _, row in
             visit(baseFirst[k], row)
         }
         var keptPrompts = pplan.finish()
-        // Steered prompts, one run per start layer.
+        // Steered prompts, one run per start layer: first the steered heads their groups continue
+        // (from the unsteered head's rows at that layer), then each prompt's own tokens.
         var groupCache: [KVCache] = groups.indices.map { sharedCaches[promptOf[$0]] }
         for L in promptLayers.sorted() {
             let cohort = groups.indices.filter { layers.promptLayer[$0] == L }
+            var headCache: [Int: KVCache] = [:]
+            if let heads {
+                let steeredHeads = Array(Set(cohort.map { heads.of[$0] })).sorted().filter { heads.specs[$0] != nil }
+                let caches = steeredHeads.map { _ in transformer.makeCache(capacity: skip) }
+                if !steeredHeads.isEmpty {
+                    let hplan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: steeredHeads.count, steering: steeredHeads.map { heads.specs[$0] },
+                                             capture: .none, callback: nil, backend: transformer.backend)
+                    run(heads.inputs(caches, startRows: keptHead.layers[L]!), plan: hplan, wants: { _, _ in false }, ws: ws, startLayer: L) { _, _, _ in }
+                }
+                for (h, c) in zip(steeredHeads, caches) { headCache[h] = c }
+            }
             var inputs: [SequenceInput] = []
             for (n, g) in cohort.enumerated() {
-                let cache = transformer.makeCache(capacity: groups[g].prompt.count)
+                let k = promptOf[g]
+                let cache = heads.map { (headCache[$0.of[g]] ?? unsteeredHead!).fork(extra: own[k].count) } ?? transformer.makeCache(capacity: groups[g].prompt.count)
                 groupCache[g] = cache
-                inputs.append(SequenceInput(cache: cache, tokens: groups[g].prompt, promptLength: groups[g].promptLength, sequence: n,
-                                            startRows: keptPrompts[promptOf[g]].layers[L]!))
+                inputs.append(SequenceInput(cache: cache, tokens: own[k], promptLength: groups[g].promptLength, sequence: n,
+                                            startRows: keptPrompts[k].layers[L]!))
             }
             let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: inputs.count, steering: cohort.map { groups[$0].steering },
                                     capture: .none, callback: nil, backend: transformer.backend)
-            run(inputs, plan: plan, wants: { n, p in p == groups[cohort[n]].prompt.count - 1 }, ws: ws, startLayer: L) { n, _, row in
+            run(inputs, plan: plan, wants: { n, p in p == inputs[n].tokens.count - 1 }, ws: ws, startLayer: L) { n, _, row in
                 let g = cohort[n]
                 visit(groups[g].continuations.indices.map { Target(group: g, continuation: $0, token: 0) }, row)
             }
             for k in keptPrompts.indices { keptPrompts[k].layers[L] = nil }
+            keptHead.layers[L] = nil
         }
 
         // Continuations (tokens 0..<n-1, each predicting the next).
