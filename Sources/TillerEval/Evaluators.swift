@@ -137,11 +137,14 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
     public let positions: SteeringPositions
     /// Sequences per engine call (without shared layers).
     public var chunk = 96
-    /// Whether configurations share the blocks before their steered layer (on unless the
-    /// environment sets TILLER_SHARED_PREFIX=0). The numbers are the same bits either way on a CPU
-    /// with the packed kernel (the determinism rule in TeacherForcing.swift).
-    public var sharedLayers = TeacherForcedEvaluator.sharedLayersDefault
-    public static var sharedLayersDefault: Bool { ProcessInfo.processInfo.environment["TILLER_SHARED_PREFIX"] != "0" }
+    /// Whether work is shared across configurations and items (on unless the environment sets
+    /// TILLER_SHARED_PREFIX=0): configurations share the blocks before their steered layer (the
+    /// shared layer prefix), and the prompts of one configuration their common head (the chat
+    /// template's tokens before the question). The numbers are the same bits either way on a CPU
+    /// with the packed kernel (the determinism rule in TeacherForcing.swift); off is the
+    /// reference that checks it.
+    public var sharedPrefix = TeacherForcedEvaluator.sharedPrefixDefault
+    public static var sharedPrefixDefault: Bool { ProcessInfo.processInfo.environment["TILLER_SHARED_PREFIX"] != "0" }
 
     let referencePrompts: [[Int]]
     let posTokens: [[Int]], negTokens: [[Int]]
@@ -216,7 +219,7 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
                 for s in specs { conts += [posTokens[i], negTokens[i]]; ss += [s, s] }
                 let lp = try model.teacherForced(TeacherForcedRequest(
                     groups: [.init(prompt: prompts[i], continuations: conts, continuationSteering: ss)],
-                    reuse: .sharedPrompt, reduction: .sum, sharedLayers: sharedLayers))[0]
+                    reuse: .sharedPrompt, reduction: .sum, sharedLayers: sharedPrefix, commonHead: sharedPrefix))[0]
                 for c in steering.indices { out[c][i] = lp[2 * c][0] - lp[2 * c + 1][0] }
             }
             return out
@@ -229,7 +232,7 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
             for i in prompts.indices { groups.append(.init(prompt: prompts[i], continuations: [posTokens[i], negTokens[i]], steering: spec)) }
         }
         let lp = try batched(groups, configurations: steering.count, tokens: prompts.indices.map { prompts[$0].count + posTokens[$0].count + negTokens[$0].count }) {
-            try model.teacherForced(TeacherForcedRequest(groups: $0, reuse: .sharedPrompt, reduction: .sum, sharedLayers: $1))
+            try model.teacherForced(TeacherForcedRequest(groups: $0, reuse: .sharedPrompt, reduction: .sum, sharedLayers: $1, commonHead: sharedPrefix))
         }
         return steering.indices.map { c in (0..<n).map { i in lp[c * n + i][0][0] - lp[c * n + i][1][0] } }
     }
@@ -246,7 +249,7 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
             for p in prompts { groups.append(.init(prompt: p, continuations: cands.map { [$0] }, steering: spec)) }
         }
         let lp = try batched(groups, configurations: steering.count, tokens: prompts.map(\.count)) {
-            try model.teacherForced(TeacherForcedRequest(groups: $0, reuse: .sharedPrompt, sharedLayers: $1))
+            try model.teacherForced(TeacherForcedRequest(groups: $0, reuse: .sharedPrompt, sharedLayers: $1, commonHead: sharedPrefix))
         }
         let n = prompts.count
         return steering.indices.map { c in
@@ -282,7 +285,7 @@ public final class TeacherForcedEvaluator: @unchecked Sendable {
                  _ f: ([TeacherForcedRequest.Group], Bool) throws -> [[[Double]]]) throws -> [[[Double]]] {
         let n = tokens.count
         precondition(groups.count == configurations * n)
-        guard sharedLayers, configurations > 1, n > 0 else {
+        guard sharedPrefix, configurations > 1, n > 0 else {
             var out: [[[Double]]] = []
             out.reserveCapacity(groups.count)
             for start in stride(from: 0, to: groups.count, by: max(chunk, 1)) {

@@ -20,11 +20,11 @@ import TillerTensor
 // - the reuse a request states (below) is part of its numbers: the same items with a different
 //   reuse agree to fp32 rounding (about 1e-6 relative), not to the bit. A caller keeps one reuse
 //   and one batching per measurement, so its numbers stay bit-identical from run to run;
-// - the shared layer prefix is not part of them: `.none` and `.sharedPrompt` run their products
+// - the shared layer prefix and the prompt head are not part of them: `.none` and `.sharedPrompt` run their products
 //   row-invariant (`Workspace(rowInvariant:)`: on the CPU, the packed kernel at every row count,
 //   the LM head's few prompt-end rows of a step included), and every other op of a step is per
-//   row, so a row's bits do not depend on which rows share its step. With `sharedLayers` on or
-//   off a request gives the same bits (where the CPU has packed copies; checked by
+//   row, so a row's bits do not depend on which rows share its step. With `sharedLayers` and
+//   `commonHead` on or off a request gives the same bits (where the CPU has packed copies; checked by
 //   TeacherForcingTests and SharedLayersTests).
 //
 // ## Reuse
@@ -33,6 +33,9 @@ import TillerTensor
 // - `.sharedPrompt`: each group's prompt runs once (all prompts as one batch, steered by the
 //   group's steering); its continuations continue its keys/values in place (`KVCache.child`),
 //   all of them as a second batch.
+//   With `commonHead` (the default), the tokens every prompt begins with (a chat template's
+//   system turn and user header) run once per distinct steering of those rows, and each prompt
+//   continues a copy of them (`CommonHeads`).
 // - `.prefixTrie(head:)`: shared prompt, and continuations that share a prefix run it once (a
 //   trie of one-token nodes, one batch per depth); the prompt may continue a copy of a head's
 //   keys/values. Unsteered only.
@@ -95,12 +98,15 @@ public struct TeacherForcedRequest: Sendable {
     public var reduction: Reduction
     /// Blocks before a configuration's first steered layer computed once per distinct sequence.
     public var sharedLayers: Bool
+    /// With `.sharedPrompt`: the prompts' common head computed once per steering of its rows.
+    public var commonHead: Bool
 
-    public init(groups: [Group], reuse: Reuse, reduction: Reduction = .perToken, sharedLayers: Bool = false) {
+    public init(groups: [Group], reuse: Reuse, reduction: Reduction = .perToken, sharedLayers: Bool = false, commonHead: Bool = true) {
         self.groups = groups
         self.reuse = reuse
         self.reduction = reduction
         self.sharedLayers = sharedLayers
+        self.commonHead = commonHead
     }
 
     /// The first layer a spec steers at (nil: unsteered).
@@ -162,10 +168,11 @@ extension LanguageModel {
                     }
                 }
             }
+            let heads = r.commonHead ? CommonHeads(r.groups) : nil
             if r.sharedLayers, let plan = SharedPromptLayers(r.groups) {
-                try sharedPromptLayers(r.groups, plan, visit)
+                try sharedPromptLayers(r.groups, plan, heads, visit)
             } else {
-                try sharedPrompt(r.groups, visit)
+                try sharedPrompt(r.groups, heads, visit)
             }
         case .prefixTrie(let head):
             for (g, grp) in r.groups.enumerated() where grp.steering != nil || (grp.continuationSteering ?? []).contains(where: { $0 != nil }) {
@@ -260,10 +267,10 @@ extension LanguageModel {
 
     // MARK: Shared prompt
 
-    private func sharedPrompt(_ groups: [TeacherForcedRequest.Group], _ visit: ([Target], UnsafePointer<Float>) -> Void) throws {
+    private func sharedPrompt(_ groups: [TeacherForcedRequest.Group], _ heads: CommonHeads?,
+                              _ visit: ([Target], UnsafePointer<Float>) -> Void) throws {
         let ws = Workspace(transformer, rowInvariant: true)
         // The prompts' common head once per distinct steering of its rows; each prompt continues a copy.
-        let heads = PromptHeads(groups)
         var headCaches: [KVCache] = []
         if let heads {
             headCaches = heads.specs.map { _ in transformer.makeCache(capacity: heads.tokens.count) }
@@ -307,7 +314,9 @@ extension LanguageModel {
     /// of those rows compute them identically, so each distinct steering runs the head once and
     /// every prompt continues a copy of its head's keys/values with its own tokens only. A row's
     /// bits are the same either way (per-row ops, row-invariant products, the same keys read).
-    struct PromptHeads {
+    /// Unlike a `PromptHead` (a judge template's head, computed alone and unsteered, kept across
+    /// requests), these live for one request and are steered like their prompts.
+    struct CommonHeads {
         static let minLength = 4
         let tokens: [Int]
         /// The distinct steering of the head rows: a prompt's steering without its `.response`
@@ -385,7 +394,7 @@ extension LanguageModel {
     /// prompt runs from its layer in a cache of its own whose layers up to there stay unwritten.
     /// Continuations likewise: each distinct (prompt, continuation) once unsteered in a child of
     /// the unsteered prompt, each steered one from its layer in a child of its group's prompt.
-    private func sharedPromptLayers(_ groups: [TeacherForcedRequest.Group], _ layers: SharedPromptLayers,
+    private func sharedPromptLayers(_ groups: [TeacherForcedRequest.Group], _ layers: SharedPromptLayers, _ heads: CommonHeads?,
                                     _ visit: ([Target], UnsafePointer<Float>) -> Void) throws {
         let ws = Workspace(transformer, rowInvariant: true)
         struct PromptKey: Hashable { let tokens: [Int]; let promptLength: Int }
@@ -398,7 +407,6 @@ extension LanguageModel {
         let promptLayers = Set(layers.promptLayer.compactMap { $0 })
         // The prompts' common head once unsteered (complete, keeping resid_post where steered
         // prompts start); every distinct prompt continues a copy of it.
-        let heads = PromptHeads(groups)
         let skip = heads?.tokens.count ?? 0
         var unsteeredHead: KVCache? = nil
         var keptHead = CapturedActivations(hidden: hiddenSize)

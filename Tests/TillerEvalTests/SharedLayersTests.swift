@@ -33,7 +33,7 @@ final class SharedLayersTests: XCTestCase {
             var results: [Bool: [[[Double]]]] = [:]
             for round in 0..<2 {
                 for shared in [false, true] {
-                    tf.sharedLayers = shared
+                    tf.sharedPrefix = shared
                     let t = Date()
                     let r = [try tf.logOdds(edits), try tf.ab(edits), try tf.meanNLL(edits)]
                     times[shared]!.append(Date().timeIntervalSince(t))

@@ -96,7 +96,7 @@ final class TeacherForcingTests: XCTestCase {
 
     /// Prompts that begin alike (a chat template's head) run that head once per steering of its
     /// rows and continue copies of it: every score is the bits of running each group alone.
-    func testPromptHeadsChangeNoBits() throws {
+    func testCommonHeadsChangeNoBits() throws {
         for name in ["tiny-llama31", "tiny-gemma2"] {
             let model = try loadTiny(name)
             let fixture = try fixturePrompts(name)
@@ -107,7 +107,7 @@ final class TeacherForcingTests: XCTestCase {
                 let specs = configurations(model, positions: positions)
                 var groups: [TeacherForcedRequest.Group] = []
                 for s in specs { for p in prompts { groups.append(.init(prompt: p, continuations: conts, steering: s)) } }
-                let heads = try XCTUnwrap(LanguageModel.PromptHeads(groups), "\(name): the prompts share a head")
+                let heads = try XCTUnwrap(LanguageModel.CommonHeads(groups), "\(name): the prompts share a head")
                 XCTAssertEqual(heads.tokens, head)
                 // `.response` edits leave the head unsteered: one head; at every position, one per configuration.
                 XCTAssertEqual(heads.specs.count, positions == .all ? specs.count : 1, "\(name) \(positions)")
@@ -122,7 +122,7 @@ final class TeacherForcingTests: XCTestCase {
             var cs: [[Int]] = [], ss: [SteeringSpec?] = []
             for s in specs { for c in conts { cs.append(c); ss.append(s) } }
             let groups = prompts.map { TeacherForcedRequest.Group(prompt: $0, continuations: cs, continuationSteering: ss) }
-            XCTAssertNotNil(LanguageModel.PromptHeads(groups))
+            XCTAssertNotNil(LanguageModel.CommonHeads(groups))
             let alone = try groups.map { try model.teacherForced(TeacherForcedRequest(groups: [$0], reuse: .sharedPrompt, reduction: .sum))[0] }
             for shared in [false, true] {
                 assertBitwise(try model.teacherForced(TeacherForcedRequest(groups: groups, reuse: .sharedPrompt, reduction: .sum, sharedLayers: shared)),
@@ -130,8 +130,8 @@ final class TeacherForcingTests: XCTestCase {
             }
         }
         // No head: prompts that differ early, or a single group.
-        XCTAssertNil(LanguageModel.PromptHeads([.init(prompt: [1, 2, 3, 4, 5, 6], continuations: [[7]]), .init(prompt: [1, 2, 9, 4, 5, 6], continuations: [[7]])]))
-        XCTAssertNil(LanguageModel.PromptHeads([.init(prompt: [1, 2, 3, 4, 5, 6], continuations: [[7]])]))
+        XCTAssertNil(LanguageModel.CommonHeads([.init(prompt: [1, 2, 3, 4, 5, 6], continuations: [[7]]), .init(prompt: [1, 2, 9, 4, 5, 6], continuations: [[7]])]))
+        XCTAssertNil(LanguageModel.CommonHeads([.init(prompt: [1, 2, 3, 4, 5, 6], continuations: [[7]])]))
     }
 
     /// The three reuses score the same tokens alike, and `.sum` is the sum of `.perToken`.

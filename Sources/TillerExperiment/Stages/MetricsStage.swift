@@ -33,11 +33,11 @@ struct MetricsStage: PlannedStage {
         let inputs = try inputs(ctx.trait)
         let what = kinds.compactMap { $0.planWork(ctx.trait, spec: spec, inputs: inputs)?.description }
         let s = ctx.calibration.flatMap { c in c.metricsSecondsPerUnit.map { Double(units) * $0 + Double(configs) * c.metricsSecondsPerConfig! } }
-        // With the shared layer prefix a configuration at layer L runs blocks L+1… only;
-        // blocks 0…L run once per unit (the calibration times it that way).
-        let shared = TeacherForcedEvaluator.sharedLayersDefault
-            ? String(format: "; shared layer prefix: blocks 0…L (%.0f%% of a configuration's blocks) run once per unit and item batch", 100 * Double(layers.map { $0 + 1 }.reduce(0, +)) / Double(layers.count * ctx.model.layerCount))
-            : "; shared layer prefix off"
+        // With the shared prefix a configuration at layer L runs blocks L+1… only (blocks 0…L
+        // run once per unit), and its prompts' common head once; the calibration times it that way.
+        let shared = TeacherForcedEvaluator.sharedPrefixDefault
+            ? String(format: "; shared prefix: blocks 0…L (%.0f%% of a configuration's blocks) run once per unit and item batch, the prompts' common head once per configuration", 100 * Double(layers.map { $0 + 1 }.reduce(0, +)) / Double(layers.count * ctx.model.layerCount))
+            : "; shared prefix off"
         var e = StageEstimate("  metrics", what.joined(separator: ", ") + " for \(configs) configurations in \(units) units" + shared,
                               seconds: s, inSweep: true)
         e.counts["metric_configurations"] = configs
@@ -79,6 +79,6 @@ struct MetricsStage: PlannedStage {
         }
         bar.finish()
         try store.finishStage("metrics \(label)", seconds: Date().timeIntervalSince(started),
-                              detail: "\(total) configurations, shared layers \(tf.sharedLayers ? "on" : "off")")
+                              detail: "\(total) configurations, shared prefix \(tf.sharedPrefix ? "on" : "off")")
     }
 }
