@@ -66,12 +66,14 @@ public final class KVCache: @unchecked Sendable {
         capacity = newCap
     }
 
-    /// An independent copy of the first `prefix` positions (default: all), with room for `extra` more.
-    public func fork(prefix: Int? = nil, extra: Int = 0) -> KVCache {
+    /// An independent copy of the first `prefix` positions (default: all), with room for `extra`
+    /// more. With `recorder` the copies are recorded there (the caller submits: many forks, one
+    /// submission); otherwise they are submitted now.
+    public func fork(prefix: Int? = nil, extra: Int = 0, on recorder: StepRecorder? = nil) -> KVCache {
         let n = min(prefix ?? length, length)
         let c = KVCache(layers: layers, kvDim: kvDim, capacity: n + max(extra, 1), backend: backend)
         let fromParent = min(n, base)
-        let r = backend.makeRecorder()
+        let r = recorder ?? backend.makeRecorder()
         for l in 0..<layers {
             if let p = parent, fromParent > 0 {
                 r.copy(p.keys[l].at(), into: c.keys[l].at(), count: fromParent * kvDim)
@@ -82,7 +84,7 @@ public final class KVCache: @unchecked Sendable {
                 r.copy(values[l].at(), into: c.values[l].at(base * kvDim), count: (n - base) * kvDim)
             }
         }
-        r.submit()
+        if recorder == nil { r.submit() }
         c.length = n
         return c
     }

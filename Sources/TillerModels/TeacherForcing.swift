@@ -280,12 +280,14 @@ extension LanguageModel {
         }
         var caches: [KVCache] = []
         var seqs: [SequenceInput] = []
+        let copies = transformer.backend.makeRecorder()
         for (g, grp) in groups.enumerated() {
             let own = Array(grp.prompt[(heads?.tokens.count ?? 0)...])
-            let cache = heads.map { headCaches[$0.of[g]].fork(extra: own.count) } ?? transformer.makeCache(capacity: grp.prompt.count)
+            let cache = heads.map { headCaches[$0.of[g]].fork(extra: own.count, on: copies) } ?? transformer.makeCache(capacity: grp.prompt.count)
             caches.append(cache)
             seqs.append(SequenceInput(cache: cache, tokens: own, promptLength: grp.promptLength, sequence: g))
         }
+        copies.submit()
         let promptPlan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: groups.count, steering: groups.map(\.steering),
                                       capture: .none, callback: nil, backend: transformer.backend)
         run(seqs, plan: promptPlan, wants: { s, p in p == seqs[s].tokens.count - 1 }, ws: ws) { s, _, row in
@@ -424,7 +426,9 @@ extension LanguageModel {
             baseFirst[promptOf[g]] += grp.continuations.indices.map { Target(group: g, continuation: $0, token: 0) }
         }
         let own = prompts.map { Array($0.tokens[skip...]) }
-        let sharedCaches = prompts.indices.map { unsteeredHead?.fork(extra: own[$0].count) ?? transformer.makeCache(capacity: prompts[$0].tokens.count) }
+        let copies = transformer.backend.makeRecorder()
+        let sharedCaches = prompts.indices.map { unsteeredHead?.fork(extra: own[$0].count, on: copies) ?? transformer.makeCache(capacity: prompts[$0].tokens.count) }
+        copies.submit()
         let pplan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: prompts.count, steering: [],
                                  capture: CaptureSpec(layers: promptLayers.sorted(), positions: .all), callback: nil, backend: transformer.backend)
         run(prompts.indices.map { SequenceInput(cache: sharedCaches[$0], tokens: own[$0], promptLength: prompts[$0].promptLength, sequence: $0) },
@@ -449,13 +453,16 @@ extension LanguageModel {
                 for (h, c) in zip(steeredHeads, caches) { headCache[h] = c }
             }
             var inputs: [SequenceInput] = []
+            let copies = transformer.backend.makeRecorder()
             for (n, g) in cohort.enumerated() {
                 let k = promptOf[g]
-                let cache = heads.map { (headCache[$0.of[g]] ?? unsteeredHead!).fork(extra: own[k].count) } ?? transformer.makeCache(capacity: groups[g].prompt.count)
+                let cache = heads.map { (headCache[$0.of[g]] ?? unsteeredHead!).fork(extra: own[k].count, on: copies) }
+                    ?? transformer.makeCache(capacity: groups[g].prompt.count)
                 groupCache[g] = cache
                 inputs.append(SequenceInput(cache: cache, tokens: own[k], promptLength: groups[g].promptLength, sequence: n,
                                             startRows: keptPrompts[k].layers[L]!))
             }
+            copies.submit()
             let plan = try HookPlan(layers: layerCount, hidden: hiddenSize, sequences: inputs.count, steering: cohort.map { groups[$0].steering },
                                     capture: .none, callback: nil, backend: transformer.backend)
             run(inputs, plan: plan, wants: { n, p in p == inputs[n].tokens.count - 1 }, ws: ws, startLayer: L) { n, _, row in
