@@ -132,29 +132,33 @@ struct Extract: ParsableCommand {
         let vetting = vet != nil && VettingStage.applies(form: form, positions: stage.settings.positions)
         if vet != nil && !vetting { note("--vet: scenarios read at prompt:last are teacher-forced text, not generated answers: nothing to vet") }
 
-        var stored: ExtractionRun?
-        if !regenerate, FileManager.default.fileExists(atPath: (out as NSString).appendingPathComponent(ExtractionRun.fileName)) {
-            // A vetted run answers --vet; an unvetted one is reused as is, or vetted now.
-            if let r = try stage.cached(directory: out, model: lm, trait: trait, vetted: vetting)
-                ?? (vetting ? try stage.cached(directory: out, model: lm, trait: trait, vetted: false) : nil) {
-                stored = r
-                note("reusing stored activations in \(out) (\(r.positiveSamples.count) positive, \(r.negativeSamples.count) negative samples); --regenerate to generate again")
-            } else {
+        let log = StageLog(showProgress: true, log: { note($0) })
+        // The judge is built first when vetting: the vetting a stored run records must match its
+        // settings (`VettingStage.key`), or the stored samples are vetted again.
+        var scorer: JudgeScorer?
+        var vettingKey: [String: String]?
+        if let vet, vetting {
+            let s = try makeScorer(judge: vet, model: lm)
+            scorer = s
+            vettingKey = try vettingStages().vetting.key(scorer: s, judgeName: vet, trait: trait)
+        }
+        let found: ExtractionStage.Stored = regenerate ? .none(note: nil) : try stage.stored(directory: out, model: lm, trait: trait, vettingKey: vettingKey)
+        // A stored vetting is checked against the current --min-vetted.
+        if case .ready(let r) = found, let v = r.vetting { try vettingStages().vetting.checkSurvivors(v, trait: trait) }
+        switch found {
+        case .ready(let r), .samples(let r, _):
+            note("reusing stored activations in \(out) (\(r.positiveSamples.count) positive, \(r.negativeSamples.count) negative samples); --regenerate to generate again")
+        case .none:
+            if !regenerate && FileManager.default.fileExists(atPath: (out as NSString).appendingPathComponent(ExtractionRun.fileName)) {
                 note("stored activations in \(out) are for other settings: generating again")
             }
         }
         let started = Date()
-        var run: ExtractionRun
-        let log = StageLog(showProgress: true, log: { note($0) })
-        if let stored { run = stored } else {
-            run = try stage.run(model: lm, trait: trait, log: log)
-            try run.save(directory: out)
-            note(String(format: "generated %d answers in %.1fs (%d dropped: nothing captured)", run.positiveSamples.count + run.negativeSamples.count + run.dropped,
-                        Date().timeIntervalSince(started), run.dropped))
-        }
-        if let vet, vetting, run.vetting == nil {
-            run = try vetSamples(run, trait: trait, judge: vet, model: lm, log: log)
-            try run.save(directory: out)
+        let vetStage: ((ExtractionRun) throws -> ExtractionRun)? = scorer.map { s in { try self.vetSamples($0, trait: trait, judge: vet!, scorer: s, log: log) } }
+        let run = try stage.complete(found, directory: out, model: lm, trait: trait, vet: vetStage, log: log)
+        if case .none = found {
+            let answers = run.vetting.map { $0.positiveTotal + $0.negativeTotal } ?? (run.positiveSamples.count + run.negativeSamples.count)
+            note(String(format: "extracted %d answers in %.1fs (%d dropped: nothing captured)", answers, Date().timeIntervalSince(started), run.dropped))
         }
         let specs = try parsedMethods().map { VariantSpec($0) }
         let vectors = try VariantExtractor().run(run.activations, specs: specs) { _, _ in [] }
@@ -168,16 +172,21 @@ struct Extract: ParsableCommand {
         note("wrote \(vectors.map { $0.spec.name + ".safetensors" }.joined(separator: ", ")), extract.md, samples.jsonl to \(out)")
     }
 
-    /// The judge validation and vetting stages of `tiller run`, with the flags' settings.
-    func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, model: LanguageModel, log: StageLog) throws -> ExtractionRun {
+    /// The vetting judge (a local one runs where the model runs, --device), answered its first
+    /// request.
+    func makeScorer(judge: String, model: LanguageModel) throws -> JudgeScorer {
         let factory = try JudgeFactory(spec: try JudgeSpec(parsing: judge), prompts: try judgePrompts.map { try JudgePrompts.load(directory: $0) },
                                        minMass: judgeMinMass)
-        // A local judge runs where the model runs (--device).
         let scorer = try factory.makeScorer { name in name == model.name ? model : try LanguageModel.load(name, backend: model.backend) }
         let preflight: Result<Void, Error> = blocking {
             do { try await scorer.judge.preflight(); return .success(()) } catch { return .failure(error) }
         }
         try preflight.get()
+        return scorer
+    }
+
+    /// The judge validation and vetting stages of `tiller run`, with the flags' settings.
+    func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, scorer: JudgeScorer, log: StageLog) throws -> ExtractionRun {
         let (validation, vetting) = vettingStages()
         let checks = try validation.run(scorer: scorer, trait: trait, judgeName: judge, log: log)
         for c in checks { note("judge \(judge) \(c.check): \(c.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(c.n), pass ≥ \(c.threshold)) \(c.passed ? "passed" : "FAILED")") }
