@@ -174,7 +174,7 @@ final class RealRunTests: XCTestCase {
         XCTAssertEqual(try selection(merged), try selection(whole))
     }
 
-    /// `tiller extract --vet` and an experiment with the same settings (stated as the file's keys
+    /// `tiller extract --vetting judge` and an experiment with the same settings (stated as the file's keys
     /// and as the command's flags, the rest left at their defaults) keep the same samples: the
     /// same generated answers, the same judge validation and vetting (relevance on in both), the
     /// same survivors and activations. The file's `top_p` reaches the extraction.
@@ -211,9 +211,10 @@ final class RealRunTests: XCTestCase {
         } catch { experimentError = String(describing: error) }
 
         let cliOut = dir + "/cli"
-        let (status, _, err) = try tiller(["extract", "-m", "smollm2-135m-instruct", "-t", "refusal", "--pairs", "1", "--questions", "2",
-                                           "--max-tokens", "6", "--top-p", "0.9", "--vet", "local:smollm2-135m-instruct",
-                                           "--judge-items", "4", "--judge-min-mass", "0.001", "--min-vetted", "1",
+        // The file's keys as flags (StageFlagsTests holds the rule): extraction.max_pairs is --max-pairs, …
+        let (status, _, err) = try tiller(["extract", "-m", "smollm2-135m-instruct", "-t", "refusal", "--max-pairs", "1", "--max-questions", "2",
+                                           "--max-new-tokens", "6", "--top-p", "0.9", "--vetting", "judge", "--judge", "local:smollm2-135m-instruct",
+                                           "--judge-validation-items", "4", "--judge-min-mass", "0.001", "--min-vetted", "1",
                                            "--allow-invalid-judge", "--methods", "probe", "--out", cliOut])
         // The judge was validated with the same settings (4 items, relevance on, seed 0): the same checks.
         let validations = try ResultsStore(path: dir + "/run/results.sqlite", create: false).validations().map(\.validation)

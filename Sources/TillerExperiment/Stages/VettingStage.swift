@@ -5,14 +5,14 @@ import TillerSteering
 import TillerTensor
 
 // Vetting: the (validated) judge keeps the extraction samples that show what their polarity
-// claims. `tiller run` with `extraction.vetting: judge` and `tiller extract --vet` both run it,
+// claims. `tiller run` with `extraction.vetting: judge` and `tiller extract --vetting judge` both run it,
 // with the same settings from the file's keys or the command's flags.
 
 public struct VettingStage: PlannedStage, Sendable {
     public struct Settings: Sendable, Equatable {
         /// Fewest surviving samples per polarity (`extraction.min_vetted`, `--min-vetted`).
         public var minVetted = 4
-        /// Coherence with the relevance cap (`judge_relevance`; `--no-relevance` turns it off).
+        /// Coherence with the relevance cap (`judge_relevance`; `--no-judge-relevance` turns it off).
         public var relevance = JudgingStage.Settings().relevance
         /// Positive samples need trait ≥ threshold, negative ones trait < threshold.
         public var threshold = 50.0
