@@ -303,7 +303,7 @@ final class RealRunTests: XCTestCase {
         let quiet = StageLog(showProgress: false, log: { _ in })
         let judgeName = "local:smollm2-135m-instruct"
         func scorer(minMass: Double) throws -> JudgeScorer { JudgeScorer(judge: judge, prompts: try JudgePrompts.defaults(), minMass: minMass) }
-        /// The runner's and `tiller extract --vet`'s path: the cache check, then what is left.
+        /// The runner's and `tiller extract --vetting judge`'s path: the cache check, then what is left.
         func vet(_ s: VettingStage.Settings, minMass: Double = 0.001) throws -> (run: ExtractionRun, found: ExtractionStage.Stored, calls: Int) {
             let stage = VettingStage(settings: s), sc = try scorer(minMass: minMass)
             let before = judge.calls
