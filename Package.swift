@@ -90,8 +90,10 @@ let package = Package(
         .testTarget(name: "TillerSteeringTests", dependencies: ["TillerSteering", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerModelsTests", dependencies: ["TillerModels", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
         .testTarget(name: "TillerEvalTests", dependencies: ["TillerEval", "TillerServer", "TillerTestSupport"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags),
+        // `tiller` itself: StageFlagsTests parses its commands' flags into the stages' settings.
         .testTarget(name: "TillerExperimentTests", dependencies: [
-            "TillerExperiment", "TillerFormats", "TillerSteering", .product(name: "GRDB", package: "GRDB.swift"),
+            "TillerExperiment", "TillerFormats", "TillerSteering", "tiller", .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: cpuFlags),
         .testTarget(name: "TillerVulkanTests", dependencies: ["TillerVulkan", "TillerModels", "TillerTensor", "TillerFormats", "TillerTestSupport",
                                                         "TillerExperiment", "TillerSteering"],

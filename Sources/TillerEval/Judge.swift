@@ -21,11 +21,16 @@ public protocol Judge: Sendable {
     /// How the judge scores (`JudgeScoringMode`); a remote judge detects it on its first call and
     /// keeps it. nil: the judge does not say (the default).
     func scoring() async throws -> JudgeScoring?
+    /// How the judge reads its answers: the scoring mode with its algorithm's version and
+    /// parameters, part of the cache key (`CachedJudge`). The default: the scoring mode with no
+    /// parameters (nil when the judge states no mode).
+    func reading() async throws -> JudgeReading?
 }
 
 extension Judge {
     public func preflight() async throws {}
     public func scoring() async throws -> JudgeScoring? { nil }
+    public func reading() async throws -> JudgeReading? { try await scoring().map { JudgeReading($0) } }
     public func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer { try await judge(prompt.text) }
 }
 
@@ -92,7 +97,9 @@ public struct JudgeSpec: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// A judge behind the cache: answers found in the cache are not asked again; only successful
-/// answers are stored (an error stores nothing).
+/// answers are stored (an error stores nothing). Answers are keyed by the judge's reading too
+/// (`JudgeReading`): one read another way (another digit-tree cut-off or algorithm version) is
+/// asked again, never reused.
 public struct CachedJudge: Judge {
     public let inner: any Judge
     public let cache: JudgeCache
@@ -104,13 +111,15 @@ public struct CachedJudge: Judge {
     public var model: String { inner.model }
     public func preflight() async throws { try await inner.preflight() }
     public func scoring() async throws -> JudgeScoring? { try await inner.scoring() }
+    public func reading() async throws -> JudgeReading? { try await inner.reading() }
 
     public func judge(_ prompt: String) async throws -> JudgeAnswer { try await judge(JudgePrompt(text: prompt)) }
 
     public func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer {
-        if let hit = try? cache.lookup(backend: backend, model: model, prompt: prompt.text) { return hit }
+        let reading = try await inner.reading()?.key ?? ""
+        if let hit = try? cache.lookup(backend: backend, model: model, reading: reading, prompt: prompt.text) { return hit }
         let answer = try await inner.judge(prompt)
-        do { try cache.store(answer, backend: backend, model: model, prompt: prompt.text) } catch {
+        do { try cache.store(answer, backend: backend, model: model, reading: reading, prompt: prompt.text) } catch {
             // The answer is still good; a cache write failing only costs a re-ask later.
             FileHandle.standardError.write(Data("warning: judge cache write failed: \(error)\n".utf8))
         }

@@ -1,8 +1,10 @@
 import Foundation
 import GRDB
 
-/// Judge answers keyed by (backend, model, prompt) in a SQLite database (the results database
-/// of a sweep, or a file of its own), so re-runs and resumed sweeps do not ask twice.
+/// Judge answers keyed by (backend, model, reading, prompt) in a SQLite database (the results
+/// database of a sweep, or a file of its own), so re-runs and resumed sweeps do not ask twice.
+/// The reading (`JudgeReading.key`: scoring mode, algorithm version, cut-off, top-k) is in the
+/// key so that an answer read one way is never reused by a judge that reads another way.
 /// Stored: the answer distribution over 0…100 and its mass; the score is recomputed on read, so
 /// the minimum-mass setting can change without invalidating anything. Beside the answers: each
 /// remote judge's scoring mode (`judge_scoring`) and the digit tree's prefix calls
@@ -27,18 +29,8 @@ public final class JudgeCache: Sendable {
         self.writer = writer
         // A plain CREATE IF NOT EXISTS, not a migrator: the results database has its own migrations.
         try writer.write { db in
-            try db.execute(sql: """
-                CREATE TABLE IF NOT EXISTS judge_cache (
-                    backend TEXT NOT NULL,
-                    model TEXT NOT NULL,
-                    prompt TEXT NOT NULL,
-                    distribution TEXT NOT NULL,
-                    mass REAL NOT NULL,
-                    created_at TEXT NOT NULL,
-                    PRIMARY KEY (backend, model, prompt)
-                )
-                """)
             try db.execute(sql: Self.scoringTable)
+            try Self.createAnswers(db)
             // The digit tree's calls after the first (prefix "" is the first call): the next
             // token's top log-probabilities as [[token, logprob], …].
             try db.execute(sql: """
@@ -53,6 +45,43 @@ public final class JudgeCache: Sendable {
                 )
                 """)
         }
+    }
+
+    static let answersTable = """
+        CREATE TABLE IF NOT EXISTS judge_cache (
+            backend TEXT NOT NULL,
+            model TEXT NOT NULL,
+            reading TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            distribution TEXT NOT NULL,
+            mass REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (backend, model, reading, prompt)
+        )
+        """
+
+    /// Creates the answers table, or gives a table written before readings were recorded its
+    /// `reading` column: each judge's answers get the key of the reading they were read with
+    /// where that reading has not changed since (`JudgeReading.legacyKey`), else one no judge
+    /// reads (they stay in the file, and are asked again).
+    static func createAnswers(_ db: Database) throws {
+        guard try db.tableExists("judge_cache") else { return try db.execute(sql: answersTable) }
+        guard try !db.columns(in: "judge_cache").contains(where: { $0.name == "reading" }) else { return }
+        // Each judge's mode, read while its answers are still in place (a remote judge with
+        // answers and no stored mode scored first-token).
+        let judges = try Row.fetchAll(db, sql: "SELECT DISTINCT backend, model FROM judge_cache").map { row in
+            let backend: String = row["backend"], model: String = row["model"]
+            return (backend, model, backend == "local" ? .teacherForced : try recordedScoring(db, backend: backend, model: model))
+        }
+        try db.execute(sql: "ALTER TABLE judge_cache RENAME TO judge_cache_before_readings")
+        try db.execute(sql: answersTable)
+        for (backend, model, scoring) in judges {
+            try db.execute(sql: """
+                INSERT INTO judge_cache (backend, model, reading, prompt, distribution, mass, created_at)
+                SELECT backend, model, ?, prompt, distribution, mass, created_at FROM judge_cache_before_readings WHERE backend = ? AND model = ?
+                """, arguments: [JudgeReading.legacyKey(scoring), backend, model])
+        }
+        try db.execute(sql: "DROP TABLE judge_cache_before_readings")
     }
 
     /// One scoring mode per judge (backend, model), detected once: answers cached for it were all
@@ -143,23 +172,24 @@ public final class JudgeCache: Sendable {
         }
     }
 
-    public func lookup(backend: String, model: String, prompt: String) throws -> JudgeAnswer? {
+    /// The answer to `prompt` read as `reading` (a `JudgeReading.key`).
+    public func lookup(backend: String, model: String, reading: String, prompt: String) throws -> JudgeAnswer? {
         try writer.read { db -> JudgeAnswer? in
-            guard let row = try Row.fetchOne(db, sql: "SELECT distribution FROM judge_cache WHERE backend = ? AND model = ? AND prompt = ?",
-                                             arguments: [backend, model, prompt]) else { return nil }
+            guard let row = try Row.fetchOne(db, sql: "SELECT distribution FROM judge_cache WHERE backend = ? AND model = ? AND reading = ? AND prompt = ?",
+                                             arguments: [backend, model, reading, prompt]) else { return nil }
             let json: String = row["distribution"]
             return try JudgeAnswer(distribution: Self.decode(json))
         }
     }
 
-    public func store(_ answer: JudgeAnswer, backend: String, model: String, prompt: String) throws {
+    public func store(_ answer: JudgeAnswer, backend: String, model: String, reading: String, prompt: String) throws {
         let json = try Self.encode(answer.distribution)
         let now = ISO8601DateFormatter().string(from: Date())
         try writer.write { db in
             try db.execute(sql: """
-                INSERT OR REPLACE INTO judge_cache (backend, model, prompt, distribution, mass, created_at)
-                VALUES (?, ?, ?, ?, ?, ?)
-                """, arguments: [backend, model, prompt, json, answer.mass, now])
+                INSERT OR REPLACE INTO judge_cache (backend, model, reading, prompt, distribution, mass, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [backend, model, reading, prompt, json, answer.mass, now])
         }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 import TillerModels
 
-/// How a judge is built from its spec, in one place for `tiller judge`, `tiller extract --vet`
+/// How a judge is built from its spec, in one place for `tiller judge`, `tiller extract --vetting judge`
 /// and `tiller run`: the backend (an OpenAI-compatible endpoint or Tiller's engine), the answer
 /// cache, the prompts and the scorer.
 public struct JudgeFactory {

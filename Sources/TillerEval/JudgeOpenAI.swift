@@ -228,6 +228,15 @@ public final class OpenAIJudge: Judge, @unchecked Sendable {
         }
     }
 
+    /// The reading of the detected mode with what changes its numbers: the top-k asked for and,
+    /// for the digit tree, the cut-off (the cache key: `CachedJudge`).
+    public func reading() async throws -> JudgeReading? {
+        guard let s = try await scoring() else { return nil }
+        var p = ["top_logprobs": String(options.topLogprobs)]
+        if s.mode == .digitTree { p["cutoff"] = String(options.digitTreeCutoff) }
+        return JudgeReading(s, parameters: p)
+    }
+
     /// Uses `scoring` from now on unless a mode is already set (preflight's quick probe hands its
     /// detection over so).
     func adopt(_ scoring: JudgeScoring) { modeLock.withLock { if mode == nil { mode = scoring } } }

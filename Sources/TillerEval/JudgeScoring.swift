@@ -47,6 +47,62 @@ public struct JudgeScoring: Sendable, Equatable, CustomStringConvertible {
     public var description: String { continuation.map { "\(mode.rawValue) (\($0.rawValue))" } ?? mode.rawValue }
 }
 
+extension JudgeScoringMode {
+    /// The version of this mode's reading algorithm: raised whenever the same server answers would
+    /// give other numbers, so that cached distributions read the old way are never reused
+    /// (`JudgeReading`). The digit tree is at 2: version 1 (before issue #26) ignored the first
+    /// digits missing from a cut-off top-k list and renormalised pruned branches away, at a 1%
+    /// cut-off.
+    public var readingVersion: Int {
+        switch self {
+        case .teacherForced, .firstToken, .digitScale: return 1
+        case .digitTree: return DigitTree.version
+        }
+    }
+}
+
+/// How a judge's answer distribution was read from its model: the scoring mode, the version of
+/// that mode's algorithm and the parameters that change its numbers (the digit tree's cut-off,
+/// the top-k asked for). It is part of the judge cache's key (`JudgeCache`), so a run resumed
+/// after a change of algorithm or parameter reads every answer again rather than mixing scores
+/// read two ways.
+public struct JudgeReading: Sendable, Equatable, CustomStringConvertible {
+    public var scoring: JudgeScoring
+    public var version: Int
+    /// Parameter name → value, as written in the key.
+    public var parameters: [String: String]
+
+    public init(_ scoring: JudgeScoring, version: Int? = nil, parameters: [String: String] = [:]) {
+        self.scoring = scoring
+        self.version = version ?? scoring.mode.readingVersion
+        self.parameters = parameters
+    }
+
+    /// The reading as the judge cache stores it: "digit tree v2 (continue_final_message)
+    /// cutoff=0.003 top_logprobs=20", "teacher-forced 0–100 v1", …
+    public var key: String {
+        var s = "\(scoring.mode.rawValue) v\(version)"
+        if let c = scoring.continuation { s += " (\(c.rawValue))" }
+        for (k, v) in parameters.sorted(by: { $0.key < $1.key }) { s += " \(k)=\(v)" }
+        return s
+    }
+    public var description: String { key }
+
+    /// What the judge cache records for answers stored before readings were: the modes whose
+    /// reading has not changed since keep their current key (with the parameters every Tiller
+    /// used then: 20 top log-probabilities); a digit tree's cannot be known (its algorithm and
+    /// cut-off changed), so its answers are kept under this key, which no judge reads.
+    static let unrecorded = "reading not recorded"
+    static func legacyKey(_ scoring: JudgeScoring?) -> String {
+        switch scoring?.mode {
+        case nil: return ""
+        case .teacherForced?: return JudgeReading(.teacherForced).key
+        case .firstToken?, .digitScale?: return JudgeReading(scoring!, version: 1, parameters: ["top_logprobs": "20"]).key
+        case .digitTree?: return unrecorded
+        }
+    }
+}
+
 /// The arithmetic of digit-tree scoring, apart from the requests.
 ///
 /// A node is a prefix of the reply: digits that can still begin an integer in 0…100 ("7", "10",
@@ -73,6 +129,10 @@ public enum DigitTree {
     /// Before the unlisted digits were estimated and pruned mass kept: 5.1 points at 1%, 3.3 at
     /// 0.2%, 4.6 with no cut-off at all.
     public static let pruneBelow = 0.003
+
+    /// The version of this reading (`JudgeScoringMode.readingVersion`); raise it with any change
+    /// that reads the same server answers into other numbers.
+    public static let version = 2
 
     /// Whether `s` can begin an integer in 0…100 (no leading zero except "0" itself).
     static func valid(_ s: String) -> Bool {

@@ -164,7 +164,7 @@ public struct JudgeValidationPlan: Codable, Sendable, Equatable {
     /// Reference answer pairs scored (each gives a positive, a negative, and four degenerate
     /// versions of the positive for the coherence AUC).
     public var items: Int = Self.defaults.items
-    /// Defaults shared with `tiller judge --validate` and `tiller extract --vet`.
+    /// Defaults shared with `tiller judge --validate` and `tiller extract --vetting judge`.
     static let defaults = JudgeValidationStage.Settings()
     enum CodingKeys: String, CodingKey { case minAUC = "min_auc", items }
     public init() {}

@@ -469,8 +469,10 @@ public final class ResultsStore: @unchecked Sendable {
         } else {
             try register(theirs)
         }
-        // The judge cache's tables as TillerEval's JudgeCache creates them (same columns, same order).
+        // The judge cache's tables as TillerEval's JudgeCache creates them (same columns, same order),
+        // in both files (a shard written before the cache recorded readings gains its column).
         _ = try JudgeCache(writer: db)
+        _ = try JudgeCache(writer: src.db)
         var added: [String: Int] = [:]
         let thisPath = path
         try db.writeWithoutTransaction { db in

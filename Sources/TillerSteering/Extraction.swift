@@ -181,9 +181,13 @@ public struct VettingReport: Codable, Sendable, Equatable {
     public var negativeTotal: Int
     /// Samples the scorer returned no score for (dropped).
     public var unscored: Int
+    /// What else decided which samples were kept (the vetting settings and the judge, as the
+    /// vetting stage states them); nil in files vetted before it was recorded, which are vetted
+    /// again.
+    public var settings: [String: String]?
 
     enum CodingKeys: String, CodingKey {
-        case threshold, unscored
+        case threshold, unscored, settings
         case positiveKept = "pos_kept", positiveTotal = "pos_total", negativeKept = "neg_kept", negativeTotal = "neg_total"
     }
     public var summary: String {

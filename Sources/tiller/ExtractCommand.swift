@@ -25,65 +25,90 @@ struct Extract: ParsableCommand {
     var model: String
     @Option(name: .shortAndLong, help: "Trait: shipped name, trait JSON file or folder.")
     var trait: String
-    @Option(help: "Positions read per answer: response:K (mean of the first K response tokens), response (mean of all), prompt:last.")
+    // Every setting an experiment file states for these stages has the file's name: a top-level
+    // key `foo_bar` and an `extraction:` key `foo_bar` are `--foo-bar`, a key of another section
+    // `--section-foo-bar` (`judge_validation.min_auc` is `--judge-validation-min-auc`);
+    // StageFlagsTests holds the table. Defaults are the file's (the stages' Settings).
+    @Option(help: "Positions read per answer: response:K (mean of the first K response tokens), response (mean of all), prompt:last (the file's positions).")
     var positions = ExtractionSettings().positions.description
-    @Option(help: "Extraction data: instructions or scenarios (default: instructions on a chat model, else scenarios).")
+    @Option(help: "Extraction data: instructions or scenarios (default: instructions on a chat model, else scenarios; extraction.form).")
     var form: String?
-    // Defaults are ExtractionSettings' (the same as an experiment file's `extraction:`).
-    @Option(name: .customLong("max-tokens"), help: "New tokens per answer.")
-    var maxTokens = ExtractionSettings().maxNewTokens
-    @Option(help: "Sampling temperature (0 = greedy).")
+    @Option(name: .customLong("max-new-tokens"), help: "New tokens per answer (extraction.max_new_tokens).")
+    var maxNewTokens = ExtractionSettings().maxNewTokens
+    @Option(help: "Sampling temperature, 0 = greedy (extraction.temperature).")
     var temperature = ExtractionSettings().temperature
-    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass.")
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass (extraction.top_p).")
     var topP = ExtractionSettings().topP
-    @Option(help: "Sampling seed.")
+    @Option(help: "Sampling seed, and the judge validation's (the file's seed).")
     var seed: UInt64 = ExtractionSettings().seed
-    @Option(name: .customLong("batch-size"), help: "Answers generated together.")
+    @Option(name: .customLong("batch-size"), help: "Answers generated together (extraction.batch_size).")
     var batchSize = ExtractionSettings().batchSize
-    @Option(help: "Use only the first N instruction or scenario pairs.")
-    var pairs: Int?
-    @Option(help: "Use only the first N questions (instructions form).")
-    var questions: Int?
-    @Option(help: "Methods, comma-separated: probe, mean_diff.")
+    @Option(name: .customLong("max-pairs"), help: "Use only the first N instruction or scenario pairs (extraction.max_pairs).")
+    var maxPairs: Int?
+    @Option(name: .customLong("max-questions"), help: "Use only the first N questions, instructions form (extraction.max_questions).")
+    var maxQuestions: Int?
+    @Option(help: "Methods, comma-separated: probe, mean_diff (the file's methods).")
     var methods = "probe,mean_diff"
     @Flag(help: "Generate again even when matching activations are stored.")
     var regenerate = false
     // Vetting: the same stages and defaults as an experiment file's `extraction: {vetting: judge}`
-    // with its `judge_*` keys (the judge is validated first, as `tiller run` does).
-    @Option(help: "Vet samples with this judge (local:MODEL or openai:MODEL): it is validated on the trait's reference answers first (as `tiller run` does), then positive samples need trait ≥ 50, negative ones < 50, both coherence ≥ 50.")
-    var vet: String?
-    @Option(name: .customLong("min-vetted"), help: "With --vet: fewest surviving samples per polarity (the file's extraction.min_vetted).")
+    // with its `judge*` keys (the judge is validated first, as `tiller run` does).
+    @Option(help: "none, or judge: keep only the samples the --judge scores as showing their polarity (positive: trait ≥ 50, negative: trait < 50, both coherence ≥ 50); the judge is validated on the trait's reference answers first, as `tiller run` does (extraction.vetting; default none).")
+    var vetting: String?
+    @Option(help: "The vetting judge: local:MODEL or openai:MODEL (the file's judge).")
+    var judge: String?
+    @Option(name: .customLong("vet"), help: ArgumentHelp("Deprecated: --judge J --vetting judge.", visibility: .hidden))
+    var deprecatedVet: String?
+    @Option(name: .customLong("min-vetted"), help: "With --vetting judge: fewest surviving samples per polarity (extraction.min_vetted).")
     var minVetted = VettingStage.Settings().minVetted
-    @Flag(name: .customLong("no-relevance"), help: "With --vet: coherence without the relevance cap, in validation and vetting (the file's judge_relevance: false).")
-    var noRelevance = false
-    @Option(name: .customLong("judge-items"), help: "With --vet: reference answer pairs the judge is validated on (the file's judge_validation.items).")
-    var judgeItems = JudgeValidationStage.Settings().items
-    @Option(name: .customLong("judge-min-auc"), help: "With --vet: least trait and coherence AUC for the judge to pass (judge_validation.min_auc).")
-    var judgeMinAUC = JudgeValidationStage.Settings().minAUC
-    @Option(name: .customLong("judge-min-mass"), help: "With --vet: least probability on integer answers for a judge score to count (judge_min_mass).")
+    @Flag(name: .customLong("judge-relevance"), inversion: .prefixedNo,
+          help: "With --vetting judge: coherence with the relevance cap (a third judge call), in validation and vetting (judge_relevance).")
+    var judgeRelevance = VettingStage.Settings().relevance
+    @Option(name: .customLong("judge-validation-items"), help: "With --vetting judge: reference answer pairs the judge is validated on (judge_validation.items).")
+    var judgeValidationItems = JudgeValidationStage.Settings().items
+    @Option(name: .customLong("judge-validation-min-auc"), help: "With --vetting judge: least trait and coherence AUC for the judge to pass (judge_validation.min_auc).")
+    var judgeValidationMinAUC = JudgeValidationStage.Settings().minAUC
+    @Option(name: .customLong("judge-min-mass"), help: "With --vetting judge: least probability on integer answers for a judge score to count (judge_min_mass).")
     var judgeMinMass = Scoring.defaultMinMass
-    @Option(name: .customLong("judge-prompts"), help: "With --vet: folder overriding trait.txt / coherence.txt / relevance.txt (judge_prompts).")
+    @Option(name: .customLong("judge-prompts"), help: "With --vetting judge: folder overriding trait.txt / coherence.txt / relevance.txt (judge_prompts).")
     var judgePrompts: String?
-    @Flag(name: .customLong("allow-invalid-judge"), help: "With --vet: vet even with a judge that failed validation.")
+    @Flag(name: .customLong("allow-invalid-judge"), help: "With --vetting judge: vet even with a judge that failed validation.")
     var allowInvalidJudge = false
     @Option(name: .shortAndLong, help: "Output directory.")
     var out: String
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
+        guard maxNewTokens >= 1 else { throw ValidationError("--max-new-tokens must be at least 1") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
-        if let p = pairs, p < 1 { throw ValidationError("--pairs must be at least 1") }
-        if let q = questions, q < 1 { throw ValidationError("--questions must be at least 1") }
+        if let p = maxPairs, p < 1 { throw ValidationError("--max-pairs must be at least 1") }
+        if let q = maxQuestions, q < 1 { throw ValidationError("--max-questions must be at least 1") }
         guard minVetted >= 1 else { throw ValidationError("--min-vetted must be at least 1") }
-        guard judgeItems >= 4 else { throw ValidationError("--judge-items must be at least 4") }
-        guard judgeMinAUC > 0.5, judgeMinAUC <= 1 else { throw ValidationError("--judge-min-auc must be in (0.5, 1]") }
+        guard judgeValidationItems >= 4 else { throw ValidationError("--judge-validation-items must be at least 4") }
+        guard judgeValidationMinAUC > 0.5, judgeValidationMinAUC <= 1 else { throw ValidationError("--judge-validation-min-auc must be in (0.5, 1]") }
         guard judgeMinMass > 0, judgeMinMass <= 1 else { throw ValidationError("--judge-min-mass must be in (0, 1]") }
         if let f = form, ExtractionForm(rawValue: f) == nil { throw ValidationError("--form must be instructions or scenarios") }
+        if let v = vetting, ExtractionPlan.VettingMode(rawValue: v) == nil { throw ValidationError("--vetting must be none or judge") }
+        let mode = vettingMode
+        if let v = deprecatedVet {
+            if let judge, judge != v { throw ValidationError("--vet \(v) and --judge \(judge) name different judges (--vet J is --judge J --vetting judge)") }
+            if vetting == ExtractionPlan.VettingMode.none.rawValue { throw ValidationError("--vet J vets (it is --judge J --vetting judge): it cannot go with --vetting none") }
+        } else if mode == .judge && judge == nil {
+            throw ValidationError("--vetting judge needs --judge (local:MODEL or openai:MODEL), as the file's extraction.vetting: judge needs its judge")
+        } else if mode == .none && judge != nil {
+            throw ValidationError("--judge is used only for vetting: add --vetting judge")
+        }
         do { _ = try PositionSet(positions) } catch { throw ValidationError("\(error)") }
         _ = try parsedMethods()
     }
+
+    /// --vetting (none when absent; judge with the deprecated --vet J).
+    var vettingMode: ExtractionPlan.VettingMode {
+        deprecatedVet != nil ? .judge : vetting.flatMap(ExtractionPlan.VettingMode.init(rawValue:)) ?? .none
+    }
+    /// The vetting judge: --judge with --vetting judge (or the deprecated --vet J); nil: no vetting.
+    var vettingJudge: String? { vettingMode == .judge ? judge ?? deprecatedVet : nil }
 
     func parsedMethods() throws -> [ExtractionMethod] {
         try methods.split(separator: ",").map { s in
@@ -99,13 +124,13 @@ struct Extract: ParsableCommand {
         var settings = ExtractionSettings()
         settings.form = form.flatMap(ExtractionForm.init(rawValue:))
         settings.positions = try PositionSet(positions)
-        settings.maxNewTokens = maxTokens
+        settings.maxNewTokens = maxNewTokens
         settings.temperature = temperature
         settings.topP = topP
         settings.seed = seed
         settings.batchSize = batchSize
-        settings.maxPairs = pairs
-        settings.maxQuestions = questions
+        settings.maxPairs = maxPairs
+        settings.maxQuestions = maxQuestions
         return ExtractionStage(settings: settings)
     }
 
@@ -113,13 +138,13 @@ struct Extract: ParsableCommand {
     /// keys gives them (its `seed` seeds both the samples and the validation).
     func vettingStages() -> (validation: JudgeValidationStage, vetting: VettingStage) {
         var v = JudgeValidationStage.Settings()
-        v.items = judgeItems
-        v.minAUC = judgeMinAUC
-        v.relevance = !noRelevance
+        v.items = judgeValidationItems
+        v.minAUC = judgeValidationMinAUC
+        v.relevance = judgeRelevance
         v.seed = seed
         var s = VettingStage.Settings()
         s.minVetted = minVetted
-        s.relevance = !noRelevance
+        s.relevance = judgeRelevance
         return (JudgeValidationStage(settings: v), VettingStage(settings: s))
     }
 
@@ -128,33 +153,39 @@ struct Extract: ParsableCommand {
         let stage = try extractionStage()
         let lm = try LanguageModel.load(model, backend: try deviceOption.backend())
         let form = try stage.form(for: trait, model: lm)
+        if deprecatedVet != nil { note("--vet J is deprecated: it is --judge J --vetting judge (the file's judge and extraction.vetting)") }
+        let vet = vettingJudge
         // Vetting applies to generated answers only (as in `tiller run`).
         let vetting = vet != nil && VettingStage.applies(form: form, positions: stage.settings.positions)
-        if vet != nil && !vetting { note("--vet: scenarios read at prompt:last are teacher-forced text, not generated answers: nothing to vet") }
+        if vet != nil && !vetting { note("--vetting judge: scenarios read at prompt:last are teacher-forced text, not generated answers: nothing to vet") }
 
-        var stored: ExtractionRun?
-        if !regenerate, FileManager.default.fileExists(atPath: (out as NSString).appendingPathComponent(ExtractionRun.fileName)) {
-            // A vetted run answers --vet; an unvetted one is reused as is, or vetted now.
-            if let r = try stage.cached(directory: out, model: lm, trait: trait, vetted: vetting)
-                ?? (vetting ? try stage.cached(directory: out, model: lm, trait: trait, vetted: false) : nil) {
-                stored = r
-                note("reusing stored activations in \(out) (\(r.positiveSamples.count) positive, \(r.negativeSamples.count) negative samples); --regenerate to generate again")
-            } else {
+        let log = StageLog(showProgress: true, log: { note($0) })
+        // The judge is built first when vetting: the vetting a stored run records must match its
+        // settings (`VettingStage.key`), or the stored samples are vetted again.
+        var scorer: JudgeScorer?
+        var vettingKey: [String: String]?
+        if let vet, vetting {
+            let s = try makeScorer(judge: vet, model: lm)
+            scorer = s
+            vettingKey = try vettingStages().vetting.key(scorer: s, judgeName: vet, trait: trait)
+        }
+        let found: ExtractionStage.Stored = regenerate ? .none(note: nil) : try stage.stored(directory: out, model: lm, trait: trait, vettingKey: vettingKey)
+        // A stored vetting is checked against the current --min-vetted.
+        if case .ready(let r) = found, let v = r.vetting { try vettingStages().vetting.checkSurvivors(v, trait: trait) }
+        switch found {
+        case .ready(let r), .samples(let r, _):
+            note("reusing stored activations in \(out) (\(r.positiveSamples.count) positive, \(r.negativeSamples.count) negative samples); --regenerate to generate again")
+        case .none:
+            if !regenerate && FileManager.default.fileExists(atPath: (out as NSString).appendingPathComponent(ExtractionRun.fileName)) {
                 note("stored activations in \(out) are for other settings: generating again")
             }
         }
         let started = Date()
-        var run: ExtractionRun
-        let log = StageLog(showProgress: true, log: { note($0) })
-        if let stored { run = stored } else {
-            run = try stage.run(model: lm, trait: trait, log: log)
-            try run.save(directory: out)
-            note(String(format: "generated %d answers in %.1fs (%d dropped: nothing captured)", run.positiveSamples.count + run.negativeSamples.count + run.dropped,
-                        Date().timeIntervalSince(started), run.dropped))
-        }
-        if let vet, vetting, run.vetting == nil {
-            run = try vetSamples(run, trait: trait, judge: vet, model: lm, log: log)
-            try run.save(directory: out)
+        let vetStage: ((ExtractionRun) throws -> ExtractionRun)? = scorer.map { s in { try self.vetSamples($0, trait: trait, judge: vet!, scorer: s, log: log) } }
+        let run = try stage.complete(found, directory: out, model: lm, trait: trait, vet: vetStage, log: log)
+        if case .none = found {
+            let answers = run.vetting.map { $0.positiveTotal + $0.negativeTotal } ?? (run.positiveSamples.count + run.negativeSamples.count)
+            note(String(format: "extracted %d answers in %.1fs (%d dropped: nothing captured)", answers, Date().timeIntervalSince(started), run.dropped))
         }
         let specs = try parsedMethods().map { VariantSpec($0) }
         let vectors = try VariantExtractor().run(run.activations, specs: specs) { _, _ in [] }
@@ -168,16 +199,21 @@ struct Extract: ParsableCommand {
         note("wrote \(vectors.map { $0.spec.name + ".safetensors" }.joined(separator: ", ")), extract.md, samples.jsonl to \(out)")
     }
 
-    /// The judge validation and vetting stages of `tiller run`, with the flags' settings.
-    func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, model: LanguageModel, log: StageLog) throws -> ExtractionRun {
+    /// The vetting judge (a local one runs where the model runs, --device), answered its first
+    /// request.
+    func makeScorer(judge: String, model: LanguageModel) throws -> JudgeScorer {
         let factory = try JudgeFactory(spec: try JudgeSpec(parsing: judge), prompts: try judgePrompts.map { try JudgePrompts.load(directory: $0) },
                                        minMass: judgeMinMass)
-        // A local judge runs where the model runs (--device).
         let scorer = try factory.makeScorer { name in name == model.name ? model : try LanguageModel.load(name, backend: model.backend) }
         let preflight: Result<Void, Error> = blocking {
             do { try await scorer.judge.preflight(); return .success(()) } catch { return .failure(error) }
         }
         try preflight.get()
+        return scorer
+    }
+
+    /// The judge validation and vetting stages of `tiller run`, with the flags' settings.
+    func vetSamples(_ run: ExtractionRun, trait: Trait, judge: String, scorer: JudgeScorer, log: StageLog) throws -> ExtractionRun {
         let (validation, vetting) = vettingStages()
         let checks = try validation.run(scorer: scorer, trait: trait, judgeName: judge, log: log)
         for c in checks { note("judge \(judge) \(c.check): \(c.value.map { String(format: "%.3f", $0) } ?? "n/a") (n=\(c.n), pass ≥ \(c.threshold)) \(c.passed ? "passed" : "FAILED")") }

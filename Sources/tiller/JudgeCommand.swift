@@ -20,7 +20,8 @@ struct JudgeCommand: ParsableCommand {
         is detected once per judge, printed, stored in the cache and given as "scoring" on each line. \
         --validate --trait T scores the trait's reference answers (trait AUC: trait-showing vs trait-free answers) \
         and fluent vs degenerate versions of them (coherence AUC), prints both, and exits 3 when either is below \
-        --min-auc: a judge must pass before its scores mean anything.
+        --judge-validation-min-auc: a judge must pass before its scores mean anything. Flags an experiment file \
+        also states have its keys' names (judge_min_mass is --judge-min-mass).
         """)
 
     @Option(help: "openai:MODEL or local:MODEL.")
@@ -38,12 +39,22 @@ struct JudgeCommand: ParsableCommand {
     var input: String?
     @Flag(name: .customLong("no-coherence"), help: "Skip the coherence and relevance judges.")
     var noCoherence = false
-    @Option(name: .customLong("prompts"), help: "Directory overriding trait.txt / coherence.txt / relevance.txt.")
+    // A setting an experiment file states has the file's name (`judge_min_mass` is
+    // `--judge-min-mass`, `judge_validation.items` `--judge-validation-items`); StageFlagsTests
+    // holds the table.
+    @Option(name: .customLong("judge-prompts"), help: "Directory overriding trait.txt / coherence.txt / relevance.txt (the file's judge_prompts).")
     var promptsDirectory: String?
     @Option(name: .customLong("cache"), help: "SQLite file caching judge answers (e.g. the results database).")
     var cachePath: String?
-    @Option(name: .customLong("min-mass"), help: "Least probability on integer answers for a score to count.")
-    var minMass = Scoring.defaultMinMass
+    @Option(name: .customLong("judge-min-mass"), help: "Least probability on integer answers for a score to count (judge_min_mass).")
+    var judgeMinMass = Scoring.defaultMinMass
+    @Option(name: .customLong("min-mass"), help: ArgumentHelp("Deprecated: --judge-min-mass.", visibility: .hidden))
+    var deprecatedMinMass: Double?
+    /// --judge-min-mass, or the deprecated --min-mass.
+    var minMass: Double { deprecatedMinMass ?? judgeMinMass }
+    @Flag(name: .customLong("judge-relevance"), inversion: .prefixedNo,
+          help: "Coherence with the relevance cap, a third judge call; --no-judge-relevance scores coherence alone (judge_relevance).")
+    var judgeRelevance = JudgeValidationStage.Settings().relevance
     @Option(name: .customLong("base-url"), help: "OpenAI-compatible base URL (…/v1).")
     var baseURL: String?
     @Option(name: .customLong("api-key"), help: "API key (prefer the environment: flags show up in process lists).")
@@ -58,12 +69,10 @@ struct JudgeCommand: ParsableCommand {
     var validateJudge = false
     // With --validate: the validation stage of `tiller run`, with the defaults of an experiment
     // file's `judge_validation`, `judge_relevance` and `seed`.
-    @Option(name: .customLong("items"), help: "With --validate: reference answer pairs to score (the file's judge_validation.items).")
+    @Option(name: .customLong("judge-validation-items"), help: "With --validate: reference answer pairs to score (judge_validation.items).")
     var validationItems = JudgeValidationStage.Settings().items
-    @Option(name: .customLong("min-auc"), help: "With --validate: least trait and coherence AUC to pass (judge_validation.min_auc).")
+    @Option(name: .customLong("judge-validation-min-auc"), help: "With --validate: least trait and coherence AUC to pass (judge_validation.min_auc).")
     var minAUC = JudgeValidationStage.Settings().minAUC
-    @Flag(name: .customLong("no-relevance"), help: "With --validate: coherence without the relevance cap, one judge call fewer (judge_relevance: false).")
-    var noRelevance = false
     @Option(help: "With --validate: seed of the degenerate versions (the file's seed).")
     var seed: UInt64 = JudgeValidationStage.Settings().seed
 
@@ -72,7 +81,7 @@ struct JudgeCommand: ParsableCommand {
         var s = JudgeValidationStage.Settings()
         s.items = validationItems
         s.minAUC = minAUC
-        s.relevance = !noRelevance
+        s.relevance = judgeRelevance
         s.seed = seed
         return JudgeValidationStage(settings: s)
     }
@@ -80,14 +89,15 @@ struct JudgeCommand: ParsableCommand {
     func validate() throws {
         if validateJudge {
             guard trait != nil else { throw ValidationError("--validate needs --trait (a shipped trait or a trait file)") }
-            guard validationItems >= 2 else { throw ValidationError("--items must be at least 2") }
-            guard minAUC > 0.5, minAUC <= 1 else { throw ValidationError("--min-auc must be in (0.5, 1]") }
+            guard validationItems >= 2 else { throw ValidationError("--judge-validation-items must be at least 2") }
+            guard minAUC > 0.5, minAUC <= 1 else { throw ValidationError("--judge-validation-min-auc must be in (0.5, 1]") }
         } else if input == nil && (question == nil || answer == nil) { throw ValidationError("give --question and --answer, or --input FILE") }
-        guard minMass > 0, minMass <= 1 else { throw ValidationError("--min-mass must be in (0, 1]") }
+        guard minMass > 0, minMass <= 1 else { throw ValidationError("--judge-min-mass must be in (0, 1]") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
     }
 
     func run() throws {
+        if deprecatedMinMass != nil { note("--min-mass is deprecated: it is --judge-min-mass (the file's judge_min_mass)") }
         // The root command is synchronous; the judges are async.
         let opened: Result<(JudgeScorer, JudgeScoring?), Error> = blocking {
             do { return .success(try await self.openScorer()) } catch { return .failure(error) }
@@ -155,7 +165,7 @@ struct JudgeCommand: ParsableCommand {
             guard let trait, let definition else { throw CLIError("give --trait and --definition") }
             items = [JudgeItem(trait: trait, definition: definition, question: question!, answer: answer!)]
         }
-        let results = await scorer.score(items, coherence: !noCoherence, concurrency: concurrency)
+        let results = await scorer.score(items, coherence: !noCoherence, relevance: judgeRelevance, concurrency: concurrency)
         var failures = 0
         for r in results {
             var o: [String: Any] = ["question": r.item.question, "trait": r.item.trait]

@@ -21,7 +21,7 @@ struct Variants: ParsableCommand {
     var directory: String
     @Option(help: "Scan file (scan.json from `tiller scan` on the same model).")
     var scan: String
-    @Option(help: "Variants, comma-separated (e.g. probe,probe_preclean_la2); default: both baselines and, for each, pre/postclean with la1–la3 and u1–u2.")
+    @Option(help: "Variants, comma-separated (e.g. probe,probe_preclean_la2; the file's variants); default: both baselines and, for each, pre/postclean with la1–la3 and u1–u2.")
     var variants: String?
     @Option(help: "Layer-aware sizes for the default grid, e.g. 1-3.")
     var la = "1-3"
@@ -40,6 +40,20 @@ struct Variants: ParsableCommand {
         return parseWindow(s).flatMap { $0.lowerBound >= 1 ? $0 : nil }
     }
 
+    /// The variants stage of `tiller run` with the flags' settings (--variants is the file's
+    /// `variants`; without it, the default grid), at every captured layer.
+    func variantsStage() throws -> VariantsStage {
+        let specs: [VariantSpec]
+        if let list = variants {
+            specs = try list.split(separator: ",").map { try VariantSpec(name: $0.trimmingCharacters(in: .whitespaces)) }
+        } else {
+            var grid = VariantSpec.defaultGrid(layerAware: range(la) ?? 1...3, uniform: range(u) ?? 1...2)
+            if u == "0" { grid.removeAll { if case .uniform = $0.cleaning?.dims { return true }; return false } }
+            specs = grid
+        }
+        return VariantsStage(settings: .init(variants: specs))
+    }
+
     func run() throws {
         let started = Date()
         let run = try ExtractionRun.load(directory: directory)
@@ -50,16 +64,7 @@ struct Variants: ParsableCommand {
         guard scanResult.hidden == run.activations.hidden else {
             throw CLIError("\(scan): hidden size \(scanResult.hidden) does not match the activations' \(run.activations.hidden)")
         }
-        let specs: [VariantSpec]
-        if let list = variants {
-            specs = try list.split(separator: ",").map { try VariantSpec(name: $0.trimmingCharacters(in: .whitespaces)) }
-        } else {
-            var grid = VariantSpec.defaultGrid(layerAware: range(la) ?? 1...3, uniform: range(u) ?? 1...2)
-            if u == "0" { grid.removeAll { if case .uniform = $0.cleaning?.dims { return true }; return false } }
-            specs = grid
-        }
-        // The variants stage of `tiller run`, at every captured layer.
-        let stage = VariantsStage(settings: .init(variants: specs))
+        let stage = try variantsStage()
         let layers = run.activations.layers
         let progress = ProgressBar("variants", total: layers.count, unit: "layers")
         let vectors = try stage.run(run, scan: scanResult, onLayer: { _ in progress.advance() })

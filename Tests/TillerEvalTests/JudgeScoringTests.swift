@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import NIOHTTP1
 import XCTest
 @testable import TillerEval
@@ -167,10 +168,87 @@ final class JudgeScoringTests: XCTestCase {
         XCTAssertEqual(try JudgeCache(path: path).scoring(backend: "openai", model: "stub"), .digitScale)
     }
 
+    /// A cached answer is keyed by how it was read: a digit tree read with another cut-off, or
+    /// stored by an older version of the algorithm, is read again, never reused; the same reading
+    /// is reused without a call. Scripted so that the cut-off changes the answer: "2" holds 0.17%
+    /// of the first digit's integer mass, pruned (and taken to end as its sibling "8" does) at the
+    /// default 0.3%, asked about (it goes on to "25") at 0.1%.
+    func testCachedAnswersRecordHowTheyWereRead() async throws {
+        let endpoint = try Endpoint { r in
+            let continued = r.prefix != nil && r.continueFinal && r.addGenerationPrompt == false
+            if r.prompt == Self.probe { return .top(continued ? [("0", 0.95), ("<|im_end|>", 0.04)] : [("5", 0.92), ("Sure", 0.05)]) }
+            guard continued, let prefix = r.prefix else { return .top([("8", 0.6), ("2", 0.001), ("I", 0.399)]) }
+            switch prefix {
+            case "8", "25": return .top([("<|im_end|>", 1)])
+            case "2": return .top([("5", 1)])
+            default: return .refuse(500)
+            }
+        }
+        func judge(_ cache: JudgeCache, cutoff: Double = DigitTree.pruneBelow) -> CachedJudge {
+            CachedJudge(OpenAIJudge(model: "stub", options: OpenAIJudgeOptions(baseURL: URL(string: "http://127.0.0.1:\(endpoint.port)/v1")!, apiKey: "k",
+                                                                                timeout: 10, maxRetries: 0, digitTreeCutoff: cutoff),
+                                    store: cache), cache: cache)
+        }
+        let path = NSTemporaryDirectory() + "judge-reading-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let cache = try JudgeCache(path: path)
+
+        let pruned = try await judge(cache).judge("rate this")
+        XCTAssertEqual(pruned.distribution.keys.sorted(), [2, 8], "\(pruned)")
+        let stated = try await judge(cache).reading()
+        let reading = try XCTUnwrap(stated)
+        XCTAssertEqual(reading.key, "digit tree v\(DigitTree.version) (continue_final_message) cutoff=\(DigitTree.pruneBelow) top_logprobs=20")
+        XCTAssertEqual(try cache.lookup(backend: "openai", model: "stub", reading: reading.key, prompt: "rate this"), pruned)
+
+        // Another cut-off: read again (the branch "2" is asked about now), stored beside the first.
+        let finer = try await judge(cache, cutoff: 0.001).judge("rate this")
+        XCTAssertEqual(finer.distribution.keys.sorted(), [8, 25], "\(finer)")
+        XCTAssertTrue(endpoint.requests.contains { $0.prefix == "25" })
+        XCTAssertEqual(try cache.count(), 2)
+        // The first cut-off again: its answer, with no call.
+        var n = endpoint.requests.count
+        let again = try await judge(cache).judge("rate this")
+        XCTAssertEqual(again, pruned)
+        XCTAssertEqual(endpoint.requests.count, n, "the same reading is reused")
+
+        // An answer stored by the previous version of the algorithm is not reused.
+        var old = reading
+        old.version -= 1
+        XCTAssertNotEqual(old.key, reading.key)
+        try cache.store(JudgeAnswer(distribution: [50: 1]), backend: "openai", model: "stub", reading: old.key, prompt: "rate that")
+        n = endpoint.requests.count
+        let current = try await judge(cache).judge("rate that")
+        XCTAssertEqual(current, pruned, "read with the current algorithm")
+        XCTAssertGreaterThan(endpoint.requests.count, n, "the old version's answer was not reused")
+
+        // A cache written before readings were recorded: a digit tree's answers are kept but never
+        // read (their algorithm and cut-off are unknown); the local judge's and a first-token
+        // judge's, whose readings have not changed, are still found.
+        let legacyPath = NSTemporaryDirectory() + "judge-legacy-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: legacyPath) }
+        try await DatabaseQueue(path: legacyPath).write { db in
+            try db.execute(sql: "CREATE TABLE judge_cache (backend TEXT NOT NULL, model TEXT NOT NULL, prompt TEXT NOT NULL, distribution TEXT NOT NULL, mass REAL NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (backend, model, prompt))")
+            try db.execute(sql: JudgeCache.scoringTable)
+            try db.execute(sql: "INSERT INTO judge_scoring VALUES ('openai', 'stub', 'digit tree', 'continue_final_message', 'then')")
+            for (b, m) in [("openai", "stub"), ("local", "lj"), ("openai", "gpt")] {
+                try db.execute(sql: "INSERT INTO judge_cache VALUES (?, ?, 'rate this', '{\"50\":1}', 1, 'then')", arguments: [b, m])
+            }
+        }
+        let legacy = try JudgeCache(path: legacyPath)
+        XCTAssertEqual(try legacy.lookup(backend: "local", model: "lj", reading: JudgeReading(.teacherForced).key, prompt: "rate this")?.distribution, [50: 1])
+        XCTAssertEqual(try legacy.lookup(backend: "openai", model: "gpt", reading: JudgeReading(.firstToken, parameters: ["top_logprobs": "20"]).key,
+                                         prompt: "rate this")?.distribution, [50: 1])
+        n = endpoint.requests.count
+        let reread = try await judge(legacy).judge("rate this")
+        XCTAssertEqual(reread, pruned)
+        XCTAssertGreaterThan(endpoint.requests.count, n, "the unrecorded digit-tree answer was read again")
+        XCTAssertEqual(try legacy.count(), 4, "the old answers stay in the file")
+    }
+
     /// Answers cached before modes existed were first-token scores: an old cache keeps that mode.
     func testCacheWithoutAStoredModeKeepsFirstToken() async throws {
         let cache = try JudgeCache.inMemory()
-        try cache.store(JudgeAnswer(distribution: [5: 1]), backend: "openai", model: "old", prompt: "p")
+        try cache.store(JudgeAnswer(distribution: [5: 1]), backend: "openai", model: "old", reading: "", prompt: "p")
         XCTAssertEqual(try cache.scoring(backend: "openai", model: "old"), .firstToken)
         XCTAssertNil(try cache.scoring(backend: "openai", model: "new"))
         XCTAssertEqual(try cache.storeScoring(.digitScale, backend: "openai", model: "new"), .digitScale)

@@ -82,14 +82,15 @@ final class ScoringTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: path) }
         let cache = try JudgeCache(path: path)
         let a = JudgeAnswer(distribution: [10: 0.1, 90: 0.1])
-        XCTAssertNil(try cache.lookup(backend: "openai", model: "m", prompt: "p"))
-        try cache.store(a, backend: "openai", model: "m", prompt: "p")
-        let b = try XCTUnwrap(try JudgeCache(path: path).lookup(backend: "openai", model: "m", prompt: "p"))
+        XCTAssertNil(try cache.lookup(backend: "openai", model: "m", reading: "r", prompt: "p"))
+        try cache.store(a, backend: "openai", model: "m", reading: "r", prompt: "p")
+        let b = try XCTUnwrap(try JudgeCache(path: path).lookup(backend: "openai", model: "m", reading: "r", prompt: "p"))
         XCTAssertEqual(b, a)
         XCTAssertNil(b.score().score, "mass 0.2 < 0.25: missing, not 0")
         XCTAssertEqual(b.score(minMass: 0.1).score!, 50, accuracy: 1e-9)
-        XCTAssertNil(try cache.lookup(backend: "local", model: "m", prompt: "p"), "backend is part of the key")
-        XCTAssertNil(try cache.lookup(backend: "openai", model: "m2", prompt: "p"), "model is part of the key")
+        XCTAssertNil(try cache.lookup(backend: "local", model: "m", reading: "r", prompt: "p"), "backend is part of the key")
+        XCTAssertNil(try cache.lookup(backend: "openai", model: "m2", reading: "r", prompt: "p"), "model is part of the key")
+        XCTAssertNil(try cache.lookup(backend: "openai", model: "m", reading: "r2", prompt: "p"), "the reading is part of the key")
     }
 
     func testOpenAIParsing() throws {

@@ -99,7 +99,7 @@ final class ExperimentSpecTests: XCTestCase {
 
     /// Each stage's settings come from the file's keys; a file that states none gives the
     /// settings' own defaults, which are the defaults of the commands' flags (`tiller extract
-    /// --vet`, `tiller judge --validate`). `tiller extract --vet` used to validate without
+    /// --vetting judge`, `tiller judge --validate`). `tiller extract --vet` used to validate without
     /// relevance and vet by coherence only while `tiller run` defaulted to relevance on.
     func testStageSettingsComeFromTheFileAndDefaultToTheCommands() throws {
         let plain = try ExperimentSpec.parse(minimal + "\nextraction: {vetting: judge}", path: "x.yaml")

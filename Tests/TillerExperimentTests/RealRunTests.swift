@@ -4,6 +4,7 @@ import XCTest
 import TillerFormats
 import TillerModels
 import TillerSteering
+import TillerEval
 @testable import TillerExperiment
 
 /// A tiny experiment on SmolLM2-135M-Instruct, end to end: once uninterrupted (in process), then
@@ -173,32 +174,7 @@ final class RealRunTests: XCTestCase {
         XCTAssertEqual(try selection(merged), try selection(whole))
     }
 
-    /// The tiller binary sits next to the test bundle (SwiftPM builds it with the tests).
-    func tillerBinary() throws -> String {
-        let here = Bundle(for: Self.self).bundleURL
-        let candidates = [here.appendingPathComponent("tiller").path, here.deletingLastPathComponent().appendingPathComponent("tiller").path]
-        guard let bin = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            XCTFail("the tiller binary is missing (looked at \(candidates.joined(separator: ", "))): the test runs it; `swift build` builds it")
-            throw StoreError("no tiller binary")
-        }
-        return bin
-    }
-
-    /// Runs the tiller binary; returns (exit status, stdout, stderr).
-    func tiller(_ args: [String]) throws -> (Int32, String, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try tillerBinary())
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
-
-    /// `tiller extract --vet` and an experiment with the same settings (stated as the file's keys
+    /// `tiller extract --vetting judge` and an experiment with the same settings (stated as the file's keys
     /// and as the command's flags, the rest left at their defaults) keep the same samples: the
     /// same generated answers, the same judge validation and vetting (relevance on in both), the
     /// same survivors and activations. The file's `top_p` reaches the extraction.
@@ -235,9 +211,10 @@ final class RealRunTests: XCTestCase {
         } catch { experimentError = String(describing: error) }
 
         let cliOut = dir + "/cli"
-        let (status, _, err) = try tiller(["extract", "-m", "smollm2-135m-instruct", "-t", "refusal", "--pairs", "1", "--questions", "2",
-                                           "--max-tokens", "6", "--top-p", "0.9", "--vet", "local:smollm2-135m-instruct",
-                                           "--judge-items", "4", "--judge-min-mass", "0.001", "--min-vetted", "1",
+        // The file's keys as flags (StageFlagsTests holds the rule): extraction.max_pairs is --max-pairs, …
+        let (status, _, err) = try tiller(["extract", "-m", "smollm2-135m-instruct", "-t", "refusal", "--max-pairs", "1", "--max-questions", "2",
+                                           "--max-new-tokens", "6", "--top-p", "0.9", "--vetting", "judge", "--judge", "local:smollm2-135m-instruct",
+                                           "--judge-validation-items", "4", "--judge-min-mass", "0.001", "--min-vetted", "1",
                                            "--allow-invalid-judge", "--methods", "probe", "--out", cliOut])
         // The judge was validated with the same settings (4 items, relevance on, seed 0): the same checks.
         let validations = try ResultsStore(path: dir + "/run/results.sqlite", create: false).validations().map(\.validation)
@@ -251,13 +228,13 @@ final class RealRunTests: XCTestCase {
             let kept = try XCTUnwrap(experimentError.range(of: "vetting kept [^,]*, ", options: .regularExpression).map { String(experimentError[$0]) }, experimentError)
             XCTAssertNotEqual(status, 0)
             XCTAssertTrue(err.contains(kept), "experiment: \(experimentError)\ncli: \(err)")
-            // The command stored its samples before vetting them: the experiment's extraction
-            // stage, built from the file, collects the same ones (with the file's top_p).
+            // The command stored its samples before vetting them (in unvetted/): the experiment's
+            // extraction stage, built from the file, collects the same ones (with the file's top_p).
             let stage = try ExtractionStage(spec: try ExperimentSpec.load(path: dir + "/vet.yaml"))
             XCTAssertEqual(stage.settings.topP, 0.9)
             let fromStage = try stage.run(model: try LanguageModel.load("smollm2-135m-instruct"), trait: try Trait.resolve("refusal"),
                                           log: StageLog(showProgress: false, log: { _ in }))
-            let fromCLI = try ExtractionRun.load(directory: cliOut)
+            let fromCLI = try ExtractionRun.load(directory: ExtractionStage.unvettedDirectory(cliOut))
             XCTAssertNil(fromCLI.vetting)
             XCTAssertEqual(fromStage.settings["top_p"], "0.9", "the file's top_p reaches the extraction")
             XCTAssertEqual(fromCLI.settings, fromStage.settings)
@@ -282,6 +259,118 @@ final class RealRunTests: XCTestCase {
             XCTAssertEqual(fromCLI.activations.positive[l]?.values, fromRun.activations.positive[l]?.values, "L\(l)")
             XCTAssertEqual(fromCLI.activations.negative[l]?.values, fromRun.activations.negative[l]?.values, "L\(l)")
         }
+    }
+
+    /// The real local judge, counting the calls that reach it.
+    final class CountingJudge: Judge, @unchecked Sendable {
+        let inner: LocalJudge
+        private let lock = NSLock()
+        private var n = 0
+        init(_ inner: LocalJudge) { self.inner = inner }
+        var calls: Int { lock.withLock { n } }
+        var backend: String { inner.backend }
+        var model: String { inner.model }
+        func scoring() async throws -> JudgeScoring? { try await inner.scoring() }
+        func reading() async throws -> JudgeReading? { try await inner.reading() }
+        func judge(_ prompt: String) async throws -> JudgeAnswer { try await judge(JudgePrompt(text: prompt)) }
+        func judge(_ prompt: JudgePrompt) async throws -> JudgeAnswer {
+            lock.withLock { n += 1 }
+            return try await inner.judge(prompt)
+        }
+    }
+
+    /// A vetted run records its vetting settings: the same settings reuse it without a judge
+    /// call; changed ones (min coherence, relevance, the judge's least mass) vet the stored
+    /// samples again without generating them again; a run vetted before the settings were
+    /// recorded is vetted again; a larger min_vetted is checked on a stored run; and a request
+    /// without vetting gets the samples before vetting back.
+    func testVettingIsRedoneWhenItsSettingsChange() throws {
+        let info = ModelCache.knownModel(named: "smollm2-135m-instruct")!
+        guard FileManager.default.fileExists(atPath: info.path) else {
+            XCTFail("\(info.path) is missing: run scripts/setup.sh (or `tiller models fetch`) first")
+            return
+        }
+        let model = try LanguageModel.load("smollm2-135m-instruct")
+        let trait = try Trait.resolve("refusal")
+        let dir = Self.root + "/revet"
+        try? FileManager.default.removeItem(atPath: dir)
+        var es = ExtractionSettings()
+        es.maxPairs = 1
+        es.maxQuestions = 2
+        es.maxNewTokens = 6
+        let extraction = ExtractionStage(settings: es)
+        let judge = CountingJudge(try LocalJudge(model: model))
+        let quiet = StageLog(showProgress: false, log: { _ in })
+        let judgeName = "local:smollm2-135m-instruct"
+        func scorer(minMass: Double) throws -> JudgeScorer { JudgeScorer(judge: judge, prompts: try JudgePrompts.defaults(), minMass: minMass) }
+        /// The runner's and `tiller extract --vetting judge`'s path: the cache check, then what is left.
+        func vet(_ s: VettingStage.Settings, minMass: Double = 0.001) throws -> (run: ExtractionRun, found: ExtractionStage.Stored, calls: Int) {
+            let stage = VettingStage(settings: s), sc = try scorer(minMass: minMass)
+            let before = judge.calls
+            let found = try extraction.stored(directory: dir, model: model, trait: trait,
+                                              vettingKey: try stage.key(scorer: sc, judgeName: judgeName, trait: trait))
+            if case .ready(let r) = found, let v = r.vetting { try stage.checkSurvivors(v, trait: trait) }
+            let run = try extraction.complete(found, directory: dir, model: model, trait: trait, vet: {
+                try stage.run($0, trait: trait, scorer: sc, judgeName: judgeName, judgeChecks: [], allowInvalidJudge: false, log: quiet)
+            }, log: quiet)
+            return (run, found, judge.calls - before)
+        }
+        func kind(_ f: ExtractionStage.Stored) -> String {
+            switch f { case .ready: return "ready"; case .samples(_, let note): return "samples: \(note ?? "")"; case .none: return "none" }
+        }
+        var settings = VettingStage.Settings()
+        settings.minVetted = 0
+        let samples = 2 * 2  // 1 pair × 2 questions × 2 polarities
+
+        let first = try vet(settings)
+        XCTAssertEqual(kind(first.found), "none")
+        XCTAssertEqual(first.calls, samples * 3, "trait, coherence and relevance per sample")
+        XCTAssertEqual(first.run.vetting?.settings?["min_coherence"], "50.0")
+        XCTAssertEqual(first.run.vetting?.settings?["judge_reading"], "teacher-forced 0–100 v1")
+        XCTAssertNil(try ExtractionRun.load(directory: ExtractionStage.unvettedDirectory(dir)).vetting, "the samples before vetting are kept")
+
+        let same = try vet(settings)
+        XCTAssertEqual(kind(same.found), "ready")
+        XCTAssertEqual(same.calls, 0, "the same settings: no judge call")
+        XCTAssertEqual(same.run.vetting, first.run.vetting)
+
+        settings.minCoherence = 0
+        let looser = try vet(settings)
+        XCTAssertTrue(kind(looser.found).contains("min_coherence 50.0 → 0.0"), kind(looser.found))
+        XCTAssertEqual(looser.calls, samples * 3, "vetted again")
+        XCTAssertEqual(looser.run.vetting?.settings?["min_coherence"], "0.0")
+        XCTAssertEqual(looser.run.vetting.map { $0.positiveTotal + $0.negativeTotal }, samples, "the stored samples, not generated again")
+        XCTAssertGreaterThanOrEqual(looser.run.positiveSamples.count + looser.run.negativeSamples.count,
+                                    first.run.positiveSamples.count + first.run.negativeSamples.count)
+
+        settings.relevance = false
+        let noRelevance = try vet(settings)
+        XCTAssertTrue(kind(noRelevance.found).contains("judge_relevance true → false"), kind(noRelevance.found))
+        XCTAssertEqual(noRelevance.calls, samples * 2)
+        XCTAssertEqual(try vet(settings).calls, 0)
+
+        let otherMass = try vet(settings, minMass: 0.5)
+        XCTAssertTrue(kind(otherMass.found).contains("judge_min_mass 0.001 → 0.5"), kind(otherMass.found))
+        XCTAssertEqual(otherMass.calls, samples * 2)
+
+        // A run vetted before the settings were recorded.
+        var old = try ExtractionRun.load(directory: dir)
+        old.vetting?.settings = nil
+        try old.save(directory: dir)
+        let unrecorded = try vet(settings, minMass: 0.5)
+        XCTAssertTrue(kind(unrecorded.found).contains("not recorded"), kind(unrecorded.found))
+        XCTAssertEqual(unrecorded.calls, samples * 2)
+
+        // A larger min_vetted is checked on the stored run, naming the setting.
+        var strict = settings
+        strict.minVetted = 1000
+        XCTAssertThrowsError(try vet(strict, minMass: 0.5)) { XCTAssertTrue(String(describing: $0).contains("min_vetted 1000"), "\($0)") }
+
+        // No vetting: the samples before vetting, all of them.
+        let plain = try extraction.stored(directory: dir, model: model, trait: trait, vettingKey: nil)
+        guard case .samples(let all, _) = plain else { return XCTFail(kind(plain)) }
+        XCTAssertNil(all.vetting)
+        XCTAssertEqual(all.positiveSamples.count + all.negativeSamples.count, samples)
     }
 
     /// Negative steering is everyday use: `--coef -8` is a value, not an unknown flag, and means

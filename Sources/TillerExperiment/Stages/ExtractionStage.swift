@@ -31,13 +31,72 @@ public struct ExtractionStage: PlannedStage, Sendable {
         try ContrastiveExtraction.form(for: trait, model: model, requested: settings.form)
     }
 
-    /// The stored run in `directory` when it answers this request: same model, trait, form and
-    /// settings, and vetted exactly when `vetted`.
-    public func cached(directory: String, model: LanguageModel, trait: Trait, vetted: Bool) throws -> ExtractionRun? {
-        guard let run = try? ExtractionRun.load(directory: directory),
-              run.matches(model: model.name, trait: trait, form: try form(for: trait, model: model), settings: settings),
-              (run.vetting != nil) == vetted else { return nil }
-        return run
+    /// Where a vetted run's samples before vetting are kept, beside it (`directory/unvetted`):
+    /// other vetting settings vet them again without generating them again.
+    public static func unvettedDirectory(_ directory: String) -> String { (directory as NSString).appendingPathComponent("unvetted") }
+
+    /// What `directory` holds toward a request: this model, trait, form and settings, vetted with
+    /// `vettingKey` (`VettingStage.key`), or not vetted when it is nil.
+    public enum Stored {
+        /// A run that answers the request as it stands.
+        case ready(ExtractionRun)
+        /// Samples from these settings that the request still has to vet (or, with no vetting,
+        /// to store as the run); `note` says why a vetted run there was not used.
+        case samples(ExtractionRun, note: String?)
+        /// Nothing usable: the samples are generated.
+        case none(note: String?)
+    }
+
+    /// The cache check. Samples are reused whenever their extraction settings match; only a
+    /// vetting made with other settings (or before they were recorded) is redone, from the run
+    /// itself when it was never vetted, else from its `unvetted/` copy.
+    public func stored(directory: String, model: LanguageModel, trait: Trait, vettingKey: [String: String]?) throws -> Stored {
+        let form = try form(for: trait, model: model)
+        func load(_ dir: String) -> ExtractionRun? {
+            guard let run = try? ExtractionRun.load(directory: dir), run.matches(model: model.name, trait: trait, form: form, settings: settings) else { return nil }
+            return run
+        }
+        let here = load(directory)
+        // The samples kept before a vetting (read only when needed).
+        func kept() -> ExtractionRun? { load(Self.unvettedDirectory(directory)).flatMap { $0.vetting == nil ? $0 : nil } }
+        guard let vettingKey else {
+            if let here, here.vetting == nil { return .ready(here) }
+            if let kept = kept() { return .samples(kept, note: "\(directory) holds vetted samples: the samples before vetting are used") }
+            return .none(note: nil)
+        }
+        var note: String?
+        if let here, let v = here.vetting {
+            if v.settings == vettingKey { return .ready(here) }
+            note = "the samples in \(directory) were vetted with other settings (\(VettingStage.difference(v.settings, vettingKey)))"
+        }
+        if let here, here.vetting == nil { return .samples(here, note: nil) }
+        if let kept = kept() { return .samples(kept, note: note.map { $0 + ": vetting the stored samples again" }) }
+        return .none(note: note.map { $0 + ", and the samples before vetting are not stored: generating again" })
+    }
+
+    /// Does what `stored` left to do: collects the samples (`.none`), then vets them with `vet`
+    /// (keeping them in `unvetted/` first) or, with no vetting, takes them as the run; the run is
+    /// saved in `directory`.
+    public func complete(_ stored: Stored, directory: String, model: LanguageModel, trait: Trait,
+                         vet: ((ExtractionRun) throws -> ExtractionRun)?, log: StageLog) throws -> ExtractionRun {
+        let samples: ExtractionRun
+        switch stored {
+        case .ready(let run): return run
+        case .samples(let run, let note):
+            if let note { log.log("extract \(model.name)/\(trait.name): \(note)") }
+            samples = run
+        case .none(let note):
+            if let note { log.log("extract \(model.name)/\(trait.name): \(note)") }
+            samples = try run(model: model, trait: trait, log: log)
+        }
+        guard let vet else {
+            try samples.save(directory: directory)
+            return samples
+        }
+        try samples.save(directory: Self.unvettedDirectory(directory))
+        let vetted = try vet(samples)
+        try vetted.save(directory: directory)
+        return vetted
     }
 
     /// Collects the samples (not saved: the caller saves the run, vetted or not).
@@ -73,20 +132,30 @@ extension ExperimentRunner {
         let extraction = try ExtractionStage(spec: spec)
         let form = try extraction.form(for: trait, model: model)
         let vetting = VettingStage(spec: spec).flatMap { VettingStage.applies(form: form, positions: extraction.settings.positions) ? $0 : nil }
-        if let run = try extraction.cached(directory: dir, model: model, trait: trait, vetted: vetting != nil) {
+        let judgeName = spec.judge ?? ""
+        let vettingKey = try vetting.flatMap { v in try scorer.map { try v.key(scorer: $0, judgeName: judgeName, trait: trait) } }
+        let found = try extraction.stored(directory: dir, model: model, trait: trait, vettingKey: vettingKey)
+        if case .ready(let run) = found {
             options.log("extract \(model.name)/\(trait.name): cached (\(dir))")
-            if let v = run.vetting { options.log("extract \(model.name)/\(trait.name): \(v.summary)") }
+            if let v = run.vetting {
+                options.log("extract \(model.name)/\(trait.name): \(v.summary)")
+                try vetting?.checkSurvivors(v, trait: trait)
+            }
             try recordExtraction(run, model: model, trait: trait)
             return run
         }
         return try stage("extract \(model.name)/\(trait.name)") {
-            var run = try extraction.run(model: model, trait: trait, log: stageLog)
-            if let vetting, let scorer {
-                let judgeChecks = try store.validations().filter { $0.trait == trait.name && $0.validation.instrument == "judge" }.map(\.validation)
-                run = try vetting.run(run, trait: trait, scorer: scorer, judgeName: spec.judge ?? "", judgeChecks: judgeChecks,
-                                      allowInvalidJudge: options.allowInvalidJudge, log: stageLog)
+            var vet: ((ExtractionRun) throws -> ExtractionRun)?
+            if let vetting, let scorer, vettingKey != nil {
+                vet = { run in
+                    let judgeChecks = try self.store.validations().filter { $0.trait == trait.name && $0.validation.instrument == "judge" }.map(\.validation)
+                    return try vetting.run(run, trait: trait, scorer: scorer, judgeName: judgeName, judgeChecks: judgeChecks,
+                                           allowInvalidJudge: self.options.allowInvalidJudge, log: self.stageLog)
+                }
             }
-            try run.save(directory: dir)
+            let run = try extraction.complete(found, directory: dir, model: model, trait: trait, vet: vet, log: stageLog)
+            // Vectors built from other samples are stale: the variants stage builds them again.
+            try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent("vectors"))
             try recordExtraction(run, model: model, trait: trait)
             return run
         }

@@ -8,7 +8,7 @@ import TillerTokenizers
 // each own, in their file here: their settings (one struct per concept, built from the
 // experiment file, or from a command's flags by `tiller extract`, `tiller variants` and
 // `tiller judge --validate`, so that the CLI and an experiment do the same work for the same
-// settings), their cost estimate for `--plan`, their cache check and their run.
+// settings; a flag has its file key's name, `foo_bar` is `--foo-bar`: StageFlagsTests), their cost estimate for `--plan`, their cache check and their run.
 // `tiller run` chains them (`ExperimentRunner.run`); `--plan` asks each for its estimate
 // (`ExperimentRunner.plannedStages`).
 

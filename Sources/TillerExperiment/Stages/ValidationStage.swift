@@ -4,17 +4,17 @@ import TillerModels
 import TillerSteering
 
 // Validation: the instruments prove themselves on known cases before anything they score is
-// used. The judge's checks run here and from `tiller judge --validate` and `tiller extract --vet`
+// used. The judge's checks run here and from `tiller judge --validate` and `tiller extract --vetting judge`
 // with the same settings; the judge-free evaluators' checks are theirs (Evaluators/).
 
 /// Judge validation on a trait's reference answers (TillerEval's JudgeValidation).
 public struct JudgeValidationStage: PlannedStage, Sendable {
     public struct Settings: Sendable, Equatable {
-        /// Reference answer pairs scored (the file's `judge_validation.items`, `--items`).
+        /// Reference answer pairs scored (the file's `judge_validation.items`, `--judge-validation-items`).
         public var items = 12
-        /// Least trait and coherence AUC to pass (`judge_validation.min_auc`, `--min-auc`).
+        /// Least trait and coherence AUC to pass (`judge_validation.min_auc`, `--judge-validation-min-auc`).
         public var minAUC = 0.75
-        /// Coherence with the relevance cap (`judge_relevance`; `--no-relevance` turns it off).
+        /// Coherence with the relevance cap (`judge_relevance`; `--no-judge-relevance` turns it off).
         public var relevance = JudgingStage.Settings().relevance
         /// Seed of the degenerate versions (the file's `seed`, `--seed`).
         public var seed: UInt64 = 0
