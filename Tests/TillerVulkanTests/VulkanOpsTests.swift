@@ -142,6 +142,13 @@ final class VulkanOpsTests: XCTestCase {
         for (type, rows, sg, shader) in cases {
             XCTAssertEqual(VulkanKernelChoice.decide(type: type, rows: rows, subgroupArithmetic: sg).shader, shader, "\(type) \(rows) \(sg)")
         }
+        // The tiled kernel's row tile: the fewest of 16, 32, 64 rows that cover the batch.
+        let tiles: [(Int, Int)] = [(1, 0), (8, 0), (9, 16), (16, 16), (17, 32), (32, 32), (33, 64), (64, 64), (65, 64), (4096, 64)]
+        for (rows, tile) in tiles {
+            let c = VulkanKernelChoice.decide(type: .q4_1, rows: rows, subgroupArithmetic: true)
+            XCTAssertEqual(c.rowTile, tile, "rows \(rows)")
+            XCTAssertEqual(c.description, tile == 0 ? "matvec_sg_Q4_1" : "matmul_Q4_1 64x\(tile)", "rows \(rows)")
+        }
     }
 
     /// Every weight type, mat-vec (subgroup and shared-memory reductions) and tiled, against the CPU
@@ -154,7 +161,7 @@ final class VulkanOpsTests: XCTestCase {
             let gpu = try VulkanMatrix(device: d, raw)
             let split = try VulkanMatrix(device: d, raw, partBytes: 30 * raw.type.byteCount(elements: inF)!)
             XCTAssertEqual(split.parts.count, 3)
-            for rows in [1, 5, 13, 70] {
+            for rows in [1, 5, 13, 30, 70] {
                 var rng = Rng(UInt64(rows))
                 let x = rng.floats(rows * inF)
                 let want = try CPURef.matmul(raw, x, rows: rows)
