@@ -14,6 +14,8 @@ final class VulkanProfile: @unchecked Sendable {
     private var entries: [String: Entry] = [:]
     private var steps = 0, barriers = 0
     private var recordSeconds = 0.0, submitSeconds = 0.0
+    /// Pipeline creation (the driver compiling each variant), by variant and constants.
+    private var compiles: [String: Double] = [:]
     private let lock = NSLock()
     private var registered = false
 
@@ -22,6 +24,12 @@ final class VulkanProfile: @unchecked Sendable {
         defer { lock.unlock() }
         entries[name, default: Entry()].count += 1
         entries[name, default: Entry()].nanoseconds += nanoseconds
+    }
+
+    func compiled(_ key: String, seconds: Double) {
+        lock.lock()
+        defer { lock.unlock() }
+        compiles[key, default: 0] += seconds
     }
 
     func step(barriers b: Int, record: Double, submit: Double) {
@@ -51,6 +59,9 @@ final class VulkanProfile: @unchecked Sendable {
         }
         lines.append(String(format: "  device total %.1f ms; %d steps, %d barriers; host: recording %.1f ms, submit to fence %.1f ms",
                             total / 1e6, steps, barriers, recordSeconds * 1e3, submitSeconds * 1e3))
+        let compileTotal = compiles.values.reduce(0, +)
+        lines.append(String(format: "  pipeline creation %.1f ms for %d variants", compileTotal * 1e3, compiles.count) + ": "
+                     + compiles.sorted { $0.value > $1.value }.map { String(format: "%@ %.0f ms", $0.key, $0.value * 1e3) }.joined(separator: ", "))
         return lines.joined(separator: "\n")
     }
 

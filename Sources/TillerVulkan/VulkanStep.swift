@@ -342,8 +342,8 @@ public final class VulkanStep {
                      prefixValues: job.prefixValues?.vk, out: job.out.vk, qStride: job.qStride, queries: job.queries,
                      firstPosition: job.firstPosition, heads: job.heads, kvHeads: job.kvHeads, headDim: job.headDim,
                      prefixLength: job.prefixLength, window: job.window, scale: job.scale, softcap: job.softcap)
-            guard j.headDim <= 256, j.kvHeads > 0, j.heads % j.kvHeads == 0 else {
-                throw VulkanError("attention: headDim \(j.headDim) (at most 256), heads \(j.heads), kvHeads \(j.kvHeads) are not supported")
+            guard j.headDim <= 256, j.headDim % 4 == 0, j.kvHeads > 0, j.heads % j.kvHeads == 0 else {
+                throw VulkanError("attention: headDim \(j.headDim) (a multiple of 4, at most 256), heads \(j.heads), kvHeads \(j.kvHeads) are not supported")
             }
             let kvStride = j.kvHeads * j.headDim
             let own = j.firstPosition + j.queries - j.prefixLength
@@ -351,7 +351,9 @@ public final class VulkanStep {
             var reads = [span(j.q, (j.queries - 1) * j.qStride + j.heads * j.headDim),
                          span(j.keys, max(own, 0) * kvStride), span(j.values, max(own, 0) * kvStride)]
             if j.prefixLength > 0 { reads += [span(pk, j.prefixLength * kvStride), span(pv, j.prefixLength * kvStride)] }
-            try dispatch("attention", spec: [64], buffers: [j.q.buffer, j.keys.buffer, j.values.buffer, pk.buffer, pv.buffer, j.out.buffer],
+            // Keys and values as vec4s when every row they read starts on a 16-byte boundary.
+            let aligned = [j.keys.offset, j.values.offset, pk.offset, pv.offset, kvStride].allSatisfy { $0 % 4 == 0 }
+            try dispatch("attention", spec: [64, aligned ? 1 : 0], buffers: [j.q.buffer, j.keys.buffer, j.values.buffer, pk.buffer, pv.buffer, j.out.buffer],
                          push: [Self.u(j.q.offset), Self.u(j.keys.offset), Self.u(j.values.offset), Self.u(pk.offset), Self.u(pv.offset),
                                 Self.u(j.out.offset), Self.u(j.qStride), Self.u(j.queries), Self.u(j.firstPosition), Self.u(j.heads),
                                 Self.u(j.kvHeads), Self.u(j.headDim), Self.u(j.prefixLength), Self.u(j.window ?? 0),

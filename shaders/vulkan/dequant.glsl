@@ -92,6 +92,13 @@ float wload(uint rowByte, uint k) {
 // inside the row) into w, eight vec4s. Each block's scales are read once and its packed quants a
 // word at a time, instead of per element as wload does; the arithmetic per element is wload's.
 uint nib(uint word, uint j, uint shift) { return (word >> (8u * j + shift)) & 15u; }
+// The 32-bit word at byte `off`: one load where the layout keeps it 4-aligned (Q4_1's 20-byte and
+// Q4_K's 144-byte blocks always are), two half-word loads where it may sit at an odd half-word.
+#if defined(W_Q4_1) || defined(W_Q4_K)
+uint rword(uint off) { return W[off >> 2]; }
+#else
+uint rword(uint off) { return rhalf(off) | (rhalf(off + 2u) << 16); }
+#endif
 
 #if defined(W_F32) || defined(W_F16) || defined(W_BF16)
 void wblock(uint rowByte, uint k0, out vec4 w[8]) {
@@ -117,14 +124,16 @@ void wblock(uint rowByte, uint k0, out vec4 w[8]) {
     uint qs = b + 2u;
 #elif defined(W_Q4_1)
     uint qs = b + 4u;
-    float m = rf16(b + 2u);
+    vec2 dm = unpackHalf2x16(W[b >> 2]);
+    d = dm.x;
+    float m = dm.y;
 #else
     uint qs = b + 6u;
     uint qh = ru32(b + 2u);
 #endif
     // Bytes 4q ..< 4q + 4 hold elements 4q + j (low nibbles) and 16 + 4q + j (high nibbles).
     [[unroll]] for (uint q = 0u; q < 4u; q++) {
-        uint word = rhalf(qs + 4u * q) | (rhalf(qs + 4u * q + 2u) << 16);
+        uint word = rword(qs + 4u * q);
         [[unroll]] for (uint half_ = 0u; half_ < 2u; half_++) {
             vec4 v;
             [[unroll]] for (uint j = 0u; j < 4u; j++) {
@@ -158,7 +167,7 @@ void wblock(uint rowByte, uint k0, out vec4 w[8]) {
     precise float ml = rf16(b + 2u) * float(m);
     uint qs = b + 16u + 32u * (j >> 1), shift = (j & 1u) * 4u;
     [[unroll]] for (uint q = 0u; q < 8u; q++) {
-        uint word = rhalf(qs + 4u * q) | (rhalf(qs + 4u * q + 2u) << 16);
+        uint word = rword(qs + 4u * q);
         vec4 v;
         [[unroll]] for (uint i = 0u; i < 4u; i++) {
             precise float x = dl * float(nib(word, i, shift));
@@ -175,8 +184,7 @@ void wblock(uint rowByte, uint k0, out vec4 w[8]) {
     float d = rf16(b + 208u);
     uint scw = rhalf(b + 192u + (e0 >> 4));
     [[unroll]] for (uint q = 0u; q < 8u; q++) {
-        uint lw = rhalf(ql + 4u * q) | (rhalf(ql + 4u * q + 2u) << 16);
-        uint hw = rhalf(qh + 4u * q) | (rhalf(qh + 4u * q + 2u) << 16);
+        uint lw = rword(ql + 4u * q), hw = rword(qh + 4u * q);
         int sc = int((scw >> (8u * (q >> 2))) << 24) >> 24;
         precise float dl = d * float(sc);
         vec4 v;

@@ -76,7 +76,7 @@ void main() {
             }
         }
         barrier();
-        [[unroll]] for (uint q = 0u; q < 8u; q++) {
+        [[dont_unroll]] for (uint q = 0u; q < 8u; q++) {
             vec4 a[8], b[8];
             [[unroll]] for (uint i = 0u; i < 8u; i++) a[i] = ws[tm + 8u * i][q];
             [[unroll]] for (uint j = 0u; j < 8u; j++) if (j < TN) b[j] = xs[tn + 8u * j][q];
