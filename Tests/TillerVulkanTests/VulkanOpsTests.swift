@@ -180,6 +180,29 @@ final class VulkanOpsTests: XCTestCase {
         }
     }
 
+    /// Float weights whose rows are not whole 32-element runs nor whole vec4s (70 columns): the
+    /// kernels' element-by-element tails and unaligned input reads, mat-vec and tiled.
+    func testMatmulRaggedWidth() throws {
+        let d = try testDevice()
+        let out = 67, inF = 70
+        for (ti, type) in [GGMLType.f32, .f16, .bf16].enumerated() {
+            let (raw, owner) = randomMatrix(type, rows: out, cols: inF, seed: 50 + UInt64(ti))
+            let m = try VulkanMatrix(device: d, raw)
+            for rows in [1, 3, 8, 9, 40] {
+                var rng = Rng(UInt64(rows) + 7)
+                let x = rng.floats(rows * inF)
+                let want = try CPURef.matmul(raw, x, rows: rows)
+                let xs = try guarded(d, count: x.count, values: x)
+                let ys = try guarded(d, count: rows * out)
+                let step = try VulkanStep(device: d)
+                try step.matmul(m, xs, rows: rows, into: ys)
+                try step.submit()
+                assertClose(try readGuarded(d, ys, count: rows * out, "\(type) rows \(rows)"), want, 2e-6, "\(type) rows \(rows) width \(inF)")
+            }
+            _ = owner
+        }
+    }
+
     /// The shared-memory mat-vec reduction runs even where subgroup arithmetic exists.
     func testMatvecSharedMemoryFallback() throws {
         let d = try testDevice()

@@ -58,9 +58,17 @@ final class VulkanRunTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
 
+    /// This process's CPU seconds so far (user + system, every thread: lavapipe's workers too).
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+    }
+
     /// Runs the experiment with `device:` set to `device`, the backend chosen from the file as
-    /// `tiller run` chooses it; returns the runner and its wall time.
-    func run(device: String) throws -> (ExperimentRunner, Double) {
+    /// `tiller run` chooses it; returns the runner, its wall time and the CPU time it took (on a
+    /// shared machine the wall time depends on the load, the CPU time much less).
+    func run(device: String) throws -> (ExperimentRunner, Double, Double) {
         let path = root + "/\(device.replacingOccurrences(of: ":", with: "")).yaml"
         try (Self.yaml + "\ndevice: \(device)\n").write(toFile: path, atomically: true, encoding: .utf8)
         let spec = try ExperimentSpec.load(path: path)
@@ -71,16 +79,16 @@ final class VulkanRunTests: XCTestCase {
         o.backend = try DeviceChoice(parsing: try XCTUnwrap(spec.device)).backend { _ in }
         let r = try ExperimentRunner(spec: spec, baseDirectory: root, outputDirectory: root + "/" + device.replacingOccurrences(of: ":", with: ""),
                                      options: o)
-        let t = Date()
+        let t = Date(), c = Self.cpuSeconds()
         try r.run()
-        return (r, Date().timeIntervalSince(t))
+        return (r, Date().timeIntervalSince(t), Self.cpuSeconds() - c)
     }
 
     func testWholeRunOnVulkanSelectsWhatTheCPUSelects() throws {
         let device = try testDevice()
         _ = try realModelPath(smolFile)
-        let (cpu, cpuSeconds) = try run(device: "cpu")
-        let (gpu, gpuSeconds) = try run(device: "vulkan:\(device.info.index)")
+        let (cpu, cpuSeconds, cpuCPU) = try run(device: "cpu")
+        let (gpu, gpuSeconds, gpuCPU) = try run(device: "vulkan:\(device.info.index)")
         XCTAssertTrue(cpu.options.backend is CPUBackend)
         XCTAssertTrue(gpu.options.backend is VulkanBackend, "device: vulkan:N gave \(gpu.options.backend.name)")
 
@@ -183,8 +191,8 @@ final class VulkanRunTests: XCTestCase {
         // findings), every number close, every Δ within 1e-3.
         try worst.json(try json(cpu.outputDirectory + "/report.json"), try json(gpu.outputDirectory + "/report.json"), path: "report.json")
 
-        print(String(format: "VulkanRunTests: cpu run %.1fs, vulkan run %.1fs; worst Δ difference %.2e (%@), worst value difference %.2e relative (%@), worst vector error %.2e",
-                     cpuSeconds, gpuSeconds, worst.deltaDiff, worst.deltaWhere, worst.valueDiff, worst.valueWhere, worst.vector))
+        print(String(format: "VulkanRunTests: cpu run %.1fs (%.1f CPU s), vulkan run %.1fs (%.1f CPU s); worst Δ difference %.2e (%@), worst value difference %.2e relative (%@), worst vector error %.2e",
+                     cpuSeconds, cpuCPU, gpuSeconds, gpuCPU, worst.deltaDiff, worst.deltaWhere, worst.valueDiff, worst.valueWhere, worst.vector))
     }
 
     /// A local judge runs on the experiment's device: the experiment's own model when it is the
