@@ -117,7 +117,8 @@ public final class VulkanStep {
 
     /// Records one dispatch of `shader` over `groups` workgroups with `buffers` at bindings 0, 1, …
     /// (whole buffers; offsets travel in `push`).
-    private func dispatch(_ shader: String, spec: [UInt32] = [], buffers: [VulkanBuffer], push: [UInt32],
+    /// `label`: the profile's name for it (default the variant's).
+    private func dispatch(_ shader: String, spec: [UInt32] = [], label: String? = nil, buffers: [VulkanBuffer], push: [UInt32],
                           groups: (UInt32, UInt32, UInt32), reads: [Access], writes: [Access]) throws {
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 { return }
         let pipeline = try device.pipelines.pipeline(shader, spec)
@@ -145,7 +146,7 @@ public final class VulkanStep {
         var p = push
         precondition(p.count * 4 <= VulkanPipelines.pushBytes)
         tiller_vk.vkCmdPushConstants(cmd, device.pipelines.layout, VK_SHADER_STAGE_COMPUTE_BIT.rawValue, 0, UInt32(p.count * 4), &p)
-        try command(shader) { tiller_vk.vkCmdDispatch(cmd, groups.0, groups.1, groups.2) }
+        try command(label ?? shader) { tiller_vk.vkCmdDispatch(cmd, groups.0, groups.1, groups.2) }
         dispatches += 1
     }
 
@@ -244,7 +245,7 @@ public final class VulkanStep {
                 groups = (UInt32((part.rows + 63) / 64), UInt32((rows + choice.rowTile - 1) / choice.rowTile), 1)
                 spec = [UInt32(choice.rowTile)]
             }
-            try dispatch(choice.shader, spec: spec, buffers: [part.buffer, x.buffer, y.buffer], push: push, groups: groups,
+            try dispatch(choice.shader, spec: spec, label: choice.description, buffers: [part.buffer, x.buffer, y.buffer], push: push, groups: groups,
                          reads: reads + [whole(part.buffer)], writes: [span(y, rows * w.outFeatures)])
         }
     }
