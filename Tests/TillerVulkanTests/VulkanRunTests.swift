@@ -12,9 +12,9 @@ import XCTest
 // tokens), every metric value, every instrument check, and the report's selections — the same
 // best configuration per method and gate, held-out Δs within 1e-3.
 //
-// lavapipe runs this experiment ~30× slower than the CPU backend (on 2 cores shared with other
-// work: 10 s vs 297 s, 350 CPU seconds; TILLER_VULKAN_PROFILE=1 shows where: two thirds in the
-// tiled matmul, a seventh in attention), so the experiment is the smallest that still runs every
+// lavapipe runs this experiment ~25–35× slower than the CPU backend (on 2 cores: 7 s vs 190 s,
+// 350 CPU seconds; TILLER_VULKAN_PROFILE=1 shows where: two thirds in the tiled matmul, a seventh
+// in attention), so the experiment is the smallest that still runs every
 // stage and selects between configurations: the logodds evaluator selects (no generated-answer
 // judge: one local-judge call is ~650 tokens, seconds on the CPU backend and minutes on lavapipe).
 // CI runs it (scripts/test.sh); it prints both runs' wall and CPU seconds.
