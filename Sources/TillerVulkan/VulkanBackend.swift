@@ -66,7 +66,7 @@ public final class VulkanBackend: Backend, @unchecked Sendable {
 
     public func kernel(for matrix: MatrixOperator, rows: Int) -> String {
         let m = unsafeDowncast(matrix, to: VulkanMatrix.self)
-        return VulkanKernelChoice.decide(type: m.type, rows: rows, subgroupArithmetic: device.info.features.subgroupArithmetic).shader
+        return VulkanKernelChoice.decide(type: m.type, rows: rows, subgroupArithmetic: device.info.features.subgroupArithmetic).description
     }
 }
 

@@ -89,6 +89,9 @@ enum VulkanSwitches {
     static var noFP16: Bool { off("TILLER_VULKAN_NO_FP16") }
     static var noCoopmat: Bool { off("TILLER_VULKAN_NO_COOPMAT") }
     static var noIntDot: Bool { off("TILLER_VULKAN_NO_INTDOT") }
+    /// TILLER_VULKAN_PROFILE=1: device time per shader variant from timestamp queries, printed at
+    /// exit (VulkanProfile).
+    static let profile: Bool = off("TILLER_VULKAN_PROFILE")
 }
 
 /// The process's Vulkan instance (created once).
@@ -235,6 +238,8 @@ public final class VulkanDevice: @unchecked Sendable {
     let queueFamily: UInt32
     let memory: VkPhysicalDeviceMemoryProperties
     let queueLock = NSLock()
+    /// Nanoseconds per timestamp tick.
+    let timestampPeriod: Double
     private(set) var pipelines: VulkanPipelines!
 
     nonisolated(unsafe) private static var opened: [Int: VulkanDevice] = [:]
@@ -300,6 +305,9 @@ public final class VulkanDevice: @unchecked Sendable {
         var mem = VkPhysicalDeviceMemoryProperties()
         tiller_vk.vkGetPhysicalDeviceMemoryProperties(physical, &mem)
         memory = mem
+        var props = VkPhysicalDeviceProperties()
+        tiller_vk.vkGetPhysicalDeviceProperties(physical, &props)
+        timestampPeriod = Double(props.limits.timestampPeriod)
         pipelines = try VulkanPipelines(device: self)
     }
 

@@ -10,11 +10,20 @@ public struct VulkanKernelChoice: Equatable, Sendable, CustomStringConvertible {
         /// One workgroup per output feature with shared-memory reductions (no subgroup
         /// arithmetic, or switched off).
         case matvecShared = "matvec_sh"
-        /// 64 × 64 tiles staged through shared memory (prefill, batched rows).
+        /// 64 output features × `rowTile` rows staged through shared memory (prefill, batched rows).
         case tiled = "matmul"
     }
     public let kernel: Kernel
     public let type: GGMLType
+    /// Rows per tile of the tiled kernel (its BN: 16, 32 or 64), the fewest that cover the rows up
+    /// to 64; 0 for the mat-vec kernels.
+    public let rowTile: Int
+
+    public init(kernel: Kernel, type: GGMLType, rowTile: Int = 0) {
+        self.kernel = kernel
+        self.type = type
+        self.rowTile = rowTile
+    }
 
     /// Rows up to this many run the mat-vec kernel (two passes of 4 rows at most), more the tiled one.
     public static let matvecMaxRows = 8
@@ -25,12 +34,16 @@ public struct VulkanKernelChoice: Equatable, Sendable, CustomStringConvertible {
         if rows <= matvecMaxRows {
             return VulkanKernelChoice(kernel: subgroupArithmetic ? .matvecSubgroup : .matvecShared, type: type)
         }
-        return VulkanKernelChoice(kernel: .tiled, type: type)
+        return VulkanKernelChoice(kernel: .tiled, type: type, rowTile: rowTiles.first { rows <= $0 } ?? rowTiles.last!)
     }
+
+    /// The tiled kernel's row tiles (its specialisation constant BN).
+    public static let rowTiles = [16, 32, 64]
 
     /// The shader variant's name (scripts/build-shaders.sh's naming).
     public var shader: String { "\(kernel.rawValue)_\(type)" }
-    public var description: String { shader }
+    /// The variant, and the tiled kernel's tile (output features × rows).
+    public var description: String { kernel == .tiled ? "\(shader) 64x\(rowTile)" : shader }
 }
 
 /// A weight matrix W [out, in] resident on the device in its stored blocks. Tables larger than

@@ -69,6 +69,8 @@ final class VulkanPipelines: @unchecked Sendable {
         guard let code = VulkanPipelines.spirv[name] else {
             throw VulkanError("Vulkan: no shader variant \(name) (scripts/build-shaders.sh builds them)")
         }
+        let compileStart = Date()
+        defer { if VulkanSwitches.profile { VulkanProfile.shared.compiled(key, seconds: Date().timeIntervalSince(compileStart)) } }
         var module: VkShaderModule?
         var mi = VkShaderModuleCreateInfo()
         mi.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO

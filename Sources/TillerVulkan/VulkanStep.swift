@@ -37,10 +37,19 @@ public final class VulkanStep {
     /// Barriers recorded (for the tests of the hazard tracking).
     public private(set) var barriers = 0
     public private(set) var dispatches = 0
+    /// Timestamps around each command when TILLER_VULKAN_PROFILE is set.
+    private let timestamps: StepTimestamps?
+    private let started = Date()
 
     public init(device: VulkanDevice) throws {
         self.device = device
         ctx = try CommandContext(device: device)
+        timestamps = VulkanSwitches.profile ? StepTimestamps(device: device) : nil
+    }
+
+    /// Records one command, bracketed by timestamps named `name` when profiling.
+    private func command(_ name: String, _ body: () -> Void) throws {
+        if let t = timestamps { try t.bracket(cmd, name, body) } else { body() }
     }
 
     deinit {
@@ -108,7 +117,8 @@ public final class VulkanStep {
 
     /// Records one dispatch of `shader` over `groups` workgroups with `buffers` at bindings 0, 1, …
     /// (whole buffers; offsets travel in `push`).
-    private func dispatch(_ shader: String, spec: [UInt32] = [], buffers: [VulkanBuffer], push: [UInt32],
+    /// `label`: the profile's name for it (default the variant's).
+    private func dispatch(_ shader: String, spec: [UInt32] = [], label: String? = nil, buffers: [VulkanBuffer], push: [UInt32],
                           groups: (UInt32, UInt32, UInt32), reads: [Access], writes: [Access]) throws {
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 { return }
         let pipeline = try device.pipelines.pipeline(shader, spec)
@@ -136,7 +146,7 @@ public final class VulkanStep {
         var p = push
         precondition(p.count * 4 <= VulkanPipelines.pushBytes)
         tiller_vk.vkCmdPushConstants(cmd, device.pipelines.layout, VK_SHADER_STAGE_COMPUTE_BIT.rawValue, 0, UInt32(p.count * 4), &p)
-        tiller_vk.vkCmdDispatch(cmd, groups.0, groups.1, groups.2)
+        try command(label ?? shader) { tiller_vk.vkCmdDispatch(cmd, groups.0, groups.1, groups.2) }
         dispatches += 1
     }
 
@@ -167,9 +177,9 @@ public final class VulkanStep {
         return (b, at)
     }
 
-    private func copy(from src: VulkanBuffer, byteOffset so: Int, to dst: VulkanBuffer, byteOffset doff: Int, bytes: Int) {
+    private func copy(from src: VulkanBuffer, byteOffset so: Int, to dst: VulkanBuffer, byteOffset doff: Int, bytes: Int) throws {
         var region = VkBufferCopy(srcOffset: VkDeviceSize(so), dstOffset: VkDeviceSize(doff), size: VkDeviceSize(bytes))
-        tiller_vk.vkCmdCopyBuffer(cmd, src.buffer, dst.buffer, 1, &region)
+        try command("copy") { tiller_vk.vkCmdCopyBuffer(cmd, src.buffer, dst.buffer, 1, &region) }
     }
 
     // MARK: - Ops
@@ -179,7 +189,7 @@ public final class VulkanStep {
         if host.isEmpty { return }
         let (b, at) = try stage(UnsafeRawBufferPointer(host))
         order(reads: [], writes: [span(dst, host.count)])
-        copy(from: b, byteOffset: at, to: dst.buffer, byteOffset: dst.offset * 4, bytes: host.count * 4)
+        try copy(from: b, byteOffset: at, to: dst.buffer, byteOffset: dst.offset * 4, bytes: host.count * 4)
     }
 
     /// x[r] = table row tokens[r] (· scale), dequantised from the stored blocks.
@@ -232,9 +242,10 @@ public final class VulkanStep {
                 groups = (g.0, g.1, UInt32((rows + 3) / 4))
                 spec = [64]
             case .tiled:
-                groups = (UInt32((part.rows + 63) / 64), UInt32((rows + 63) / 64), 1)
+                groups = (UInt32((part.rows + 63) / 64), UInt32((rows + choice.rowTile - 1) / choice.rowTile), 1)
+                spec = [UInt32(choice.rowTile)]
             }
-            try dispatch(choice.shader, spec: spec, buffers: [part.buffer, x.buffer, y.buffer], push: push, groups: groups,
+            try dispatch(choice.shader, spec: spec, label: choice.description, buffers: [part.buffer, x.buffer, y.buffer], push: push, groups: groups,
                          reads: reads + [whole(part.buffer)], writes: [span(y, rows * w.outFeatures)])
         }
     }
@@ -321,7 +332,7 @@ public final class VulkanStep {
     public func copy(_ src: VulkanSlice, into dst: VulkanSlice, count: Int) throws {
         if count == 0 { return }
         order(reads: [span(src, count)], writes: [span(dst, count)])
-        copy(from: src.buffer, byteOffset: src.offset * 4, to: dst.buffer, byteOffset: dst.offset * 4, bytes: count * 4)
+        try copy(from: src.buffer, byteOffset: src.offset * 4, to: dst.buffer, byteOffset: dst.offset * 4, bytes: count * 4)
     }
 
     /// Causal attention of each job's new queries against its cached keys/values (the seam's
@@ -332,8 +343,8 @@ public final class VulkanStep {
                      prefixValues: job.prefixValues?.vk, out: job.out.vk, qStride: job.qStride, queries: job.queries,
                      firstPosition: job.firstPosition, heads: job.heads, kvHeads: job.kvHeads, headDim: job.headDim,
                      prefixLength: job.prefixLength, window: job.window, scale: job.scale, softcap: job.softcap)
-            guard j.headDim <= 256, j.kvHeads > 0, j.heads % j.kvHeads == 0 else {
-                throw VulkanError("attention: headDim \(j.headDim) (at most 256), heads \(j.heads), kvHeads \(j.kvHeads) are not supported")
+            guard j.headDim <= 256, j.headDim % 4 == 0, j.kvHeads > 0, j.heads % j.kvHeads == 0 else {
+                throw VulkanError("attention: headDim \(j.headDim) (a multiple of 4, at most 256), heads \(j.heads), kvHeads \(j.kvHeads) are not supported")
             }
             let kvStride = j.kvHeads * j.headDim
             let own = j.firstPosition + j.queries - j.prefixLength
@@ -341,7 +352,9 @@ public final class VulkanStep {
             var reads = [span(j.q, (j.queries - 1) * j.qStride + j.heads * j.headDim),
                          span(j.keys, max(own, 0) * kvStride), span(j.values, max(own, 0) * kvStride)]
             if j.prefixLength > 0 { reads += [span(pk, j.prefixLength * kvStride), span(pv, j.prefixLength * kvStride)] }
-            try dispatch("attention", spec: [64], buffers: [j.q.buffer, j.keys.buffer, j.values.buffer, pk.buffer, pv.buffer, j.out.buffer],
+            // Keys and values as vec4s when every row they read starts on a 16-byte boundary.
+            let aligned = [j.keys.offset, j.values.offset, pk.offset, pv.offset, kvStride].allSatisfy { $0 % 4 == 0 }
+            try dispatch("attention", spec: [64, aligned ? 1 : 0], buffers: [j.q.buffer, j.keys.buffer, j.values.buffer, pk.buffer, pv.buffer, j.out.buffer],
                          push: [Self.u(j.q.offset), Self.u(j.keys.offset), Self.u(j.values.offset), Self.u(pk.offset), Self.u(pv.offset),
                                 Self.u(j.out.offset), Self.u(j.qStride), Self.u(j.queries), Self.u(j.firstPosition), Self.u(j.heads),
                                 Self.u(j.kvHeads), Self.u(j.headDim), Self.u(j.prefixLength), Self.u(j.window ?? 0),
@@ -363,7 +376,7 @@ public final class VulkanStep {
         let at = stagingUsed
         stagingUsed += (n + 15) & ~15
         order(reads: [span(src, count)], writes: [(b, (at / 4)..<(at / 4 + count))])
-        copy(from: src.buffer, byteOffset: src.offset * 4, to: b, byteOffset: at, bytes: n)
+        try copy(from: src.buffer, byteOffset: src.offset * 4, to: b, byteOffset: at, bytes: n)
         readbacks.append((UnsafeRawPointer(b.mapped! + at), host, count))
     }
 
@@ -372,7 +385,13 @@ public final class VulkanStep {
         precondition(!submitted, "a VulkanStep is submitted once")
         submitted = true
         hostReadBarrier(cmd)
+        let submitted = Date()
         try ctx.submitAndWait()
+        if let t = timestamps {
+            try t.collect()
+            VulkanProfile.shared.step(barriers: barriers, record: submitted.timeIntervalSince(started),
+                                      submit: Date().timeIntervalSince(submitted))
+        }
         for r in readbacks { r.to.update(from: r.from.assumingMemoryBound(to: Float.self), count: r.count) }
         readbacks.removeAll()
         retained.removeAll()

@@ -142,6 +142,13 @@ final class VulkanOpsTests: XCTestCase {
         for (type, rows, sg, shader) in cases {
             XCTAssertEqual(VulkanKernelChoice.decide(type: type, rows: rows, subgroupArithmetic: sg).shader, shader, "\(type) \(rows) \(sg)")
         }
+        // The tiled kernel's row tile: the fewest of 16, 32, 64 rows that cover the batch.
+        let tiles: [(Int, Int)] = [(1, 0), (8, 0), (9, 16), (16, 16), (17, 32), (32, 32), (33, 64), (64, 64), (65, 64), (4096, 64)]
+        for (rows, tile) in tiles {
+            let c = VulkanKernelChoice.decide(type: .q4_1, rows: rows, subgroupArithmetic: true)
+            XCTAssertEqual(c.rowTile, tile, "rows \(rows)")
+            XCTAssertEqual(c.description, tile == 0 ? "matvec_sg_Q4_1" : "matmul_Q4_1 64x\(tile)", "rows \(rows)")
+        }
     }
 
     /// Every weight type, mat-vec (subgroup and shared-memory reductions) and tiled, against the CPU
@@ -154,7 +161,7 @@ final class VulkanOpsTests: XCTestCase {
             let gpu = try VulkanMatrix(device: d, raw)
             let split = try VulkanMatrix(device: d, raw, partBytes: 30 * raw.type.byteCount(elements: inF)!)
             XCTAssertEqual(split.parts.count, 3)
-            for rows in [1, 5, 13, 70] {
+            for rows in [1, 5, 13, 30, 70] {
                 var rng = Rng(UInt64(rows))
                 let x = rng.floats(rows * inF)
                 let want = try CPURef.matmul(raw, x, rows: rows)
@@ -168,6 +175,29 @@ final class VulkanOpsTests: XCTestCase {
                     let got = try readGuarded(d, ys, count: rows * out, "\(type) rows \(rows) matrix \(mi)")
                     assertClose(got, want, 2e-6, "\(type) rows \(rows) matrix \(mi)")
                 }
+            }
+            _ = owner
+        }
+    }
+
+    /// Float weights whose rows are not whole 32-element runs nor whole vec4s (70 columns): the
+    /// kernels' element-by-element tails and unaligned input reads, mat-vec and tiled.
+    func testMatmulRaggedWidth() throws {
+        let d = try testDevice()
+        let out = 67, inF = 70
+        for (ti, type) in [GGMLType.f32, .f16, .bf16].enumerated() {
+            let (raw, owner) = randomMatrix(type, rows: out, cols: inF, seed: 50 + UInt64(ti))
+            let m = try VulkanMatrix(device: d, raw)
+            for rows in [1, 3, 8, 9, 40] {
+                var rng = Rng(UInt64(rows) + 7)
+                let x = rng.floats(rows * inF)
+                let want = try CPURef.matmul(raw, x, rows: rows)
+                let xs = try guarded(d, count: x.count, values: x)
+                let ys = try guarded(d, count: rows * out)
+                let step = try VulkanStep(device: d)
+                try step.matmul(m, xs, rows: rows, into: ys)
+                try step.submit()
+                assertClose(try readGuarded(d, ys, count: rows * out, "\(type) rows \(rows)"), want, 2e-6, "\(type) rows \(rows) width \(inF)")
             }
             _ = owner
         }

@@ -12,10 +12,12 @@ import XCTest
 // tokens), every metric value, every instrument check, and the report's selections — the same
 // best configuration per method and gate, held-out Δs within 1e-3.
 //
-// lavapipe runs SmolLM2 60–100× slower than the CPU backend (on 2 cores: layer norms 1.0 s vs
-// 75 s, instrument checks 9 s vs 600 s), so the experiment is the smallest that still runs every
+// lavapipe runs this experiment ~25–35× slower than the CPU backend (on 2 cores: 7 s vs 190 s,
+// 350 CPU seconds; TILLER_VULKAN_PROFILE=1 shows where: two thirds in the tiled matmul, a seventh
+// in attention), so the experiment is the smallest that still runs every
 // stage and selects between configurations: the logodds evaluator selects (no generated-answer
-// judge: one local-judge call is ~650 tokens, 3.5 s on the CPU backend and 344 s on lavapipe).
+// judge: one local-judge call is ~650 tokens, seconds on the CPU backend and minutes on lavapipe).
+// CI runs it (scripts/test.sh); it prints both runs' wall and CPU seconds.
 // That a local judge follows the experiment's device is checked without scoring.
 
 final class VulkanRunTests: XCTestCase {
@@ -58,9 +60,17 @@ final class VulkanRunTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
 
+    /// This process's CPU seconds so far (user + system, every thread: lavapipe's workers too).
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+    }
+
     /// Runs the experiment with `device:` set to `device`, the backend chosen from the file as
-    /// `tiller run` chooses it; returns the runner and its wall time.
-    func run(device: String) throws -> (ExperimentRunner, Double) {
+    /// `tiller run` chooses it; returns the runner, its wall time and the CPU time it took (on a
+    /// shared machine the wall time depends on the load, the CPU time much less).
+    func run(device: String) throws -> (ExperimentRunner, Double, Double) {
         let path = root + "/\(device.replacingOccurrences(of: ":", with: "")).yaml"
         try (Self.yaml + "\ndevice: \(device)\n").write(toFile: path, atomically: true, encoding: .utf8)
         let spec = try ExperimentSpec.load(path: path)
@@ -71,16 +81,16 @@ final class VulkanRunTests: XCTestCase {
         o.backend = try DeviceChoice(parsing: try XCTUnwrap(spec.device)).backend { _ in }
         let r = try ExperimentRunner(spec: spec, baseDirectory: root, outputDirectory: root + "/" + device.replacingOccurrences(of: ":", with: ""),
                                      options: o)
-        let t = Date()
+        let t = Date(), c = Self.cpuSeconds()
         try r.run()
-        return (r, Date().timeIntervalSince(t))
+        return (r, Date().timeIntervalSince(t), Self.cpuSeconds() - c)
     }
 
     func testWholeRunOnVulkanSelectsWhatTheCPUSelects() throws {
         let device = try testDevice()
         _ = try realModelPath(smolFile)
-        let (cpu, cpuSeconds) = try run(device: "cpu")
-        let (gpu, gpuSeconds) = try run(device: "vulkan:\(device.info.index)")
+        let (cpu, cpuSeconds, cpuCPU) = try run(device: "cpu")
+        let (gpu, gpuSeconds, gpuCPU) = try run(device: "vulkan:\(device.info.index)")
         XCTAssertTrue(cpu.options.backend is CPUBackend)
         XCTAssertTrue(gpu.options.backend is VulkanBackend, "device: vulkan:N gave \(gpu.options.backend.name)")
 
@@ -183,8 +193,8 @@ final class VulkanRunTests: XCTestCase {
         // findings), every number close, every Δ within 1e-3.
         try worst.json(try json(cpu.outputDirectory + "/report.json"), try json(gpu.outputDirectory + "/report.json"), path: "report.json")
 
-        print(String(format: "VulkanRunTests: cpu run %.1fs, vulkan run %.1fs; worst Δ difference %.2e (%@), worst value difference %.2e relative (%@), worst vector error %.2e",
-                     cpuSeconds, gpuSeconds, worst.deltaDiff, worst.deltaWhere, worst.valueDiff, worst.valueWhere, worst.vector))
+        print(String(format: "VulkanRunTests: cpu run %.1fs (%.1f CPU s), vulkan run %.1fs (%.1f CPU s); worst Δ difference %.2e (%@), worst value difference %.2e relative (%@), worst vector error %.2e",
+                     cpuSeconds, cpuCPU, gpuSeconds, gpuCPU, worst.deltaDiff, worst.deltaWhere, worst.valueDiff, worst.valueWhere, worst.vector))
     }
 
     /// A local judge runs on the experiment's device: the experiment's own model when it is the
