@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo experiment (or FILE) with the shared layer prefix off, then on (TILLER_SHARED_PREFIX=0/1),
+# The demo experiment (or FILE) with the shared prefix (layers and the prompts' common head) off, then on (TILLER_SHARED_PREFIX=0/1),
 # back to back in fresh output folders: each stage's seconds and the ratio off/on, then the checks
 # that sharing changes no result (every stored metric within 1e-5 relative, every other table and
 # report.json identical). On a CPU with the packed kernel (AVX-512) the metrics are bit-identical:
