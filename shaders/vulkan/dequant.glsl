@@ -55,9 +55,8 @@ float wload(uint rowByte, uint k) {
 // f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles: sub-block j (32 elements)
 // reads bytes 32·(j/2) ..< +32, low nibbles for even j; x = (d·sc)·q − (dmin·m)
 const uint BLOCK = 256u, BLOCK_BYTES = 144u;
-float wload(uint rowByte, uint k) {
-    uint b = rowByte + (k >> 8) * BLOCK_BYTES, i = k & 255u, j = i >> 5;
-    uint sc, m;
+// Sub-block j's 6-bit scale and min, packed in the block's 12 bytes at b + 4.
+void q4kScaleMin(uint b, uint j, out uint sc, out uint m) {
     if (j < 4u) {
         sc = rbyte(b + 4u + j) & 63u;
         m = rbyte(b + 8u + j) & 63u;
@@ -65,6 +64,11 @@ float wload(uint rowByte, uint k) {
         sc = (rbyte(b + 8u + j) & 15u) | ((rbyte(b + j) >> 6) << 4);
         m = (rbyte(b + 8u + j) >> 4) | ((rbyte(b + 4u + j) >> 6) << 4);
     }
+}
+float wload(uint rowByte, uint k) {
+    uint b = rowByte + (k >> 8) * BLOCK_BYTES, i = k & 255u, j = i >> 5;
+    uint sc, m;
+    q4kScaleMin(b, j, sc, m);
     uint q = (rbyte(b + 16u + 32u * (j >> 1) + (i & 31u)) >> ((j & 1u) * 4u)) & 15u;
     precise float dl = rf16(b) * float(sc);
     precise float ml = rf16(b + 2u) * float(m);
@@ -156,13 +160,7 @@ void wblock(uint rowByte, uint k0, out vec4 w[8]) {
 void wblock(uint rowByte, uint k0, out vec4 w[8]) {
     uint b = rowByte + (k0 >> 8) * BLOCK_BYTES, j = (k0 & 255u) >> 5;
     uint sc, m;
-    if (j < 4u) {
-        sc = rbyte(b + 4u + j) & 63u;
-        m = rbyte(b + 8u + j) & 63u;
-    } else {
-        sc = (rbyte(b + 8u + j) & 15u) | ((rbyte(b + j) >> 6) << 4);
-        m = (rbyte(b + 8u + j) >> 4) | ((rbyte(b + 4u + j) >> 6) << 4);
-    }
+    q4kScaleMin(b, j, sc, m);
     precise float dl = rf16(b) * float(sc);
     precise float ml = rf16(b + 2u) * float(m);
     uint qs = b + 16u + 32u * (j >> 1), shift = (j & 1u) * 4u;
