@@ -237,27 +237,26 @@ final class RealRunTests: XCTestCase {
             let fromCLI = try ExtractionRun.load(directory: ExtractionStage.unvettedDirectory(cliOut))
             XCTAssertNil(fromCLI.vetting)
             XCTAssertEqual(fromStage.settings["top_p"], "0.9", "the file's top_p reaches the extraction")
-            XCTAssertEqual(fromCLI.settings, fromStage.settings)
-            XCTAssertEqual(fromCLI.positiveSamples, fromStage.positiveSamples)
-            XCTAssertEqual(fromCLI.negativeSamples, fromStage.negativeSamples)
-            for l in fromStage.activations.layers {
-                XCTAssertEqual(fromCLI.activations.positive[l]?.values, fromStage.activations.positive[l]?.values, "L\(l)")
-                XCTAssertEqual(fromCLI.activations.negative[l]?.values, fromStage.activations.negative[l]?.values, "L\(l)")
-            }
+            assertSameSamples(fromCLI, fromStage)
             return
         }
         XCTAssertEqual(status, 0, err)
         let fromRun = try ExtractionRun.load(directory: dir + "/run/smollm2-135m-instruct/refusal")
         let fromCLI = try ExtractionRun.load(directory: cliOut)
         XCTAssertEqual(fromRun.settings["top_p"], "0.9", "the file's top_p reaches the extraction")
-        XCTAssertEqual(fromCLI.settings, fromRun.settings)
         XCTAssertNotNil(fromRun.vetting)
         XCTAssertEqual(fromCLI.vetting, fromRun.vetting)
-        XCTAssertEqual(fromCLI.positiveSamples, fromRun.positiveSamples)
-        XCTAssertEqual(fromCLI.negativeSamples, fromRun.negativeSamples)
-        for l in fromRun.activations.layers {
-            XCTAssertEqual(fromCLI.activations.positive[l]?.values, fromRun.activations.positive[l]?.values, "L\(l)")
-            XCTAssertEqual(fromCLI.activations.negative[l]?.values, fromRun.activations.negative[l]?.values, "L\(l)")
+        assertSameSamples(fromCLI, fromRun)
+    }
+
+    /// The same extraction settings, the same samples of both polarities and the same activations at every layer.
+    func assertSameSamples(_ got: ExtractionRun, _ want: ExtractionRun, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(got.settings, want.settings, file: file, line: line)
+        XCTAssertEqual(got.positiveSamples, want.positiveSamples, file: file, line: line)
+        XCTAssertEqual(got.negativeSamples, want.negativeSamples, file: file, line: line)
+        for l in want.activations.layers {
+            XCTAssertEqual(got.activations.positive[l]?.values, want.activations.positive[l]?.values, "L\(l)", file: file, line: line)
+            XCTAssertEqual(got.activations.negative[l]?.values, want.activations.negative[l]?.values, "L\(l)", file: file, line: line)
         }
     }
 
